@@ -1,0 +1,226 @@
+//! Coin and network parameters, named as ElectrumX names them (`COIN`, `NET`).
+
+use crate::hash::BlockHash;
+use std::fmt;
+
+/// The coin family, as ElectrumX's `COIN` setting spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coin {
+    /// Bitcoin (BTC): segwit and taproot.
+    Bitcoin,
+    /// Bitcoin SV: no segwit; the CI regtest node is of this kind.
+    BitcoinSV,
+}
+
+/// The network, as ElectrumX's `NET` setting spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Main network.
+    Mainnet,
+    /// Testnet 3.
+    Testnet,
+    /// Testnet 4 (BIP94).
+    Testnet4,
+    /// Signet (the default signet).
+    Signet,
+    /// Local regression-test network.
+    Regtest,
+}
+
+/// Everything the index needs to know about a coin/network pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoinParams {
+    /// Coin family.
+    pub coin: Coin,
+    /// Network.
+    pub network: Network,
+    /// Genesis block hash.
+    pub genesis_hash: BlockHash,
+    /// Default JSON-RPC port of the node.
+    pub rpc_port: u16,
+    /// Default depth of reorgs the index can undo (ElectrumX's `REORG_LIMIT`).
+    pub reorg_limit: u32,
+    /// Base58 version byte of P2PKH addresses.
+    pub p2pkh_version: u8,
+    /// Base58 version byte of P2SH addresses.
+    pub p2sh_version: u8,
+    /// Bech32 human-readable part, where the coin has segwit.
+    pub bech32_hrp: Option<&'static str>,
+    /// Whether blocks may carry witness data.
+    pub segwit: bool,
+    /// IRC channel and nick prefix ElectrumX used for this coin.
+    pub irc_prefix: &'static str,
+    /// Default Electrum TCP port.
+    pub default_tcp_port: u16,
+    /// Default Electrum SSL port.
+    pub default_ssl_port: u16,
+}
+
+const MAINNET_GENESIS: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
+const TESTNET_GENESIS: &str = "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943";
+const TESTNET4_GENESIS: &str = "00000000da84f2bafbbc53dee25a72ae507ff4914b867c565be350b0da8bf043";
+const SIGNET_GENESIS: &str = "00000008819873e925422c1ff0f99f7cc9bbb232af63a077a480a3633bee1ef6";
+const REGTEST_GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
+
+impl Coin {
+    /// Parses ElectrumX's `COIN` value (case-insensitive; `BitcoinSegwit` is an old alias).
+    pub fn from_name(name: &str) -> Option<Coin> {
+        match name.to_ascii_lowercase().as_str() {
+            "bitcoin" | "btc" | "bitcoinsegwit" => Some(Coin::Bitcoin),
+            "bitcoinsv" | "bsv" => Some(Coin::BitcoinSV),
+            _ => None,
+        }
+    }
+
+    /// ElectrumX's spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Coin::Bitcoin => "Bitcoin",
+            Coin::BitcoinSV => "BitcoinSV",
+        }
+    }
+}
+
+impl Network {
+    /// Parses ElectrumX's `NET` value (case-insensitive; `testnet3` accepted too).
+    pub fn from_name(name: &str) -> Option<Network> {
+        match name.to_ascii_lowercase().as_str() {
+            "mainnet" | "main" => Some(Network::Mainnet),
+            "testnet" | "testnet3" | "test" => Some(Network::Testnet),
+            "testnet4" => Some(Network::Testnet4),
+            "signet" => Some(Network::Signet),
+            "regtest" => Some(Network::Regtest),
+            _ => None,
+        }
+    }
+
+    /// ElectrumX's spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Network::Mainnet => "mainnet",
+            Network::Testnet => "testnet",
+            Network::Testnet4 => "testnet4",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+}
+
+impl fmt::Display for CoinParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.coin.name(), self.network.name())
+    }
+}
+
+impl CoinParams {
+    /// Parameters for a `COIN`/`NET` pair given by name; `None` names the unsupported part.
+    pub fn from_names(coin: &str, net: &str) -> Result<CoinParams, String> {
+        let c = Coin::from_name(coin)
+            .ok_or_else(|| format!("COIN: unknown coin {coin:?} (expected Bitcoin or BitcoinSV)"))?;
+        let n = Network::from_name(net).ok_or_else(|| {
+            format!("NET: unknown network {net:?} (expected mainnet, testnet, testnet4, signet or regtest)")
+        })?;
+        CoinParams::new(c, n).ok_or_else(|| format!("COIN/NET: {} has no {} network", c.name(), n.name()))
+    }
+
+    /// Parameters for a coin/network pair, if that pair exists.
+    pub fn new(coin: Coin, network: Network) -> Option<CoinParams> {
+        let hash = |s: &str| BlockHash::from_display_hex(s).expect("valid genesis constant");
+        let p = match (coin, network) {
+            (Coin::Bitcoin, Network::Mainnet) => CoinParams {
+                coin,
+                network,
+                genesis_hash: hash(MAINNET_GENESIS),
+                rpc_port: 8332,
+                reorg_limit: 200,
+                p2pkh_version: 0x00,
+                p2sh_version: 0x05,
+                bech32_hrp: Some("bc"),
+                segwit: true,
+                irc_prefix: "E_",
+                default_tcp_port: 50001,
+                default_ssl_port: 50002,
+            },
+            (Coin::Bitcoin, Network::Testnet) => CoinParams {
+                genesis_hash: hash(TESTNET_GENESIS),
+                rpc_port: 18332,
+                reorg_limit: 8000,
+                p2pkh_version: 0x6f,
+                p2sh_version: 0xc4,
+                bech32_hrp: Some("tb"),
+                irc_prefix: "ET_",
+                default_tcp_port: 51001,
+                default_ssl_port: 51002,
+                ..CoinParams::new(Coin::Bitcoin, Network::Mainnet)?
+            }
+            .with(coin, network),
+            (Coin::Bitcoin, Network::Testnet4) => CoinParams {
+                genesis_hash: hash(TESTNET4_GENESIS),
+                rpc_port: 48332,
+                ..CoinParams::new(Coin::Bitcoin, Network::Testnet)?
+            }
+            .with(coin, network),
+            (Coin::Bitcoin, Network::Signet) => CoinParams {
+                genesis_hash: hash(SIGNET_GENESIS),
+                rpc_port: 38332,
+                ..CoinParams::new(Coin::Bitcoin, Network::Testnet)?
+            }
+            .with(coin, network),
+            (Coin::Bitcoin, Network::Regtest) => CoinParams {
+                genesis_hash: hash(REGTEST_GENESIS),
+                rpc_port: 18443,
+                bech32_hrp: Some("bcrt"),
+                irc_prefix: "ER_",
+                default_tcp_port: 51001,
+                default_ssl_port: 51002,
+                ..CoinParams::new(Coin::Bitcoin, Network::Testnet)?
+            }
+            .with(coin, network),
+            (Coin::BitcoinSV, Network::Mainnet) => CoinParams {
+                bech32_hrp: None,
+                segwit: false,
+                irc_prefix: "EB_",
+                ..CoinParams::new(Coin::Bitcoin, Network::Mainnet)?
+            }
+            .with(coin, network),
+            (Coin::BitcoinSV, Network::Regtest) => CoinParams {
+                bech32_hrp: None,
+                segwit: false,
+                rpc_port: 18332,
+                ..CoinParams::new(Coin::Bitcoin, Network::Regtest)?
+            }
+            .with(coin, network),
+            (Coin::BitcoinSV, _) => return None,
+        };
+        Some(p)
+    }
+
+    fn with(mut self, coin: Coin, network: Network) -> Self {
+        self.coin = coin;
+        self.network = network;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn electrumx_names_resolve() {
+        let p = CoinParams::from_names("BitcoinSV", "regtest").unwrap();
+        assert_eq!(p.coin, Coin::BitcoinSV);
+        assert_eq!(p.network, Network::Regtest);
+        assert_eq!(p.genesis_hash.to_display_hex(), REGTEST_GENESIS);
+        assert!(!p.segwit);
+        let m = CoinParams::from_names("bitcoin", "mainnet").unwrap();
+        assert_eq!(m.rpc_port, 8332);
+        assert_eq!(m.reorg_limit, 200);
+        assert!(CoinParams::from_names("Dogecoin", "mainnet").unwrap_err().contains("COIN"));
+        assert!(CoinParams::from_names("Bitcoin", "moon").unwrap_err().contains("NET"));
+        assert!(CoinParams::from_names("BitcoinSV", "signet").is_err());
+        for net in ["mainnet", "testnet", "testnet4", "signet", "regtest"] {
+            assert_eq!(CoinParams::from_names("Bitcoin", net).unwrap().network.name(), net);
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! The controller: opens the database, runs the sync loop (prefetcher → block processor)
+//! on its own thread, follows the node's tip, handles reorgs, publishes events and stops
+//! cleanly with a flush.
+
+use crate::coin::CoinParams;
+use crate::daemon::Daemon;
+use crate::error::{IndexError, Result};
+use crate::hash::{BlockHash, HashX, Txid};
+use crate::index::processor::Advance;
+use crate::index::{BlockProcessor, Index, ProcessorOptions};
+use crate::prefetch::{PrefetchOptions, Prefetched, Prefetcher};
+use crate::store::{Store, StoreOptions};
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Something that changed in the index, published once caught up with the node.
+#[derive(Clone, Debug)]
+pub enum IndexEvent {
+    /// A new tip was committed (after new blocks or a reorg).
+    NewTip {
+        /// Height of the tip.
+        height: u32,
+        /// Hash of the tip.
+        hash: BlockHash,
+        /// Scripts whose confirmed history changed.
+        touched: Arc<HashSet<HashX>>,
+        /// Outpoints spent (or unspent by a reorg).
+        spent_outpoints: Arc<Vec<(Txid, u32)>>,
+        /// Height of the fork point if this tip came from a reorg.
+        reorg_from: Option<u32>,
+    },
+}
+
+/// Where the sync stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Height of the committed index tip (`None`: empty).
+    pub height: Option<u32>,
+    /// Height of the node's tip, as last seen.
+    pub daemon_height: Option<u32>,
+    /// True once the index has caught up with the node at least once in this run.
+    pub caught_up: bool,
+    /// Set if the sync loop stopped with an error.
+    pub error: Option<String>,
+    /// True once the sync loop has ended (stopped or failed).
+    pub stopped: bool,
+}
+
+/// Builder of a [`Controller`].
+pub struct ControllerBuilder {
+    coin: Option<CoinParams>,
+    db_dir: Option<PathBuf>,
+    daemon: Option<Arc<dyn Daemon>>,
+    cache_mb: usize,
+    reorg_limit: Option<u32>,
+    prefetch: PrefetchOptions,
+    store: StoreOptions,
+    progress_interval: Duration,
+}
+
+impl Default for ControllerBuilder {
+    fn default() -> Self {
+        ControllerBuilder {
+            coin: None,
+            db_dir: None,
+            daemon: None,
+            cache_mb: 1200,
+            reorg_limit: None,
+            prefetch: PrefetchOptions::default(),
+            store: StoreOptions::default(),
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ControllerBuilder {
+    /// Coin and network (required).
+    pub fn coin(mut self, coin: CoinParams) -> Self {
+        self.coin = Some(coin);
+        self
+    }
+
+    /// Database directory (required; `DB_DIRECTORY`).
+    pub fn db_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.db_dir = Some(dir.into());
+        self
+    }
+
+    /// Block source (required).
+    pub fn daemon(mut self, daemon: Arc<dyn Daemon>) -> Self {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// Memory for sync caches in MB (`CACHE_MB`, default 1200).
+    pub fn cache_mb(mut self, mb: usize) -> Self {
+        self.cache_mb = mb;
+        self
+    }
+
+    /// Undo depth (`REORG_LIMIT`; default: the coin's).
+    pub fn reorg_limit(mut self, limit: u32) -> Self {
+        self.reorg_limit = Some(limit);
+        self
+    }
+
+    /// Poll interval once caught up (`DAEMON_POLL_INTERVAL_BLOCKS`).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.prefetch.poll_interval = d;
+        self
+    }
+
+    /// Prefetcher tuning.
+    pub fn prefetch_options(mut self, o: PrefetchOptions) -> Self {
+        self.prefetch = o;
+        self
+    }
+
+    /// Database tuning.
+    pub fn store_options(mut self, o: StoreOptions) -> Self {
+        self.store = o;
+        self
+    }
+
+    /// How often sync progress is logged.
+    pub fn progress_interval(mut self, d: Duration) -> Self {
+        self.progress_interval = d;
+        self
+    }
+
+    /// Opens the database and returns a controller ready to [`Controller::start`].
+    pub fn build(self) -> Result<Controller> {
+        let coin = self.coin.ok_or_else(|| IndexError::Config("coin not set".into()))?;
+        let db_dir = self.db_dir.ok_or_else(|| IndexError::Config("DB_DIRECTORY not set".into()))?;
+        let daemon = self.daemon.ok_or_else(|| IndexError::Config("daemon not set".into()))?;
+        if self.cache_mb == 0 {
+            return Err(IndexError::Config("CACHE_MB must be positive".into()));
+        }
+        let store = Arc::new(Store::open(&db_dir, &coin, &self.store)?);
+        let reorg_limit = self.reorg_limit.unwrap_or(coin.reorg_limit);
+        let (events, _) = broadcast::channel(1024);
+        let (status_tx, _) = watch::channel(SyncStatus {
+            height: store.chain().read().tip_height(),
+            ..Default::default()
+        });
+        Ok(Controller {
+            inner: Arc::new(Inner {
+                coin,
+                daemon,
+                store,
+                proc_opts: ProcessorOptions { cache_bytes: self.cache_mb << 20, reorg_limit },
+                prefetch: self.prefetch,
+                progress_interval: self.progress_interval,
+                events,
+                status: status_tx,
+                cancel: CancellationToken::new(),
+                wake: Arc::new(Notify::new()),
+                reorg_request: Mutex::new(None),
+            }),
+            thread: Mutex::new(None),
+        })
+    }
+}
+
+struct Inner {
+    coin: CoinParams,
+    daemon: Arc<dyn Daemon>,
+    store: Arc<Store>,
+    proc_opts: ProcessorOptions,
+    prefetch: PrefetchOptions,
+    progress_interval: Duration,
+    events: broadcast::Sender<IndexEvent>,
+    status: watch::Sender<SyncStatus>,
+    cancel: CancellationToken,
+    wake: Arc<Notify>,
+    reorg_request: Mutex<Option<u32>>,
+}
+
+/// Owns the index's lifecycle (see the module docs).
+pub struct Controller {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Controller {
+    /// A builder.
+    pub fn builder() -> ControllerBuilder {
+        ControllerBuilder::default()
+    }
+
+    /// The query side of the index.
+    pub fn index(&self) -> Index {
+        Index::new(self.inner.store.clone())
+    }
+
+    /// Coin parameters in use.
+    pub fn coin(&self) -> &CoinParams {
+        &self.inner.coin
+    }
+
+    /// The block source.
+    pub fn daemon(&self) -> Arc<dyn Daemon> {
+        self.inner.daemon.clone()
+    }
+
+    /// Events published after each commit at the tip.
+    pub fn subscribe(&self) -> broadcast::Receiver<IndexEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The sync status, as a watch channel.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.inner.status.subscribe()
+    }
+
+    /// Asks the sync loop to poll the node now (e.g. on a block notification).
+    pub fn notify_new_block(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Takes back the last `blocks` blocks and syncs them again (testing; admin `reorg`).
+    pub fn request_reorg(&self, blocks: u32) {
+        *self.inner.reorg_request.lock() = Some(blocks);
+        self.inner.wake.notify_one();
+    }
+
+    /// Starts the sync loop on its own thread, driving async work on the current runtime.
+    pub fn start(&self) -> Result<()> {
+        let mut slot = self.thread.lock();
+        if slot.is_some() {
+            return Err(IndexError::Config("controller already started".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| IndexError::Config("Controller::start needs a tokio runtime".into()))?;
+        let inner = self.inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("block-processor".into())
+            .spawn(move || {
+                let result = SyncLoop::new(inner.clone(), runtime).run();
+                inner.status.send_modify(|s| {
+                    s.stopped = true;
+                    if let Err(e) = &result {
+                        s.error = Some(e.to_string());
+                    }
+                });
+                match result {
+                    Ok(()) => tracing::info!("sync loop stopped"),
+                    Err(e) => tracing::error!("sync stopped: {e}"),
+                }
+            })?;
+        *slot = Some(handle);
+        Ok(())
+    }
+
+    /// Waits until the index has caught up with the node; fails if the sync loop stopped first.
+    pub async fn wait_caught_up(&self) -> Result<u32> {
+        let mut rx = self.status();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.caught_up {
+                    return Ok(s.height.unwrap_or(0));
+                }
+                if s.stopped {
+                    return Err(match &s.error {
+                        Some(e) => IndexError::ChainMismatch(e.clone()),
+                        None => IndexError::ShuttingDown,
+                    });
+                }
+            }
+            rx.changed().await.map_err(|_| IndexError::ShuttingDown)?;
+        }
+    }
+
+    /// Waits until the index tip is at least `height`.
+    pub async fn wait_for_height(&self, height: u32) -> Result<()> {
+        let mut rx = self.status();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.height.is_some_and(|h| h >= height) && s.caught_up {
+                    return Ok(());
+                }
+                if s.stopped {
+                    return Err(IndexError::ShuttingDown);
+                }
+            }
+            rx.changed().await.map_err(|_| IndexError::ShuttingDown)?;
+        }
+    }
+
+    /// Stops the sync loop, flushing what was indexed, and waits for it.
+    pub async fn stop(&self) -> Result<()> {
+        self.inner.cancel.cancel();
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .map_err(|e| IndexError::Config(format!("join: {e}")))?
+                .map_err(|_| IndexError::Corrupt("sync thread panicked".into()))?;
+        }
+        match self.inner.status.borrow().error.clone() {
+            Some(e) => Err(IndexError::ChainMismatch(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A token cancelled when the controller stops.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.inner.cancel.cancel();
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The sync loop state, on the block-processor thread.
+struct SyncLoop {
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Handle,
+    processor: BlockProcessor,
+    caught_up: bool,
+    progress: Progress,
+}
+
+struct Progress {
+    last_log: Instant,
+    last_height: u32,
+    last_txs: u64,
+    started: Instant,
+}
+
+impl SyncLoop {
+    fn new(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Self {
+        let processor = BlockProcessor::new(inner.store.clone(), inner.coin.clone(), inner.proc_opts.clone());
+        let progress = Progress {
+            last_log: Instant::now(),
+            last_height: processor.block_count(),
+            last_txs: processor.tx_count(),
+            started: Instant::now(),
+        };
+        SyncLoop { inner, runtime, processor, caught_up: false, progress }
+    }
+
+    fn start_prefetcher(&self) -> Prefetcher {
+        Prefetcher::start(
+            &self.runtime,
+            self.inner.daemon.clone(),
+            self.inner.coin.clone(),
+            self.processor.block_count(),
+            self.inner.prefetch.clone(),
+            self.inner.wake.clone(),
+            &self.inner.cancel,
+        )
+    }
+
+    fn run(mut self) -> Result<()> {
+        let daemon_height = self.block_on(self.inner.daemon.height())?;
+        self.processor.set_daemon_height(daemon_height);
+        let meta = self.inner.store.meta();
+        tracing::info!(
+            coin = %self.inner.coin,
+            height = ?self.inner.store.chain().read().tip_height(),
+            txs = meta.tx_count,
+            daemon_height,
+            reorg_limit = self.inner.proc_opts.reorg_limit,
+            cache_mb = self.inner.proc_opts.cache_bytes >> 20,
+            "index opened; syncing with {}",
+            self.inner.daemon.describe()
+        );
+        self.update_status(Some(daemon_height));
+        let mut prefetcher = self.start_prefetcher();
+        loop {
+            let requested = self.inner.reorg_request.lock().take();
+            if let Some(n) = requested {
+                let tip = self.processor.block_count().saturating_sub(1);
+                let fork = tip.saturating_sub(n);
+                tracing::info!("reorg requested: backing up {n} blocks to height {fork}");
+                drop(prefetcher);
+                self.processor.collect_touched(self.caught_up);
+                self.processor.backup_to(fork)?;
+                self.publish(Some(fork));
+                prefetcher = self.start_prefetcher();
+            }
+            let Some(item) = prefetcher.blocking_next() else {
+                // The prefetcher stopped: shutdown.
+                break;
+            };
+            match item {
+                Prefetched::Block(pb, _permit) => {
+                    let height = pb.height;
+                    match self.processor.advance(&pb)? {
+                        Advance::Applied => {}
+                        Advance::Reorg => {
+                            drop(prefetcher);
+                            let fork = self.handle_reorg(height)?;
+                            self.publish(Some(fork));
+                            prefetcher = self.start_prefetcher();
+                            continue;
+                        }
+                    }
+                    if self.caught_up {
+                        self.processor.flush(true)?;
+                        self.publish(None);
+                    } else if self.processor.should_flush() {
+                        self.flush_logged()?;
+                    }
+                    self.log_progress(false);
+                }
+                Prefetched::CaughtUp(h) => {
+                    self.processor.set_daemon_height(h);
+                    if !self.caught_up {
+                        self.flush_logged()?;
+                        self.processor.mark_synced()?;
+                        self.caught_up = true;
+                        self.processor.collect_touched(true);
+                        self.log_progress(true);
+                        tracing::info!(height = h, "caught up with the node");
+                    }
+                    self.update_status(Some(h));
+                }
+                Prefetched::Failed(e) => {
+                    self.processor.flush(true)?;
+                    return Err(e);
+                }
+            }
+        }
+        drop(prefetcher);
+        self.flush_logged()?;
+        Ok(())
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T, crate::error::DaemonError>>) -> Result<T> {
+        let cancel = self.inner.cancel.clone();
+        self.runtime.block_on(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => Err(IndexError::ShuttingDown),
+                r = f => r.map_err(IndexError::from),
+            }
+        })
+    }
+
+    fn flush_logged(&mut self) -> Result<()> {
+        if !self.processor.has_pending() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let bytes = self.processor.cache_bytes();
+        self.processor.flush(self.caught_up)?;
+        tracing::info!(
+            height = self.processor.block_count().saturating_sub(1),
+            cache_mb = bytes >> 20,
+            secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "flushed to disk"
+        );
+        self.update_status(None);
+        Ok(())
+    }
+
+    /// Finds where our chain and the node's part, and takes our blocks back to there.
+    fn handle_reorg(&mut self, failed_height: u32) -> Result<u32> {
+        self.processor.flush(true)?;
+        let tip = self.processor.block_count().saturating_sub(1);
+        let mut window = 8u32;
+        let fork = loop {
+            let start = tip.saturating_sub(window - 1);
+            let count = tip - start + 1;
+            let theirs = self.block_on(self.inner.daemon.block_hashes(start, count))?;
+            let mut fork = None;
+            for (i, h) in theirs.iter().enumerate().rev() {
+                let height = start + i as u32;
+                if self.processor.hash_at(height) == Some(*h) {
+                    fork = Some(height);
+                    break;
+                }
+            }
+            match fork {
+                Some(f) => break f,
+                None if start == 0 => {
+                    return Err(IndexError::ChainMismatch("the node's chain shares no block with the index".into()));
+                }
+                None => {
+                    if window > self.inner.proc_opts.reorg_limit.saturating_add(8) {
+                        return Err(IndexError::ReorgTooDeep {
+                            tip,
+                            depth: window,
+                            limit: self.inner.proc_opts.reorg_limit,
+                        });
+                    }
+                    window = window.saturating_mul(2);
+                }
+            }
+        };
+        tracing::warn!(
+            fork_height = fork,
+            depth = tip - fork,
+            "chain reorganisation detected at height {failed_height}"
+        );
+        self.processor.collect_touched(self.caught_up);
+        self.processor.backup_to(fork)?;
+        self.update_status(None);
+        Ok(fork)
+    }
+
+    fn publish(&mut self, reorg_from: Option<u32>) {
+        self.update_status(None);
+        let touched = self.processor.take_touched();
+        if !self.caught_up {
+            return;
+        }
+        let chain = self.inner.store.chain().read();
+        let Some(height) = chain.tip_height() else { return };
+        let hash = chain.hashes[height as usize];
+        drop(chain);
+        let _ = self.inner.events.send(IndexEvent::NewTip {
+            height,
+            hash,
+            touched: Arc::new(touched.hashxs),
+            spent_outpoints: Arc::new(touched.spent_outpoints),
+            reorg_from,
+        });
+    }
+
+    fn update_status(&self, daemon_height: Option<u32>) {
+        let height = self.inner.store.chain().read().tip_height();
+        let caught_up = self.caught_up;
+        self.inner.status.send_modify(|s| {
+            s.height = height;
+            s.caught_up = caught_up;
+            if let Some(d) = daemon_height {
+                s.daemon_height = Some(d);
+            }
+        });
+    }
+
+    fn log_progress(&mut self, force: bool) {
+        let p = &mut self.progress;
+        let elapsed = p.last_log.elapsed();
+        if !force && elapsed < self.inner.progress_interval {
+            return;
+        }
+        let height = self.processor.block_count();
+        let txs = self.processor.tx_count();
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let bps = (height - p.last_height.min(height)) as f64 / secs;
+        let tps = (txs - p.last_txs.min(txs)) as f64 / secs;
+        let daemon = self.inner.status.borrow().daemon_height.unwrap_or(0);
+        let remaining = daemon.saturating_sub(height.saturating_sub(1));
+        let eta = if bps > 0.0 { format!("{:.0}s", remaining as f64 / bps) } else { "-".into() };
+        tracing::info!(
+            "sync: height {}/{} {:.1} blocks/s {:.0} tx/s, {} txs, cache {} MB, ETA {}, elapsed {:.0}s",
+            height.saturating_sub(1),
+            daemon,
+            bps,
+            tps,
+            txs,
+            self.processor.cache_bytes() >> 20,
+            eta,
+            p.started.elapsed().as_secs_f64()
+        );
+        p.last_log = Instant::now();
+        p.last_height = height;
+        p.last_txs = txs;
+    }
+}

@@ -1,0 +1,60 @@
+//! The block source: a node reached over JSON-RPC ([`RpcDaemon`]) or raw block files on
+//! disk ([`BlockFileDaemon`]). The indexer only sees the [`Daemon`] trait.
+
+mod files;
+mod rpc;
+
+pub use files::BlockFileDaemon;
+pub use rpc::{DaemonUrl, RpcDaemon, RpcDaemonConfig};
+
+use crate::error::DaemonError;
+use crate::hash::{BlockHash, Txid};
+use async_trait::async_trait;
+
+/// Result of daemon calls.
+pub type DaemonResult<T> = Result<T, DaemonError>;
+
+/// What the indexer, the mempool and the protocol need from a node.
+///
+/// Implementations retry temporary failures themselves; an error returned is final for
+/// that call (or [`DaemonError::Cancelled`] on shutdown).
+#[async_trait]
+pub trait Daemon: Send + Sync + 'static {
+    /// Height of the node's best chain.
+    async fn height(&self) -> DaemonResult<u32>;
+
+    /// Hashes of the blocks at heights `first .. first + count` of the node's best chain.
+    async fn block_hashes(&self, first: u32, count: u32) -> DaemonResult<Vec<BlockHash>>;
+
+    /// Raw serialized blocks, in the order of `hashes`.
+    async fn raw_blocks(&self, hashes: &[BlockHash]) -> DaemonResult<Vec<Vec<u8>>>;
+
+    /// Txids in the node's mempool.
+    async fn mempool_txids(&self) -> DaemonResult<Vec<Txid>> {
+        Ok(Vec::new())
+    }
+
+    /// Raw transactions by txid; `None` where the node does not have one.
+    async fn raw_transactions(&self, txids: &[Txid]) -> DaemonResult<Vec<Option<Vec<u8>>>> {
+        Ok(vec![None; txids.len()])
+    }
+
+    /// Submits a raw transaction; returns its txid.
+    async fn broadcast(&self, _raw_tx: &[u8]) -> DaemonResult<Txid> {
+        Err(DaemonError::Rpc { code: -32601, message: "this block source cannot broadcast".into() })
+    }
+
+    /// Fee rate estimate in coin units per kB for confirmation within `blocks`; `None` if the
+    /// node cannot estimate.
+    async fn estimate_fee(&self, _blocks: u32) -> DaemonResult<Option<f64>> {
+        Ok(None)
+    }
+
+    /// The node's minimum relay fee in coin units per kB.
+    async fn relay_fee(&self) -> DaemonResult<f64> {
+        Ok(0.00001)
+    }
+
+    /// A short description for logs (URL without credentials, or a path).
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,488 @@
+//! The block processor: applies parsed blocks to the index and takes them back on reorgs.
+//!
+//! While syncing it keeps the outputs created since the last flush in memory (most are spent
+//! soon and never reach the disk) and accumulates every other write in one RocksDB
+//! `WriteBatch`; when both together exceed the cache budget, everything is committed in one
+//! atomic batch with the new state record. Once caught up, each block is committed on its own.
+
+use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, OutKey};
+use crate::coin::{Coin, CoinParams};
+use crate::error::{IndexError, Result};
+use crate::hash::{BlockHash, HashX, Txid};
+use crate::parse::ParsedBlock;
+use crate::store::keys::{self, CreatedOutput, SpentOutput, TXID_PREFIX_LEN, UndoRecord};
+use crate::store::{ChainState, Store, cf};
+use rocksdb::WriteBatch;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A parsed block with the per-output script hashes computed (done off the hot thread).
+pub struct PreparedBlock {
+    /// Height the block was fetched for.
+    pub height: u32,
+    /// The parsed block.
+    pub block: ParsedBlock,
+    /// HashX of every output, parallel to `block.outputs`; `None` for unspendable outputs.
+    pub hashxs: Vec<Option<HashX>>,
+}
+
+impl PreparedBlock {
+    /// Computes the script hashes of a parsed block's outputs.
+    pub fn new(height: u32, block: ParsedBlock, coin: &CoinParams) -> Self {
+        let hashxs = block
+            .outputs
+            .iter()
+            .map(|o| {
+                let script = block.script(o);
+                (!is_unspendable(coin, script)).then(|| HashX::of_script(script))
+            })
+            .collect();
+        PreparedBlock { height, block, hashxs }
+    }
+}
+
+/// Whether an output can never be spent and so is not indexed. Bitcoin: OP_RETURN or
+/// OP_FALSE OP_RETURN; Bitcoin SV (after its Genesis upgrade): only OP_FALSE OP_RETURN.
+pub fn is_unspendable(coin: &CoinParams, script: &[u8]) -> bool {
+    match coin.coin {
+        Coin::Bitcoin => crate::parse::is_unspendable(script) || script.starts_with(&[0x00, 0x6a]),
+        Coin::BitcoinSV => script.starts_with(&[0x00, 0x6a]),
+    }
+}
+
+/// Scripts and outpoints a change touched (for notifications).
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    /// Scripts whose history, balance or UTXOs changed.
+    pub hashxs: HashSet<HashX>,
+    /// Outpoints that were spent or unspent, as (funding txid, vout).
+    pub spent_outpoints: Vec<(Txid, u32)>,
+}
+
+/// Tuning of the processor.
+#[derive(Clone, Debug)]
+pub struct ProcessorOptions {
+    /// Flush while syncing when caches exceed this many bytes (`CACHE_MB`).
+    pub cache_bytes: usize,
+    /// Blocks of undo information kept (`REORG_LIMIT`).
+    pub reorg_limit: u32,
+}
+
+/// The block processor (see the module docs).
+pub struct BlockProcessor {
+    store: Arc<Store>,
+    coin: CoinParams,
+    opts: ProcessorOptions,
+    batch: WriteBatch,
+    coins: FastMap<OutKey, CoinInfo>,
+    spent_db_keys: HashSet<[u8; keys::OUTPOINT_KEY_LEN]>,
+    pending: ChainState,
+    tx_count: u64,
+    /// Height of the node's tip as last seen; undo data is kept within `reorg_limit` of it.
+    daemon_height: u32,
+    touched: Touched,
+    collect_touched: bool,
+    // Scratch space reused across blocks.
+    block_txids: FastMap<Txid, u32>,
+    db_lookups: Vec<([u8; keys::OUTPOINT_PREFIX_LEN], OutKey)>,
+    resolved: FastMap<OutKey, (CoinInfo, [u8; keys::OUTPOINT_KEY_LEN])>,
+    tx_hashxs: Vec<HashX>,
+}
+
+/// What [`BlockProcessor::advance`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Advance {
+    /// The block extends the tip and was applied.
+    Applied,
+    /// The block does not build on our tip: the node reorganised.
+    Reorg,
+}
+
+impl BlockProcessor {
+    /// A processor over an open store.
+    pub fn new(store: Arc<Store>, coin: CoinParams, opts: ProcessorOptions) -> Self {
+        let tx_count = store.chain().read().tx_count();
+        BlockProcessor {
+            store,
+            coin,
+            opts,
+            batch: WriteBatch::default(),
+            coins: FastMap::default(),
+            spent_db_keys: HashSet::new(),
+            pending: ChainState::default(),
+            tx_count,
+            daemon_height: 0,
+            touched: Touched::default(),
+            collect_touched: false,
+            block_txids: FastMap::default(),
+            db_lookups: Vec::new(),
+            resolved: FastMap::default(),
+            tx_hashxs: Vec::new(),
+        }
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Records the node's tip height (decides which blocks get undo information).
+    pub fn set_daemon_height(&mut self, h: u32) {
+        self.daemon_height = self.daemon_height.max(h);
+    }
+
+    /// Starts or stops collecting touched scripts (only worth it once caught up).
+    pub fn collect_touched(&mut self, on: bool) {
+        self.collect_touched = on;
+    }
+
+    /// Takes the scripts touched since the last call.
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Number of blocks indexed, flushed or not.
+    pub fn block_count(&self) -> u32 {
+        (self.store.chain().read().headers.len() + self.pending.headers.len()) as u32
+    }
+
+    /// Transactions indexed, flushed or not.
+    pub fn tx_count(&self) -> u64 {
+        self.tx_count
+    }
+
+    /// Hash of the tip, flushed or not.
+    pub fn tip_hash(&self) -> Option<BlockHash> {
+        self.pending.hashes.last().copied().or_else(|| self.store.chain().read().hashes.last().copied())
+    }
+
+    /// Hash at `height` among the indexed blocks (flushed or not).
+    pub fn hash_at(&self, height: u32) -> Option<BlockHash> {
+        let chain = self.store.chain().read();
+        let flushed = chain.hashes.len() as u32;
+        if height < flushed {
+            Some(chain.hashes[height as usize])
+        } else {
+            self.pending.hashes.get((height - flushed) as usize).copied()
+        }
+    }
+
+    /// Bytes held in memory awaiting a flush.
+    pub fn cache_bytes(&self) -> usize {
+        self.coins.len() * COIN_ENTRY_BYTES + self.batch.size_in_bytes() + self.spent_db_keys.len() * 48
+    }
+
+    /// True when the caches have outgrown their budget.
+    pub fn should_flush(&self) -> bool {
+        self.cache_bytes() >= self.opts.cache_bytes
+    }
+
+    /// True if there is anything unflushed.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.headers.is_empty()
+    }
+
+    /// Applies a block on top of the current tip.
+    pub fn advance(&mut self, pb: &PreparedBlock) -> Result<Advance> {
+        let height = self.block_count();
+        let block = &pb.block;
+        if pb.height != height {
+            return Err(IndexError::ChainMismatch(format!("expected block {height}, got block {}", pb.height)));
+        }
+        match self.tip_hash() {
+            None if block.hash != self.coin.genesis_hash => {
+                return Err(IndexError::ChainMismatch(format!(
+                    "node's genesis {} is not {}'s genesis {}",
+                    block.hash, self.coin, self.coin.genesis_hash
+                )));
+            }
+            Some(tip) if block.prev_hash() != tip => return Ok(Advance::Reorg),
+            _ => {}
+        }
+        let first_txnum = self.tx_count;
+        // The genesis coinbase is unspendable and not indexed (as in ElectrumX).
+        let n_txs = if height == 0 { 0 } else { block.txs.len() };
+        let keep_undo = height as u64 + self.opts.reorg_limit as u64 > self.daemon_height as u64;
+        let mut undo = UndoRecord::default();
+        if n_txs > 0 {
+            self.resolve_prevouts_from_db(pb, n_txs)?;
+        }
+        for (i, tx) in block.txs[..n_txs].iter().enumerate() {
+            let txnum = first_txnum + i as u64;
+            self.tx_hashxs.clear();
+            self.batch.put_cf(self.store.cf(cf::TXIDS), keys::txids_key(txnum), tx.txid.0);
+            self.batch.put_cf(self.store.cf(cf::TXID_INDEX), keys::txid_index_key(&tx.txid, txnum), []);
+            for input in &block.inputs[tx.inputs.clone()] {
+                let key = OutKey { txid: input.prev_txid, vout: input.prev_vout };
+                let (coin, db_key) = match self.coins.remove(&key) {
+                    Some(c) => (c, None),
+                    None => match self.resolved.remove(&key) {
+                        Some((c, k)) => (c, Some(k)),
+                        None => {
+                            return Err(IndexError::MissingPrevout {
+                                height,
+                                txid: input.prev_txid.to_display_hex(),
+                                vout: input.prev_vout,
+                            });
+                        }
+                    },
+                };
+                if let Some(k) = db_key {
+                    self.batch.delete_cf(self.store.cf(cf::OUTPOINTS), k);
+                    self.batch.delete_cf(self.store.cf(cf::UTXOS), keys::utxo_key(&coin.hashx, coin.txnum, key.vout));
+                    self.spent_db_keys.insert(k);
+                }
+                self.batch.put_cf(
+                    self.store.cf(cf::SPENDERS),
+                    keys::spender_key(coin.txnum, key.vout),
+                    keys::txnum_bytes(txnum),
+                );
+                self.tx_hashxs.push(coin.hashx);
+                if keep_undo {
+                    undo.spent.push(SpentOutput {
+                        created: created(&key.txid, key.vout, coin.txnum, coin.hashx),
+                        value: coin.value,
+                        spender_txnum: txnum,
+                    });
+                }
+                if self.collect_touched {
+                    self.touched.spent_outpoints.push((key.txid, key.vout));
+                }
+            }
+            for (vout, out_index) in tx.outputs.clone().enumerate() {
+                let Some(hashx) = pb.hashxs[out_index] else { continue };
+                let vout = vout as u32;
+                let value = block.outputs[out_index].value;
+                self.coins.insert(OutKey { txid: tx.txid, vout }, CoinInfo { txnum, hashx, value });
+                self.tx_hashxs.push(hashx);
+                if keep_undo {
+                    undo.created.push(created(&tx.txid, vout, txnum, hashx));
+                }
+            }
+            self.tx_hashxs.sort_unstable();
+            self.tx_hashxs.dedup();
+            for hashx in &self.tx_hashxs {
+                self.batch.put_cf(self.store.cf(cf::HISTORY), keys::history_key(hashx, txnum), []);
+            }
+            if self.collect_touched {
+                self.touched.hashxs.extend(self.tx_hashxs.iter().copied());
+            }
+        }
+        self.tx_count += n_txs as u64;
+        let mut header_value = Vec::with_capacity(88);
+        header_value.extend_from_slice(block.header());
+        header_value.extend_from_slice(&self.tx_count.to_be_bytes());
+        self.batch.put_cf(self.store.cf(cf::HEADERS), keys::height_key(height), header_value);
+        if keep_undo {
+            self.batch.put_cf(self.store.cf(cf::UNDO), keys::height_key(height), undo.encode());
+        }
+        if let Some(old) = height.checked_sub(self.opts.reorg_limit) {
+            self.batch.delete_cf(self.store.cf(cf::UNDO), keys::height_key(old));
+        }
+        self.pending.headers.push(*block.header());
+        self.pending.hashes.push(block.hash);
+        self.pending.tx_counts.push(self.tx_count);
+        Ok(Advance::Applied)
+    }
+
+    /// Finds in the database every output the block spends that is not in memory: one sorted
+    /// pass with a single iterator instead of a seek per input.
+    fn resolve_prevouts_from_db(&mut self, pb: &PreparedBlock, n_txs: usize) -> Result<()> {
+        let block = &pb.block;
+        self.block_txids.clear();
+        self.db_lookups.clear();
+        self.resolved.clear();
+        for (i, tx) in block.txs[..n_txs].iter().enumerate() {
+            for input in &block.inputs[tx.inputs.clone()] {
+                let key = OutKey { txid: input.prev_txid, vout: input.prev_vout };
+                let in_block = self.block_txids.get(&input.prev_txid).is_some_and(|&j| (j as usize) < i);
+                if !in_block && !self.coins.contains_key(&key) {
+                    self.db_lookups.push((keys::outpoint_prefix(&key.txid, key.vout), key));
+                }
+            }
+            self.block_txids.insert(tx.txid, i as u32);
+        }
+        if self.db_lookups.is_empty() {
+            return Ok(());
+        }
+        self.db_lookups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let db = self.store.db();
+        let outpoints = self.store.cf(cf::OUTPOINTS);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_total_order_seek(true);
+        let mut it = db.raw_iterator_cf_opt(outpoints, ro);
+        let mut candidates: Vec<([u8; keys::OUTPOINT_KEY_LEN], CoinInfo)> = Vec::new();
+        for (prefix, key) in &self.db_lookups {
+            candidates.clear();
+            it.seek(prefix);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let k: [u8; keys::OUTPOINT_KEY_LEN] =
+                    k.try_into().map_err(|_| IndexError::Corrupt("outpoint key length".into()))?;
+                if !self.spent_db_keys.contains(&k) {
+                    let (hashx, value) = keys::decode_outpoint_value(v)
+                        .ok_or_else(|| IndexError::Corrupt("outpoint value".into()))?;
+                    let txnum = keys::txnum_from(&k[keys::OUTPOINT_PREFIX_LEN..]);
+                    candidates.push((k, CoinInfo { txnum, hashx, value }));
+                }
+                it.next();
+            }
+            it.status()?;
+            let chosen = match candidates.len() {
+                0 => continue, // reported as missing when the input is processed
+                1 => candidates[0],
+                _ => {
+                    // Txid prefix collision: compare full txids.
+                    let mut found = None;
+                    for c in &candidates {
+                        let stored = db.get_cf(self.store.cf(cf::TXIDS), keys::txids_key(c.1.txnum))?;
+                        if stored.as_deref() == Some(&key.txid.0[..]) {
+                            found = Some(*c);
+                        }
+                    }
+                    match found {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
+            };
+            self.resolved.insert(*key, (chosen.1, chosen.0));
+        }
+        Ok(())
+    }
+
+    /// Commits everything pending in one atomic batch. `sync` asks for an fsync (at the tip).
+    pub fn flush(&mut self, sync: bool) -> Result<()> {
+        if !self.has_pending() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let (outpoints, utxos) = (self.store.cf(cf::OUTPOINTS), self.store.cf(cf::UTXOS));
+        for (k, c) in self.coins.drain() {
+            batch.put_cf(
+                outpoints,
+                keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
+                keys::outpoint_value(&c.hashx, c.value),
+            );
+            batch.put_cf(utxos, keys::utxo_key(&c.hashx, c.txnum, k.vout), c.value.to_le_bytes());
+        }
+        self.spent_db_keys.clear();
+        let mut meta = self.store.meta();
+        meta.block_count = self.block_count();
+        meta.tx_count = self.tx_count;
+        let pending = std::mem::take(&mut self.pending);
+        self.store.commit(batch, meta, sync, move |chain| {
+            chain.headers.extend(pending.headers);
+            chain.hashes.extend(pending.hashes);
+            chain.tx_counts.extend(pending.tx_counts);
+        })?;
+        // Shrink maps that grew large during initial sync.
+        if self.coins.capacity() > 1 << 16 {
+            self.coins = FastMap::default();
+        }
+        Ok(())
+    }
+
+    /// Marks the first catch-up with the node as done (persisted with the next commit).
+    pub fn mark_synced(&mut self) -> Result<()> {
+        let mut meta = self.store.meta();
+        if meta.first_sync {
+            self.flush(true)?;
+            meta = self.store.meta();
+            meta.first_sync = false;
+            self.store.commit(WriteBatch::default(), meta, true, |_| {})?;
+        }
+        Ok(())
+    }
+
+    /// Takes back every block above `fork_height` in one atomic batch, using the stored undo
+    /// information. Fails without changing anything if some block lacks undo information.
+    pub fn backup_to(&mut self, fork_height: u32) -> Result<()> {
+        self.flush(true)?;
+        let store = self.store.clone();
+        let chain = store.chain().read();
+        let Some(tip) = chain.tip_height() else { return Ok(()) };
+        if fork_height >= tip {
+            return Ok(());
+        }
+        let db = store.db();
+        let mut records = Vec::new();
+        for h in (fork_height + 1..=tip).rev() {
+            match db.get_cf(store.cf(cf::UNDO), keys::height_key(h))? {
+                Some(bytes) => records.push((
+                    h,
+                    UndoRecord::decode(&bytes).ok_or_else(|| IndexError::Corrupt(format!("undo record at {h}")))?,
+                )),
+                None if h == 0 => records.push((h, UndoRecord::default())),
+                None => {
+                    return Err(IndexError::ReorgTooDeep {
+                        tip,
+                        depth: tip - fork_height,
+                        limit: self.opts.reorg_limit,
+                    });
+                }
+            }
+        }
+        let mut batch = WriteBatch::default();
+        for (h, rec) in &records {
+            for s in &rec.spent {
+                let c = &s.created;
+                batch.put_cf(
+                    store.cf(cf::OUTPOINTS),
+                    keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum),
+                    keys::outpoint_value(&c.hashx, s.value),
+                );
+                batch.put_cf(store.cf(cf::UTXOS), keys::utxo_key(&c.hashx, c.txnum, c.vout), s.value.to_le_bytes());
+                batch.delete_cf(store.cf(cf::SPENDERS), keys::spender_key(c.txnum, c.vout));
+                batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&c.hashx, s.spender_txnum));
+                if self.collect_touched {
+                    self.touched.hashxs.insert(c.hashx);
+                }
+            }
+            for c in &rec.created {
+                batch.delete_cf(store.cf(cf::OUTPOINTS), keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum));
+                batch.delete_cf(store.cf(cf::UTXOS), keys::utxo_key(&c.hashx, c.txnum, c.vout));
+                batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&c.hashx, c.txnum));
+                if self.collect_touched {
+                    self.touched.hashxs.insert(c.hashx);
+                }
+            }
+            for txnum in chain.first_txnum(*h)..chain.tx_counts[*h as usize] {
+                let txid = db
+                    .get_cf(store.cf(cf::TXIDS), keys::txids_key(txnum))?
+                    .ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {txnum}")))?;
+                batch.delete_cf(store.cf(cf::TXIDS), keys::txids_key(txnum));
+                batch.delete_cf(store.cf(cf::TXID_INDEX), keys::txid_index_key(&txid_from(&txid)?, txnum));
+            }
+            batch.delete_cf(store.cf(cf::HEADERS), keys::height_key(*h));
+            batch.delete_cf(store.cf(cf::UNDO), keys::height_key(*h));
+        }
+        let new_count = fork_height + 1;
+        let new_tx_count = chain.tx_counts[fork_height as usize];
+        drop(chain);
+        let mut meta = store.meta();
+        meta.block_count = new_count;
+        meta.tx_count = new_tx_count;
+        store.commit(batch, meta, true, |chain| {
+            chain.headers.truncate(new_count as usize);
+            chain.hashes.truncate(new_count as usize);
+            chain.tx_counts.truncate(new_count as usize);
+        })?;
+        self.tx_count = new_tx_count;
+        tracing::info!(fork_height, undone = records.len(), "backed up to the fork point");
+        Ok(())
+    }
+}
+
+fn created(txid: &Txid, vout: u32, txnum: u64, hashx: HashX) -> CreatedOutput {
+    let mut txid_prefix = [0u8; TXID_PREFIX_LEN];
+    txid_prefix.copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
+    CreatedOutput { txid_prefix, vout, txnum, hashx }
+}
+
+fn txid_from(bytes: &[u8]) -> Result<Txid> {
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| IndexError::Corrupt("txid length".into()))?;
+    Ok(crate::hash::Hash32(arr))
+}

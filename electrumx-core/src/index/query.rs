@@ -1,0 +1,409 @@
+//! The query side: [`ChainIndex`], what an Electrum server (or an embedding wallet backend)
+//! asks of the index, and [`Index`], its implementation over the store.
+//!
+//! Every query reads one consistent view: the chain state and a RocksDB snapshot taken
+//! together under the chain lock, so a block committed meanwhile is either wholly seen or not.
+
+use crate::error::{IndexError, Result};
+use crate::hash::{BlockHash, Hash32, ScriptHash, Txid};
+use crate::parse::HEADER_LEN;
+use crate::store::keys::{self, TXNUM_LEN};
+use crate::store::{Store, cf};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// One confirmed transaction in a script's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryItem {
+    /// Transaction id.
+    pub txid: Txid,
+    /// Height of its block.
+    pub height: u32,
+}
+
+/// One confirmed unspent output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Utxo {
+    /// Funding transaction id.
+    pub txid: Txid,
+    /// Output index.
+    pub vout: u32,
+    /// Height of the funding block.
+    pub height: u32,
+    /// Value in satoshis.
+    pub value: u64,
+}
+
+/// Read access to the confirmed chain index.
+pub trait ChainIndex: Send + Sync {
+    /// Height and hash of the indexed tip; `None` before the genesis block is indexed.
+    fn tip(&self) -> Option<(u32, BlockHash)>;
+
+    /// The 80-byte header at `height`.
+    fn header(&self, height: u32) -> Option<[u8; HEADER_LEN]>;
+
+    /// Up to `count` consecutive headers from `start`.
+    fn headers(&self, start: u32, count: u32) -> Vec<[u8; HEADER_LEN]>;
+
+    /// Hash of the block at `height`.
+    fn block_hash(&self, height: u32) -> Option<BlockHash>;
+
+    /// Txids of the block at `height`, in block order (for merkle proofs). Empty for genesis.
+    fn block_txids(&self, height: u32) -> Result<Option<Vec<Txid>>>;
+
+    /// Height and position in its block of a confirmed transaction.
+    fn tx_position(&self, txid: &Txid) -> Result<Option<(u32, u32)>>;
+
+    /// Confirmed history of a script in chain order: entries `offset .. offset + limit`.
+    fn history(&self, script: &ScriptHash, offset: usize, limit: usize) -> Result<Vec<HistoryItem>>;
+
+    /// Streams a script's whole confirmed history in chain order with bounded memory; the
+    /// visitor returns `ControlFlow::Break` to stop early.
+    fn visit_history(
+        &self,
+        script: &ScriptHash,
+        visit: &mut dyn FnMut(HistoryItem) -> ControlFlow<()>,
+    ) -> Result<()>;
+
+    /// Number of confirmed transactions in a script's history, counting at most `cap`.
+    fn history_len(&self, script: &ScriptHash, cap: usize) -> Result<usize>;
+
+    /// Confirmed unspent outputs of a script, in chain order; at most `limit`.
+    fn utxos(&self, script: &ScriptHash, limit: usize) -> Result<Vec<Utxo>>;
+
+    /// Confirmed balance of a script in satoshis.
+    fn balance(&self, script: &ScriptHash) -> Result<u64>;
+
+    /// The confirmed transaction spending an outpoint, with its height.
+    fn spender(&self, txid: &Txid, vout: u32) -> Result<Option<HistoryItem>>;
+
+    /// Whether a confirmed output exists (spent or not) at this outpoint.
+    fn output_exists(&self, txid: &Txid, vout: u32) -> Result<bool>;
+}
+
+/// [`ChainIndex`] over a [`Store`].
+#[derive(Clone)]
+pub struct Index {
+    store: Arc<Store>,
+}
+
+/// Resolves tx numbers to txids in batches of this many (bounded memory for huge histories).
+const TXID_BATCH: usize = 1000;
+
+struct View<'a> {
+    snapshot: rocksdb::Snapshot<'a>,
+    tx_counts: Vec<u64>,
+}
+
+impl<'a> View<'a> {
+    fn height_of(&self, txnum: u64) -> Option<u32> {
+        if txnum >= self.tx_counts.last().copied().unwrap_or(0) {
+            return None;
+        }
+        Some(self.tx_counts.partition_point(|&c| c <= txnum) as u32)
+    }
+}
+
+impl Index {
+    /// A query handle over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Index { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn view(&self) -> View<'_> {
+        let chain = self.store.chain().read();
+        let snapshot = self.store.db().snapshot();
+        // The cumulative counts are small (8 bytes a block); copying them keeps the lock short.
+        View { snapshot, tx_counts: chain.tx_counts.clone() }
+    }
+
+    fn read_opts(view: &View<'_>, prefix_upper: Option<Vec<u8>>) -> rocksdb::ReadOptions {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&view.snapshot);
+        if let Some(upper) = prefix_upper {
+            ro.set_iterate_upper_bound(upper);
+        }
+        ro
+    }
+
+    /// Tx numbers of a script's history from the `offset`-th, in chain order, handed to `f` in
+    /// batches of [`TXID_BATCH`] with their txids.
+    fn scan_history(
+        &self,
+        view: &View<'_>,
+        script: &ScriptHash,
+        offset: usize,
+        f: &mut dyn FnMut(&[(u64, Txid)]) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let hashx = script.hashx();
+        let db = self.store.db();
+        let ro = Self::read_opts(view, prefix_end(&hashx.0));
+        let mut it = db.raw_iterator_cf_opt(self.store.cf(cf::HISTORY), ro);
+        it.seek(hashx.0);
+        let mut skipped = 0usize;
+        let mut txnums: Vec<u64> = Vec::with_capacity(TXID_BATCH);
+        let mut batch: Vec<(u64, Txid)> = Vec::with_capacity(TXID_BATCH);
+        let total = view.tx_counts.last().copied().unwrap_or(0);
+        loop {
+            let at_end = match it.key() {
+                Some(k) => {
+                    if k.len() != hashx.0.len() + TXNUM_LEN {
+                        return Err(IndexError::Corrupt("history key length".into()));
+                    }
+                    let txnum = keys::txnum_from(&k[hashx.0.len()..]);
+                    if txnum < total {
+                        if skipped < offset {
+                            skipped += 1;
+                        } else {
+                            txnums.push(txnum);
+                        }
+                    }
+                    it.next();
+                    false
+                }
+                None => true,
+            };
+            if txnums.len() == TXID_BATCH || (at_end && !txnums.is_empty()) {
+                self.resolve_txids(view, &txnums, &mut batch)?;
+                txnums.clear();
+                if f(&batch).is_break() {
+                    return Ok(());
+                }
+            }
+            if at_end {
+                break;
+            }
+        }
+        it.status()?;
+        Ok(())
+    }
+
+    fn resolve_txids(&self, view: &View<'_>, txnums: &[u64], out: &mut Vec<(u64, Txid)>) -> Result<()> {
+        out.clear();
+        let cf = self.store.cf(cf::TXIDS);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&view.snapshot);
+        let keys: Vec<_> = txnums.iter().map(|n| keys::txids_key(*n)).collect();
+        let values = self.store.db().batched_multi_get_cf_opt(cf, &keys, true, &ro);
+        for (n, v) in txnums.iter().zip(values) {
+            let v = v?.ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {n}")))?;
+            out.push((*n, txid_from(&v)?));
+        }
+        Ok(())
+    }
+
+    fn find_txnum(&self, view: &View<'_>, txid: &Txid) -> Result<Option<u64>> {
+        let db = self.store.db();
+        let prefix = &txid.0[..keys::TXID_PREFIX_LEN];
+        let ro = Self::read_opts(view, prefix_end(prefix));
+        let mut it = db.raw_iterator_cf_opt(self.store.cf(cf::TXID_INDEX), ro);
+        it.seek(prefix);
+        let mut candidates = Vec::new();
+        while let Some(k) = it.key() {
+            candidates.push(keys::txnum_from(&k[keys::TXID_PREFIX_LEN..]));
+            it.next();
+        }
+        it.status()?;
+        let total = view.tx_counts.last().copied().unwrap_or(0);
+        candidates.retain(|n| *n < total);
+        let mut resolved = Vec::new();
+        self.resolve_txids(view, &candidates, &mut resolved)?;
+        Ok(resolved.into_iter().find(|(_, t)| t == txid).map(|(n, _)| n))
+    }
+}
+
+fn txid_from(v: &[u8]) -> Result<Txid> {
+    let arr: [u8; 32] = v.try_into().map_err(|_| IndexError::Corrupt("txid length".into()))?;
+    Ok(Hash32(arr))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl ChainIndex for Index {
+    fn tip(&self) -> Option<(u32, BlockHash)> {
+        let chain = self.store.chain().read();
+        chain.tip_height().map(|h| (h, chain.hashes[h as usize]))
+    }
+
+    fn header(&self, height: u32) -> Option<[u8; HEADER_LEN]> {
+        self.store.chain().read().headers.get(height as usize).copied()
+    }
+
+    fn headers(&self, start: u32, count: u32) -> Vec<[u8; HEADER_LEN]> {
+        let chain = self.store.chain().read();
+        let start = (start as usize).min(chain.headers.len());
+        let end = start.saturating_add(count as usize).min(chain.headers.len());
+        chain.headers[start..end].to_vec()
+    }
+
+    fn block_hash(&self, height: u32) -> Option<BlockHash> {
+        self.store.chain().read().hashes.get(height as usize).copied()
+    }
+
+    fn block_txids(&self, height: u32) -> Result<Option<Vec<Txid>>> {
+        let view = self.view();
+        let Some(&end) = view.tx_counts.get(height as usize) else { return Ok(None) };
+        let start = if height == 0 { 0 } else { view.tx_counts[height as usize - 1] };
+        let txnums: Vec<u64> = (start..end).collect();
+        let mut out = Vec::new();
+        self.resolve_txids(&view, &txnums, &mut out)?;
+        Ok(Some(out.into_iter().map(|(_, t)| t).collect()))
+    }
+
+    fn tx_position(&self, txid: &Txid) -> Result<Option<(u32, u32)>> {
+        let view = self.view();
+        let Some(txnum) = self.find_txnum(&view, txid)? else { return Ok(None) };
+        let Some(height) = view.height_of(txnum) else { return Ok(None) };
+        let first = if height == 0 { 0 } else { view.tx_counts[height as usize - 1] };
+        Ok(Some((height, (txnum - first) as u32)))
+    }
+
+    fn history(&self, script: &ScriptHash, offset: usize, limit: usize) -> Result<Vec<HistoryItem>> {
+        let view = self.view();
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_history(&view, script, offset, &mut |batch| {
+            for (n, txid) in batch {
+                let height = view.height_of(*n).unwrap_or(0);
+                out.push(HistoryItem { txid: *txid, height });
+                if out.len() >= limit {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    fn visit_history(
+        &self,
+        script: &ScriptHash,
+        visit: &mut dyn FnMut(HistoryItem) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let view = self.view();
+        self.scan_history(&view, script, 0, &mut |batch| {
+            for (n, txid) in batch {
+                let height = view.height_of(*n).unwrap_or(0);
+                visit(HistoryItem { txid: *txid, height })?;
+            }
+            ControlFlow::Continue(())
+        })
+    }
+
+    fn history_len(&self, script: &ScriptHash, cap: usize) -> Result<usize> {
+        let view = self.view();
+        let hashx = script.hashx();
+        let ro = Self::read_opts(&view, prefix_end(&hashx.0));
+        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf::HISTORY), ro);
+        it.seek(hashx.0);
+        let total = view.tx_counts.last().copied().unwrap_or(0);
+        let mut n = 0;
+        while let Some(k) = it.key() {
+            if keys::txnum_from(&k[hashx.0.len()..]) < total {
+                n += 1;
+                if n >= cap {
+                    break;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
+    fn utxos(&self, script: &ScriptHash, limit: usize) -> Result<Vec<Utxo>> {
+        let view = self.view();
+        let hashx = script.hashx();
+        let ro = Self::read_opts(&view, prefix_end(&hashx.0));
+        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
+        it.seek(hashx.0);
+        let mut raw: Vec<(u64, u32, u64)> = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if raw.len() >= limit {
+                break;
+            }
+            if k.len() != keys::UTXO_KEY_LEN || v.len() != 8 {
+                return Err(IndexError::Corrupt("utxo entry".into()));
+            }
+            let txnum = keys::txnum_from(&k[hashx.0.len()..]);
+            let vout = u32::from_be_bytes(k[hashx.0.len() + TXNUM_LEN..].try_into().expect("4 bytes"));
+            raw.push((txnum, vout, u64::from_le_bytes(v.try_into().expect("8 bytes"))));
+            it.next();
+        }
+        it.status()?;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut txids = Vec::new();
+        for chunk in raw.chunks(TXID_BATCH) {
+            let nums: Vec<u64> = chunk.iter().map(|r| r.0).collect();
+            self.resolve_txids(&view, &nums, &mut txids)?;
+            for ((txnum, vout, value), (_, txid)) in chunk.iter().zip(&txids) {
+                if let Some(height) = view.height_of(*txnum) {
+                    out.push(Utxo { txid: *txid, vout: *vout, height, value: *value });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn balance(&self, script: &ScriptHash) -> Result<u64> {
+        let view = self.view();
+        let hashx = script.hashx();
+        let ro = Self::read_opts(&view, prefix_end(&hashx.0));
+        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
+        it.seek(hashx.0);
+        let mut sum = 0u64;
+        while let Some(v) = it.value() {
+            let v: [u8; 8] = v.try_into().map_err(|_| IndexError::Corrupt("utxo value".into()))?;
+            sum = sum.saturating_add(u64::from_le_bytes(v));
+            it.next();
+        }
+        it.status()?;
+        Ok(sum)
+    }
+
+    fn spender(&self, txid: &Txid, vout: u32) -> Result<Option<HistoryItem>> {
+        let view = self.view();
+        let Some(txnum) = self.find_txnum(&view, txid)? else { return Ok(None) };
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&view.snapshot);
+        let Some(v) = self.store.db().get_cf_opt(self.store.cf(cf::SPENDERS), keys::spender_key(txnum, vout), &ro)?
+        else {
+            return Ok(None);
+        };
+        let spender = keys::txnum_from(&v);
+        let Some(height) = view.height_of(spender) else { return Ok(None) };
+        let mut out = Vec::new();
+        self.resolve_txids(&view, &[spender], &mut out)?;
+        Ok(out.first().map(|(_, t)| HistoryItem { txid: *t, height }))
+    }
+
+    fn output_exists(&self, txid: &Txid, vout: u32) -> Result<bool> {
+        let view = self.view();
+        let Some(txnum) = self.find_txnum(&view, txid)? else { return Ok(false) };
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&view.snapshot);
+        let db = self.store.db();
+        if db.get_cf_opt(self.store.cf(cf::SPENDERS), keys::spender_key(txnum, vout), &ro)?.is_some() {
+            return Ok(true);
+        }
+        let key = keys::outpoint_key(&txid.0, vout, txnum);
+        Ok(db.get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?.is_some())
+    }
+}

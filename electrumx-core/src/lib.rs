@@ -1,0 +1,53 @@
+//! # electrumx-core
+//!
+//! An embeddable Electrum indexer: it turns a Bitcoin node's chain into a compact,
+//! crash-safe RocksDB index that answers what Electrum wallets ask (script histories,
+//! balances, UTXOs, headers, transaction positions, spenders of outpoints).
+//!
+//! The pieces, each a module with one job:
+//! - [`coin`]: coin and network parameters (`COIN`, `NET`).
+//! - [`daemon`]: the block source: [`daemon::RpcDaemon`] (JSON-RPC to bitcoind) or
+//!   [`daemon::BlockFileDaemon`] (block files on disk), behind the [`daemon::Daemon`] trait.
+//! - [`parse`]: a zero-copy block parser.
+//! - [`prefetch`]: fetches and parses blocks ahead of indexing.
+//! - [`index`]: the block processor (writes) and [`index::ChainIndex`] (reads).
+//! - [`store`]: the RocksDB layout and the commit protocol.
+//! - [`controller`]: builder-style lifecycle: open, sync, follow the tip, publish events, stop.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use electrumx_core::{CoinParams, Controller, ChainIndex, ScriptHash};
+//! use electrumx_core::daemon::{DaemonUrl, RpcDaemon, RpcDaemonConfig};
+//! use std::sync::Arc;
+//!
+//! let coin = CoinParams::from_names("Bitcoin", "regtest")?;
+//! let urls = DaemonUrl::parse_list("http://user:pass@127.0.0.1:18443", coin.rpc_port)?;
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let daemon = Arc::new(RpcDaemon::new(RpcDaemonConfig::new(urls), cancel)?);
+//! let controller = Controller::builder().coin(coin).db_dir("/tmp/index").daemon(daemon).build()?;
+//! controller.start()?;
+//! controller.wait_caught_up().await?;
+//! let index = controller.index();
+//! let sh = ScriptHash::of_script(&[0x51]);
+//! println!("balance: {}", index.balance(&sh)?);
+//! controller.stop().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod coin;
+pub mod controller;
+pub mod daemon;
+pub mod error;
+pub mod hash;
+pub mod index;
+pub mod parse;
+pub mod prefetch;
+pub mod store;
+
+pub use coin::{Coin, CoinParams, Network};
+pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncStatus};
+pub use error::{DaemonError, IndexError, ParseError};
+pub use hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
+pub use index::{ChainIndex, HistoryItem, Index, Utxo};

@@ -1,0 +1,207 @@
+//! The prefetcher: fetches raw blocks ahead of the block processor within a memory budget,
+//! parses them (and hashes their output scripts) on the blocking pool, and hands them over
+//! in height order, so fetching, parsing and indexing overlap. Once it has delivered the
+//! node's tip it says so, then polls for new blocks.
+
+use crate::coin::CoinParams;
+use crate::daemon::Daemon;
+use crate::error::{DaemonError, IndexError};
+use crate::index::PreparedBlock;
+use crate::parse::ParsedBlock;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// What the prefetcher delivers, in order.
+pub enum Prefetched {
+    /// The next block. The permit returns its bytes to the budget when dropped.
+    Block(PreparedBlock, OwnedSemaphorePermit),
+    /// Every block up to this height (the node's tip) has been delivered.
+    CaughtUp(u32),
+    /// Fetching failed for good (not a temporary daemon failure, which is retried).
+    Failed(IndexError),
+}
+
+/// Tuning of the prefetcher.
+#[derive(Clone, Debug)]
+pub struct PrefetchOptions {
+    /// Bytes of raw blocks that may be fetched but not yet indexed.
+    pub memory_budget: usize,
+    /// Most blocks asked for in one batch request.
+    pub max_blocks_per_request: u32,
+    /// Requests in flight at once.
+    pub concurrent_requests: usize,
+    /// Poll interval once caught up (`DAEMON_POLL_INTERVAL_BLOCKS`).
+    pub poll_interval: Duration,
+}
+
+impl Default for PrefetchOptions {
+    fn default() -> Self {
+        PrefetchOptions {
+            memory_budget: 64 << 20,
+            max_blocks_per_request: 100,
+            concurrent_requests: 2,
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running prefetcher; dropping it stops the task.
+pub struct Prefetcher {
+    rx: mpsc::Receiver<Prefetched>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Prefetcher {
+    /// Starts fetching from `start_height` on `runtime`. `wake` cuts a poll wait short.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        daemon: Arc<dyn Daemon>,
+        coin: CoinParams,
+        start_height: u32,
+        opts: PrefetchOptions,
+        wake: Arc<Notify>,
+        parent: &CancellationToken,
+    ) -> Prefetcher {
+        let (tx, rx) = mpsc::channel(4096);
+        let cancel = parent.child_token();
+        let task = FetchTask { daemon, coin, opts, tx, wake, cancel: cancel.clone() };
+        runtime.spawn(async move {
+            let next = task.tx.clone();
+            match task.run(start_height).await {
+                Ok(()) | Err(IndexError::ShuttingDown) => {}
+                Err(e) => {
+                    let _ = next.send(Prefetched::Failed(e)).await;
+                }
+            }
+        });
+        Prefetcher { rx, cancel }
+    }
+
+    /// The next item, waiting for it; `None` once the prefetcher stopped.
+    pub fn blocking_next(&mut self) -> Option<Prefetched> {
+        self.rx.blocking_recv()
+    }
+
+    /// The next item (async form).
+    pub async fn next(&mut self) -> Option<Prefetched> {
+        self.rx.recv().await
+    }
+}
+
+struct FetchTask {
+    daemon: Arc<dyn Daemon>,
+    coin: CoinParams,
+    opts: PrefetchOptions,
+    tx: mpsc::Sender<Prefetched>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+fn daemon_err(e: DaemonError) -> IndexError {
+    match e {
+        DaemonError::Cancelled => IndexError::ShuttingDown,
+        e => IndexError::Daemon(e),
+    }
+}
+
+impl FetchTask {
+    async fn run(self, mut next: u32) -> Result<(), IndexError> {
+        let budget = Arc::new(Semaphore::new(self.opts.memory_budget));
+        // Average raw block size seen so far, to size requests to the budget.
+        let mut avg_size: usize = 1 << 10;
+        let mut announced_tip: Option<u32> = None;
+        loop {
+            let tip = tokio::select! {
+                _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
+                h = self.daemon.height() => h.map_err(daemon_err)?,
+            };
+            if next > tip {
+                if announced_tip != Some(tip) {
+                    announced_tip = Some(tip);
+                    if self.tx.send(Prefetched::CaughtUp(tip)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
+                    _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                    _ = self.wake.notified() => {}
+                }
+                continue;
+            }
+            // Plan requests up to the tip, each about a quarter of the budget.
+            let per_request = (self.opts.memory_budget / 4 / avg_size.max(1)).clamp(1, self.opts.max_blocks_per_request as usize) as u32;
+            let mut ranges = Vec::new();
+            let mut h = next;
+            while h <= tip && ranges.len() < 64 {
+                let count = per_request.min(tip - h + 1);
+                ranges.push((h, count));
+                h += count;
+            }
+            let daemon = &self.daemon;
+            let coin = &self.coin;
+            let mut fetches = futures_util::stream::iter(ranges)
+                .map(|(first, count)| async move {
+                    let hashes = daemon.block_hashes(first, count).await.map_err(daemon_err)?;
+                    let raws = daemon.raw_blocks(&hashes).await.map_err(daemon_err)?;
+                    let coin = coin.clone();
+                    tokio::task::spawn_blocking(move || prepare(first, hashes, raws, &coin))
+                        .await
+                        .map_err(|e| IndexError::Corrupt(format!("parse task: {e}")))?
+                })
+                .buffered(self.opts.concurrent_requests.max(1));
+            loop {
+                let item = tokio::select! {
+                    _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
+                    item = fetches.next() => item,
+                };
+                let Some(result) = item else { break };
+                let blocks = result?;
+                for (pb, size) in blocks {
+                    avg_size = (avg_size * 7 + size) / 8;
+                    let permits = size.clamp(1, self.opts.memory_budget) as u32;
+                    let permit = tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
+                        p = budget.clone().acquire_many_owned(permits) => p.expect("semaphore never closed"),
+                    };
+                    next = pb.height + 1;
+                    if self.tx.send(Prefetched::Block(pb, permit)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Parses fetched blocks and checks each is the block asked for.
+fn prepare(
+    first: u32,
+    hashes: Vec<crate::hash::BlockHash>,
+    raws: Vec<Vec<u8>>,
+    coin: &CoinParams,
+) -> Result<Vec<(PreparedBlock, usize)>, IndexError> {
+    let mut out = Vec::with_capacity(raws.len());
+    for (i, (hash, raw)) in hashes.into_iter().zip(raws).enumerate() {
+        let height = first + i as u32;
+        let size = raw.len();
+        let block = ParsedBlock::parse(raw).map_err(|source| IndexError::Parse { height, source })?;
+        if block.hash != hash {
+            return Err(IndexError::Daemon(DaemonError::BadResponse(format!(
+                "asked for block {hash} at height {height}, got {}",
+                block.hash
+            ))));
+        }
+        out.push((PreparedBlock::new(height, block, coin), size));
+    }
+    Ok(out)
+}

@@ -1,0 +1,239 @@
+//! Key and value encodings of every column family. All integers in keys are big-endian so
+//! that RocksDB's byte order is numeric order: a prefix scan over a script's keys yields its
+//! history in chain order.
+
+use crate::hash::{HASHX_LEN, HashX, Txid};
+
+/// Width of a transaction number in keys (40 bits, as ElectrumX: over a trillion txs).
+pub const TXNUM_LEN: usize = 5;
+/// Bytes of a txid kept in the `txid_index` and `outpoints` keys; collisions are resolved
+/// against the full txid in `txids`.
+pub const TXID_PREFIX_LEN: usize = 8;
+
+/// Encodes a tx number as 5 big-endian bytes.
+pub fn txnum_bytes(n: u64) -> [u8; TXNUM_LEN] {
+    let b = n.to_be_bytes();
+    [b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// Decodes 5 big-endian bytes.
+pub fn txnum_from(b: &[u8]) -> u64 {
+    let mut x = [0u8; 8];
+    x[3..].copy_from_slice(&b[..TXNUM_LEN]);
+    u64::from_be_bytes(x)
+}
+
+/// `txids`: txnum → txid.
+pub fn txids_key(txnum: u64) -> [u8; TXNUM_LEN] {
+    txnum_bytes(txnum)
+}
+
+/// `txid_index`: txid prefix ‖ txnum → ().
+pub fn txid_index_key(txid: &Txid, txnum: u64) -> [u8; TXID_PREFIX_LEN + TXNUM_LEN] {
+    let mut k = [0u8; TXID_PREFIX_LEN + TXNUM_LEN];
+    k[..TXID_PREFIX_LEN].copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
+    k[TXID_PREFIX_LEN..].copy_from_slice(&txnum_bytes(txnum));
+    k
+}
+
+/// Length of the `outpoints` prefix searched when an input is spent.
+pub const OUTPOINT_PREFIX_LEN: usize = TXID_PREFIX_LEN + 4;
+/// Length of an `outpoints` key.
+pub const OUTPOINT_KEY_LEN: usize = OUTPOINT_PREFIX_LEN + TXNUM_LEN;
+
+/// `outpoints` search prefix: txid prefix ‖ vout.
+pub fn outpoint_prefix(txid: &Txid, vout: u32) -> [u8; OUTPOINT_PREFIX_LEN] {
+    let mut k = [0u8; OUTPOINT_PREFIX_LEN];
+    k[..TXID_PREFIX_LEN].copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
+    k[TXID_PREFIX_LEN..].copy_from_slice(&vout.to_be_bytes());
+    k
+}
+
+/// `outpoints`: txid prefix ‖ vout ‖ txnum → hashX ‖ value (unspent outputs only).
+pub fn outpoint_key(txid_prefix: &[u8], vout: u32, txnum: u64) -> [u8; OUTPOINT_KEY_LEN] {
+    let mut k = [0u8; OUTPOINT_KEY_LEN];
+    k[..TXID_PREFIX_LEN].copy_from_slice(&txid_prefix[..TXID_PREFIX_LEN]);
+    k[TXID_PREFIX_LEN..OUTPOINT_PREFIX_LEN].copy_from_slice(&vout.to_be_bytes());
+    k[OUTPOINT_PREFIX_LEN..].copy_from_slice(&txnum_bytes(txnum));
+    k
+}
+
+/// Value of an `outpoints` entry.
+pub fn outpoint_value(hashx: &HashX, value: u64) -> [u8; HASHX_LEN + 8] {
+    let mut v = [0u8; HASHX_LEN + 8];
+    v[..HASHX_LEN].copy_from_slice(&hashx.0);
+    v[HASHX_LEN..].copy_from_slice(&value.to_le_bytes());
+    v
+}
+
+/// Decodes an `outpoints` value.
+pub fn decode_outpoint_value(v: &[u8]) -> Option<(HashX, u64)> {
+    if v.len() != HASHX_LEN + 8 {
+        return None;
+    }
+    let mut h = [0u8; HASHX_LEN];
+    h.copy_from_slice(&v[..HASHX_LEN]);
+    Some((HashX(h), u64::from_le_bytes(v[HASHX_LEN..].try_into().ok()?)))
+}
+
+/// Length of a `utxos` key.
+pub const UTXO_KEY_LEN: usize = HASHX_LEN + TXNUM_LEN + 4;
+
+/// `utxos`: hashX ‖ txnum ‖ vout → value (LE u64).
+pub fn utxo_key(hashx: &HashX, txnum: u64, vout: u32) -> [u8; UTXO_KEY_LEN] {
+    let mut k = [0u8; UTXO_KEY_LEN];
+    k[..HASHX_LEN].copy_from_slice(&hashx.0);
+    k[HASHX_LEN..HASHX_LEN + TXNUM_LEN].copy_from_slice(&txnum_bytes(txnum));
+    k[HASHX_LEN + TXNUM_LEN..].copy_from_slice(&vout.to_be_bytes());
+    k
+}
+
+/// `history`: hashX ‖ txnum → ().
+pub fn history_key(hashx: &HashX, txnum: u64) -> [u8; HASHX_LEN + TXNUM_LEN] {
+    let mut k = [0u8; HASHX_LEN + TXNUM_LEN];
+    k[..HASHX_LEN].copy_from_slice(&hashx.0);
+    k[HASHX_LEN..].copy_from_slice(&txnum_bytes(txnum));
+    k
+}
+
+/// `spenders`: funding txnum ‖ vout → spending txnum.
+pub fn spender_key(txnum: u64, vout: u32) -> [u8; TXNUM_LEN + 4] {
+    let mut k = [0u8; TXNUM_LEN + 4];
+    k[..TXNUM_LEN].copy_from_slice(&txnum_bytes(txnum));
+    k[TXNUM_LEN..].copy_from_slice(&vout.to_be_bytes());
+    k
+}
+
+/// `headers` and `undo`: height.
+pub fn height_key(height: u32) -> [u8; 4] {
+    height.to_be_bytes()
+}
+
+/// An output created by a block, as its undo record lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreatedOutput {
+    /// First bytes of the funding txid.
+    pub txid_prefix: [u8; TXID_PREFIX_LEN],
+    /// Output index.
+    pub vout: u32,
+    /// Funding tx number.
+    pub txnum: u64,
+    /// Owner script.
+    pub hashx: HashX,
+}
+
+/// An output spent by a block, with all it takes to restore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpentOutput {
+    /// The output as it was created.
+    pub created: CreatedOutput,
+    /// Its value.
+    pub value: u64,
+    /// The spending tx number.
+    pub spender_txnum: u64,
+}
+
+const CREATED_LEN: usize = TXID_PREFIX_LEN + 4 + TXNUM_LEN + HASHX_LEN;
+const SPENT_LEN: usize = CREATED_LEN + 8 + TXNUM_LEN;
+
+/// Undo information of one block: what to delete and what to restore to take it back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UndoRecord {
+    /// Outputs the block created (spendable ones).
+    pub created: Vec<CreatedOutput>,
+    /// Outputs the block spent.
+    pub spent: Vec<SpentOutput>,
+}
+
+impl UndoRecord {
+    /// Serializes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + self.created.len() * CREATED_LEN + self.spent.len() * SPENT_LEN);
+        v.extend_from_slice(&(self.created.len() as u32).to_le_bytes());
+        for c in &self.created {
+            encode_created(&mut v, c);
+        }
+        v.extend_from_slice(&(self.spent.len() as u32).to_le_bytes());
+        for s in &self.spent {
+            encode_created(&mut v, &s.created);
+            v.extend_from_slice(&s.value.to_le_bytes());
+            v.extend_from_slice(&txnum_bytes(s.spender_txnum));
+        }
+        v
+    }
+
+    /// Parses a record; `None` if it is malformed.
+    pub fn decode(mut b: &[u8]) -> Option<UndoRecord> {
+        let mut rec = UndoRecord::default();
+        let n = read_u32(&mut b)? as usize;
+        if b.len() < n.checked_mul(CREATED_LEN)? {
+            return None;
+        }
+        for _ in 0..n {
+            rec.created.push(decode_created(&mut b)?);
+        }
+        let n = read_u32(&mut b)? as usize;
+        if b.len() != n.checked_mul(SPENT_LEN)? {
+            return None;
+        }
+        for _ in 0..n {
+            let created = decode_created(&mut b)?;
+            let value = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+            let spender_txnum = txnum_from(b.get(8..8 + TXNUM_LEN)?);
+            b = &b[8 + TXNUM_LEN..];
+            rec.spent.push(SpentOutput { created, value, spender_txnum });
+        }
+        Some(rec)
+    }
+}
+
+fn read_u32(b: &mut &[u8]) -> Option<u32> {
+    let v = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+    *b = &b[4..];
+    Some(v)
+}
+
+fn encode_created(v: &mut Vec<u8>, c: &CreatedOutput) {
+    v.extend_from_slice(&c.txid_prefix);
+    v.extend_from_slice(&c.vout.to_be_bytes());
+    v.extend_from_slice(&txnum_bytes(c.txnum));
+    v.extend_from_slice(&c.hashx.0);
+}
+
+fn decode_created(b: &mut &[u8]) -> Option<CreatedOutput> {
+    let s = b.get(..CREATED_LEN)?;
+    let mut txid_prefix = [0u8; TXID_PREFIX_LEN];
+    txid_prefix.copy_from_slice(&s[..TXID_PREFIX_LEN]);
+    let vout = u32::from_be_bytes(s[TXID_PREFIX_LEN..TXID_PREFIX_LEN + 4].try_into().ok()?);
+    let txnum = txnum_from(&s[TXID_PREFIX_LEN + 4..]);
+    let mut h = [0u8; HASHX_LEN];
+    h.copy_from_slice(&s[TXID_PREFIX_LEN + 4 + TXNUM_LEN..]);
+    *b = &b[CREATED_LEN..];
+    Some(CreatedOutput { txid_prefix, vout, txnum, hashx: HashX(h) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txnum_round_trip_and_order() {
+        for n in [0u64, 1, 255, 256, 1 << 32, (1 << 40) - 1] {
+            assert_eq!(txnum_from(&txnum_bytes(n)), n);
+        }
+        assert!(txnum_bytes(256) > txnum_bytes(255));
+    }
+
+    #[test]
+    fn undo_round_trip() {
+        let c = CreatedOutput { txid_prefix: [1; 8], vout: 7, txnum: 99, hashx: HashX([3; 11]) };
+        let rec = UndoRecord {
+            created: vec![c, CreatedOutput { vout: 0, ..c }],
+            spent: vec![SpentOutput { created: c, value: 5_000_000_000, spender_txnum: 1234 }],
+        };
+        let enc = rec.encode();
+        assert_eq!(UndoRecord::decode(&enc), Some(rec));
+        assert_eq!(UndoRecord::decode(&enc[..enc.len() - 1]), None);
+        assert_eq!(UndoRecord::decode(&[0xff; 3]), None);
+    }
+}

@@ -1,0 +1,310 @@
+//! The RocksDB database: column families, the metadata record that is the commit point of
+//! every write, and the in-memory chain state (headers, hashes, cumulative tx counts) that
+//! readers and the block processor share.
+//!
+//! Invariant: every change to the index is one atomic `WriteBatch` that also rewrites the
+//! `state` record, so after a crash at any instant the database is exactly the state of
+//! some completed batch: a prefix of the chain.
+
+pub mod keys;
+
+use crate::coin::CoinParams;
+use crate::error::{IndexError, Result};
+use crate::hash::{BlockHash, Hash32};
+use crate::parse::HEADER_LEN;
+use parking_lot::RwLock;
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options, SliceTransform};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Format version of the database; a mismatch refuses to open.
+pub const DB_FORMAT_VERSION: u32 = 1;
+
+/// Column family names.
+pub mod cf {
+    /// The `state` record.
+    pub const META: &str = "meta";
+    /// height → header ‖ cumulative tx count.
+    pub const HEADERS: &str = "headers";
+    /// txnum → txid.
+    pub const TXIDS: &str = "txids";
+    /// txid prefix ‖ txnum → ().
+    pub const TXID_INDEX: &str = "txid_index";
+    /// txid prefix ‖ vout ‖ txnum → hashX ‖ value (unspent).
+    pub const OUTPOINTS: &str = "outpoints";
+    /// hashX ‖ txnum ‖ vout → value (unspent).
+    pub const UTXOS: &str = "utxos";
+    /// hashX ‖ txnum → ().
+    pub const HISTORY: &str = "history";
+    /// funding txnum ‖ vout → spending txnum.
+    pub const SPENDERS: &str = "spenders";
+    /// height → undo record.
+    pub const UNDO: &str = "undo";
+    /// All of them.
+    pub const ALL: [&str; 9] = [META, HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO];
+}
+
+const STATE_KEY: &[u8] = b"state";
+
+/// The committed state, stored in `meta` and rewritten by every batch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DbState {
+    /// Database format version.
+    pub db_version: u32,
+    /// Genesis hash (display hex) of the chain indexed.
+    pub genesis: String,
+    /// Coin and network names.
+    pub coin: String,
+    /// Number of blocks indexed (tip height + 1; 0 for an empty database).
+    pub block_count: u32,
+    /// Transactions indexed.
+    pub tx_count: u64,
+    /// Completed flushes.
+    pub flush_count: u64,
+    /// True until the first catch-up with the node.
+    pub first_sync: bool,
+}
+
+/// Chain data kept in memory: one entry per indexed block.
+#[derive(Default, Debug)]
+pub struct ChainState {
+    /// Headers by height.
+    pub headers: Vec<[u8; HEADER_LEN]>,
+    /// Block hashes by height.
+    pub hashes: Vec<BlockHash>,
+    /// Cumulative tx count after each height (tx numbers of block h are
+    /// `tx_counts[h-1] .. tx_counts[h]`).
+    pub tx_counts: Vec<u64>,
+}
+
+impl ChainState {
+    /// Height of the tip, or `None` for an empty chain.
+    pub fn tip_height(&self) -> Option<u32> {
+        (self.headers.len() as u32).checked_sub(1)
+    }
+
+    /// Total transactions indexed.
+    pub fn tx_count(&self) -> u64 {
+        self.tx_counts.last().copied().unwrap_or(0)
+    }
+
+    /// First tx number of the block at `height`.
+    pub fn first_txnum(&self, height: u32) -> u64 {
+        if height == 0 { 0 } else { self.tx_counts[height as usize - 1] }
+    }
+
+    /// Height of the block holding tx number `txnum`, if indexed.
+    pub fn height_of_txnum(&self, txnum: u64) -> Option<u32> {
+        if txnum >= self.tx_count() {
+            return None;
+        }
+        Some(self.tx_counts.partition_point(|&c| c <= txnum) as u32)
+    }
+}
+
+/// The open database plus the shared in-memory chain state.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    state: RwLock<ChainState>,
+    meta: RwLock<DbState>,
+}
+
+/// Tuning of the database.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// RocksDB block cache size in bytes.
+    pub block_cache_bytes: usize,
+    /// Maximum open files (`-1`: unlimited).
+    pub max_open_files: i32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { block_cache_bytes: 128 << 20, max_open_files: 1024 }
+    }
+}
+
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    o.set_write_buffer_size(64 << 20);
+    o.set_target_file_size_base(64 << 20);
+    o.set_level_compaction_dynamic_level_bytes(true);
+    let mut t = BlockBasedOptions::default();
+    t.set_block_cache(cache);
+    t.set_block_size(16 << 10);
+    t.set_format_version(5);
+    t.set_cache_index_and_filter_blocks(true);
+    t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let prefix = match name {
+        cf::OUTPOINTS => Some(keys::OUTPOINT_PREFIX_LEN),
+        cf::TXID_INDEX => Some(keys::TXID_PREFIX_LEN),
+        cf::HISTORY | cf::UTXOS => Some(crate::hash::HASHX_LEN),
+        _ => None,
+    };
+    if let Some(len) = prefix {
+        o.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
+        t.set_bloom_filter(10.0, false);
+        t.set_whole_key_filtering(false);
+    }
+    o.set_block_based_table_factory(&t);
+    o
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` for `coin`, checking format and chain.
+    pub fn open(path: &Path, coin: &CoinParams, opts: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(path)?;
+        let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_open_files(opts.max_open_files);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_max_total_wal_size(256 << 20);
+        let cfs = cf::ALL.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        let genesis = coin.genesis_hash.to_display_hex();
+        let meta_cf = db.cf_handle(cf::META).expect("meta cf");
+        let meta = match db.get_cf(meta_cf, STATE_KEY)? {
+            Some(bytes) => {
+                let st: DbState = serde_json::from_slice(&bytes)
+                    .map_err(|e| IndexError::Corrupt(format!("unreadable state record: {e}")))?;
+                if st.db_version != DB_FORMAT_VERSION {
+                    return Err(IndexError::FormatVersion {
+                        path: path.into(),
+                        found: st.db_version,
+                        expected: DB_FORMAT_VERSION,
+                    });
+                }
+                if st.genesis != genesis {
+                    return Err(IndexError::WrongChain { path: path.into(), found: st.genesis, expected: genesis });
+                }
+                st
+            }
+            None => DbState {
+                db_version: DB_FORMAT_VERSION,
+                genesis,
+                coin: coin.to_string(),
+                block_count: 0,
+                tx_count: 0,
+                flush_count: 0,
+                first_sync: true,
+            },
+        };
+        let store = Store {
+            db,
+            path: path.into(),
+            state: RwLock::new(ChainState::default()),
+            meta: RwLock::new(meta),
+        };
+        store.load_chain_state()?;
+        Ok(store)
+    }
+
+    fn load_chain_state(&self) -> Result<()> {
+        let meta = self.meta.read().clone();
+        let mut st = ChainState::default();
+        let cf = self.cf(cf::HEADERS);
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let height = u32::from_be_bytes(k.try_into().map_err(|_| IndexError::Corrupt("header key".into()))?);
+            if height >= meta.block_count {
+                // Written by no committed batch: cannot happen with atomic batches.
+                return Err(IndexError::Corrupt(format!("header at {height} beyond committed tip")));
+            }
+            if height as usize != st.headers.len() || v.len() != HEADER_LEN + 8 {
+                return Err(IndexError::Corrupt(format!("header record at height {height}")));
+            }
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&v[..HEADER_LEN]);
+            st.hashes.push(Hash32::sha256d(&h));
+            st.headers.push(h);
+            st.tx_counts.push(u64::from_be_bytes(v[HEADER_LEN..].try_into().expect("8 bytes")));
+            it.next();
+        }
+        it.status()?;
+        if st.headers.len() as u32 != meta.block_count || st.tx_count() != meta.tx_count {
+            return Err(IndexError::Corrupt(format!(
+                "state says {} blocks / {} txs, headers give {} / {}",
+                meta.block_count,
+                meta.tx_count,
+                st.headers.len(),
+                st.tx_count()
+            )));
+        }
+        *self.state.write() = st;
+        Ok(())
+    }
+
+    /// The RocksDB handle.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// A column family handle.
+    pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The shared in-memory chain state.
+    pub fn chain(&self) -> &RwLock<ChainState> {
+        &self.state
+    }
+
+    /// A copy of the committed state record.
+    pub fn meta(&self) -> DbState {
+        self.meta.read().clone()
+    }
+
+    /// Commits `batch` together with the new state record, then lets `update` change the
+    /// in-memory chain state while readers are held off, so that they never see one without
+    /// the other.
+    pub fn commit(
+        &self,
+        mut batch: rocksdb::WriteBatch,
+        mut new_meta: DbState,
+        sync: bool,
+        update: impl FnOnce(&mut ChainState),
+    ) -> Result<()> {
+        new_meta.flush_count += 1;
+        let bytes = serde_json::to_vec(&new_meta).expect("state serializes");
+        batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(sync);
+        let mut chain = self.state.write();
+        self.db.write_opt(batch, &wo)?;
+        update(&mut chain);
+        debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
+        *self.meta.write() = new_meta;
+        Ok(())
+    }
+
+    /// Size of the database files on disk, in bytes.
+    pub fn disk_size(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| match e.metadata() {
+                            Ok(m) if m.is_dir() => walk(&e.path()),
+                            Ok(m) => m.len(),
+                            Err(_) => 0,
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(&self.path)
+    }
+}

