@@ -1,0 +1,115 @@
+//! Runs the real `electrumx-server` binary as a child process for tests: environment in,
+//! log lines out, and signals (SIGTERM, SIGKILL) to stop it. Killed when dropped.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `electrumx-server` process.
+pub struct ServerProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub log: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `env` (ElectrumX-style variables).
+    pub fn start(env: &[(&str, String)]) -> Result<ServerProcess> {
+        let bin = crate::workspace_binary("electrumx-server");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(ServerProcess { child, lines: rx, log: Vec::new() })
+    }
+
+    /// Waits for the `n`-th log line (counted from now) containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        seen += 1;
+                        if seen >= n {
+                            return Ok(line);
+                        }
+                    }
+                }
+                Err(_) => bail!("no line {needle:?} (#{n}) within {timeout:?}; log tail: {:?}", self.tail(8)),
+            }
+        }
+    }
+
+    /// The last lines of the log.
+    pub fn tail(&mut self, n: usize) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+        self.log.iter().rev().take(n).rev().cloned().collect()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{name} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().context("waiting")? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("process did not exit within {timeout:?}; log tail: {:?}", self.tail(8));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
