@@ -22,7 +22,10 @@ fn coin() -> CoinParams {
 fn server_env(node: &RegtestNode, db: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("DAEMON_URL", node.rpc_url()),
-        ("DAEMON_COOKIE_FILE", node.cookie_path().display().to_string()),
+        (
+            "DAEMON_COOKIE_FILE",
+            node.cookie_path().display().to_string(),
+        ),
         ("DB_DIRECTORY", db.display().to_string()),
         ("COIN", "BitcoinSV".into()),
         ("NET", "regtest".into()),
@@ -42,7 +45,11 @@ fn check_prefix(db: &Path, chain: &ChainGen) -> Result<u32> {
     let height = index.tip().map(|t| t.0).unwrap_or(0);
     let blocks = &chain.blocks[..height as usize];
     if height > 0 {
-        assert_eq!(index.tip().unwrap().1, blocks.last().unwrap().hash, "tip is a block of the chain");
+        assert_eq!(
+            index.tip().unwrap().1,
+            blocks.last().unwrap().hash,
+            "tip is a block of the chain"
+        );
     }
     assert_index_matches_ledger(&index, &Ledger::from_blocks(blocks), height)?;
     Ok(height)
@@ -51,7 +58,12 @@ fn check_prefix(db: &Path, chain: &ChainGen) -> Result<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_sync_and_at_the_tip_always_restarts_cleanly() -> Result<()> {
     let node = RegtestNode::start().await?;
-    let mut chain = ChainGen::new(GenParams { seed: 21, txs_per_block: 60, wallets: 300, ..GenParams::default() });
+    let mut chain = ChainGen::new(GenParams {
+        seed: 21,
+        txs_per_block: 60,
+        wallets: 300,
+        ..GenParams::default()
+    });
     chain.mine(&node, 450).await?;
     let db = tempfile::tempdir()?;
     let env = server_env(&node, db.path());
@@ -69,8 +81,14 @@ async fn kill_9_during_sync_and_at_the_tip_always_restarts_cleanly() -> Result<(
         heights.push(check_prefix(db.path(), &chain)?);
     }
     eprintln!("heights after each kill: {heights:?} of {}", chain.height());
-    assert!(heights.iter().any(|h| *h < chain.height()), "at least one kill landed mid-sync");
-    assert!(heights.windows(2).all(|w| w[0] <= w[1]), "each restart resumed: {heights:?}");
+    assert!(
+        heights.iter().any(|h| *h < chain.height()),
+        "at least one kill landed mid-sync"
+    );
+    assert!(
+        heights.windows(2).all(|w| w[0] <= w[1]),
+        "each restart resumed: {heights:?}"
+    );
 
     // Let it finish, then kill at random moments while blocks arrive at the tip.
     for round in 0..3 {
@@ -91,8 +109,12 @@ async fn kill_9_during_sync_and_at_the_tip_always_restarts_cleanly() -> Result<(
         let (mined, killed) = tokio::join!(mine, killer);
         mined?;
         killed?;
-        let h = check_prefix(db.path(), &chain).map_err(|e| e.context(format!("tip round {round}")))?;
-        assert!(h + 6 >= chain.height() - 6, "killed at the tip, not during a resync ({h})");
+        let h =
+            check_prefix(db.path(), &chain).map_err(|e| e.context(format!("tip round {round}")))?;
+        assert!(
+            h + 6 >= chain.height() - 6,
+            "killed at the tip, not during a resync ({h})"
+        );
     }
 
     // A clean run catches up and matches the whole ledger.
@@ -107,7 +129,12 @@ async fn kill_9_during_sync_and_at_the_tip_always_restarts_cleanly() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_sync_flushes_and_exits_zero_then_resumes() -> Result<()> {
     let node = RegtestNode::start().await?;
-    let mut chain = ChainGen::new(GenParams { seed: 8, txs_per_block: 60, wallets: 300, ..GenParams::default() });
+    let mut chain = ChainGen::new(GenParams {
+        seed: 8,
+        txs_per_block: 60,
+        wallets: 300,
+        ..GenParams::default()
+    });
     chain.mine(&node, 400).await?;
     let db = tempfile::tempdir()?;
     let env = server_env(&node, db.path());
@@ -115,8 +142,17 @@ async fn sigterm_mid_sync_flushes_and_exits_zero_then_resumes() -> Result<()> {
     server.wait_for_line("flushed to disk", 2, Duration::from_secs(120))?;
     server.signal("TERM")?;
     let status = server.wait_exit(Duration::from_secs(30))?;
-    assert!(status.success(), "exit status {status}; log: {:?}", server.tail(10));
-    assert!(server.tail(50).iter().any(|l| l.contains("stopped cleanly")));
+    assert!(
+        status.success(),
+        "exit status {status}; log: {:?}",
+        server.tail(10)
+    );
+    assert!(
+        server
+            .tail(50)
+            .iter()
+            .any(|l| l.contains("stopped cleanly"))
+    );
     let h = check_prefix(db.path(), &chain)?;
     assert!(h > 0);
     let mut server = ServerProcess::start(&env)?;
@@ -141,12 +177,21 @@ fn bad_settings_fail_at_start_naming_the_variable() -> Result<()> {
         env.push((k, v.to_string()));
         env
     };
-    for (var, value) in [("COIN", "Dogecoin"), ("NET", "moonnet"), ("CACHE_MB", "lots"), ("DAEMON_URL", "ftp://x"), ("REORG_LIMIT", "0")] {
+    for (var, value) in [
+        ("COIN", "Dogecoin"),
+        ("NET", "moonnet"),
+        ("CACHE_MB", "lots"),
+        ("DAEMON_URL", "ftp://x"),
+        ("REORG_LIMIT", "0"),
+    ] {
         let mut server = ServerProcess::start(&base(var, value))?;
         let status = server.wait_exit(Duration::from_secs(20))?;
         assert!(!status.success(), "{var}={value} must fail");
         let log = server.tail(20).join("\n");
-        assert!(log.contains(var) || log.contains(&var.to_lowercase().replace('_', "-")), "{var}: {log}");
+        assert!(
+            log.contains(var) || log.contains(&var.to_lowercase().replace('_', "-")),
+            "{var}: {log}"
+        );
     }
     Ok(())
 }

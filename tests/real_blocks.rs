@@ -19,12 +19,19 @@ fn block_files() -> Vec<PathBuf> {
             let path = e.path();
             if path.is_dir() {
                 walk(&path, out);
-            } else if path.extension().is_some_and(|x| x == "bin") && path.to_string_lossy().contains("-blocks") {
+            } else if path.extension().is_some_and(|x| x == "bin")
+                && path.to_string_lossy().contains("-blocks")
+            {
                 out.push(path);
             }
         }
     }
-    for net in ["mainnet-blocks", "signet-blocks", "testnet-blocks", "regtest-blocks"] {
+    for net in [
+        "mainnet-blocks",
+        "signet-blocks",
+        "testnet-blocks",
+        "regtest-blocks",
+    ] {
         walk(&shared_dir().join("data").join(net), &mut out);
     }
     out.sort();
@@ -39,30 +46,50 @@ fn json(rel: &str) -> Value {
 #[test]
 fn every_real_block_parses_with_the_txids_rust_bitcoin_computes() {
     let index = json("index.json");
-    let records: std::collections::HashMap<String, &Value> =
-        index["blocks"].as_array().unwrap().iter().map(|r| (r["hash"].as_str().unwrap().to_string(), r)).collect();
+    let records: std::collections::HashMap<String, &Value> = index["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["hash"].as_str().unwrap().to_string(), r))
+        .collect();
     let files = block_files();
-    assert!(files.len() > 700, "expected the shared block files, found {}", files.len());
+    assert!(
+        files.len() > 700,
+        "expected the shared block files, found {}",
+        files.len()
+    );
     let mut segwit_blocks = 0;
     for path in files {
         let raw = std::fs::read(&path).unwrap();
         let reference = bitcoin::Block::consensus_decode(&mut raw.as_slice()).unwrap();
         let parsed = ParsedBlock::parse(raw).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(parsed.hash.to_display_hex(), reference.block_hash().to_string());
+        assert_eq!(
+            parsed.hash.to_display_hex(),
+            reference.block_hash().to_string()
+        );
         let rec = records[&parsed.hash.to_display_hex()];
         assert_eq!(parsed.txs.len() as u64, rec["n_tx"].as_u64().unwrap());
         let mut n_inputs = 0;
         let mut n_outputs = 0;
         for (ours, theirs) in parsed.txs.iter().zip(&reference.txdata) {
-            assert_eq!(ours.txid.to_display_hex(), theirs.compute_txid().to_string());
+            assert_eq!(
+                ours.txid.to_display_hex(),
+                theirs.compute_txid().to_string()
+            );
             assert_eq!(ours.outputs.len(), theirs.output.len());
-            for (o, t) in parsed.outputs[ours.outputs.clone()].iter().zip(&theirs.output) {
+            for (o, t) in parsed.outputs[ours.outputs.clone()]
+                .iter()
+                .zip(&theirs.output)
+            {
                 assert_eq!(o.value, t.value.to_sat());
                 assert_eq!(parsed.script(o), t.script_pubkey.as_bytes());
             }
             if !theirs.is_coinbase() {
                 for (i, t) in parsed.inputs[ours.inputs.clone()].iter().zip(&theirs.input) {
-                    assert_eq!(i.prev_txid.to_display_hex(), t.previous_output.txid.to_string());
+                    assert_eq!(
+                        i.prev_txid.to_display_hex(),
+                        t.previous_output.txid.to_string()
+                    );
                     assert_eq!(i.prev_vout, t.previous_output.vout);
                 }
                 n_inputs += theirs.input.len();
@@ -75,13 +102,19 @@ fn every_real_block_parses_with_the_txids_rust_bitcoin_computes() {
             segwit_blocks += 1;
         }
     }
-    assert!(segwit_blocks >= 10, "segwit and taproot blocks were covered ({segwit_blocks})");
+    assert!(
+        segwit_blocks >= 10,
+        "segwit and taproot blocks were covered ({segwit_blocks})"
+    );
 }
 
 #[test]
 fn a_corrupted_block_is_an_error_not_a_panic() {
     let files = block_files();
-    let path = files.iter().find(|p| p.to_string_lossy().contains("0831332")).expect("modern block");
+    let path = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("0831332"))
+        .expect("modern block");
     let raw = std::fs::read(path).unwrap();
     // Flip a byte inside a transaction: the merkle root no longer matches.
     let mut bad = raw.clone();
@@ -98,7 +131,10 @@ fn scripthash_vectors_match() {
     let v = json("vectors/electrum-scripthash.json");
     for case in v["vectors"].as_array().unwrap() {
         let script = const_hex::decode(case["script"].as_str().unwrap()).unwrap();
-        assert_eq!(ScriptHash::of_script(&script).to_hex(), case["scripthash"].as_str().unwrap());
+        assert_eq!(
+            ScriptHash::of_script(&script).to_hex(),
+            case["scripthash"].as_str().unwrap()
+        );
     }
 }
 
@@ -108,13 +144,20 @@ fn status_of(history: &[(String, u32)]) -> Option<String> {
         return None;
     }
     let preimage: String = history.iter().map(|(t, h)| format!("{t}:{h}:")).collect();
-    Some(const_hex::encode(sha256::Hash::hash(preimage.as_bytes()).to_byte_array()))
+    Some(const_hex::encode(
+        sha256::Hash::hash(preimage.as_bytes()).to_byte_array(),
+    ))
 }
 
 /// Indexes a run of block files with the real controller and returns it.
 async fn index_run(dir: &str, coin: CoinParams, db: &Path) -> Result<Controller> {
     let daemon = BlockFileDaemon::open(&shared_dir().join("data").join(dir), coin.genesis_hash)?;
-    let controller = Controller::builder().coin(coin).db_dir(db).daemon(Arc::new(daemon)).cache_mb(1).build()?;
+    let controller = Controller::builder()
+        .coin(coin)
+        .db_dir(db)
+        .daemon(Arc::new(daemon))
+        .cache_mb(1)
+        .build()?;
     controller.start()?;
     controller.wait_caught_up().await?;
     Ok(controller)
@@ -124,7 +167,12 @@ async fn index_run(dir: &str, coin: CoinParams, db: &Path) -> Result<Controller>
 async fn early_mainnet_index_gives_the_derived_answers() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let coin = CoinParams::from_names("Bitcoin", "mainnet").unwrap();
-    let controller = index_run("mainnet-blocks/run-0000000-0000438", coin.clone(), tmp.path()).await?;
+    let controller = index_run(
+        "mainnet-blocks/run-0000000-0000438",
+        coin.clone(),
+        tmp.path(),
+    )
+    .await?;
     let index = controller.index();
     let want = json("vectors/derived/early-mainnet-answers.json");
     let (height, hash) = index.tip().unwrap();
@@ -134,19 +182,38 @@ async fn early_mainnet_index_gives_the_derived_answers() -> Result<()> {
         let sh = ScriptHash::from_hex(case["scripthash"].as_str().unwrap()).unwrap();
         let script = const_hex::decode(case["script"].as_str().unwrap()).unwrap();
         assert_eq!(ScriptHash::of_script(&script), sh);
-        let history: Vec<(String, u32)> =
-            index.history(&sh, 0, usize::MAX)?.iter().map(|h| (h.txid.to_display_hex(), h.height)).collect();
+        let history: Vec<(String, u32)> = index
+            .history(&sh, 0, usize::MAX)?
+            .iter()
+            .map(|h| (h.txid.to_display_hex(), h.height))
+            .collect();
         let want_history: Vec<(String, u32)> = case["get_history"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|h| (h["tx_hash"].as_str().unwrap().to_string(), h["height"].as_u64().unwrap() as u32))
+            .map(|h| {
+                (
+                    h["tx_hash"].as_str().unwrap().to_string(),
+                    h["height"].as_u64().unwrap() as u32,
+                )
+            })
             .collect();
         assert_eq!(history, want_history, "{}", case["label"]);
-        assert_eq!(status_of(&history).as_deref(), case["status"].as_str(), "{}", case["label"]);
-        assert_eq!(index.balance(&sh)?, case["get_balance"]["confirmed"].as_u64().unwrap());
-        let utxos: Vec<(String, u32, u32, u64)> =
-            index.utxos(&sh, usize::MAX)?.iter().map(|u| (u.txid.to_display_hex(), u.vout, u.height, u.value)).collect();
+        assert_eq!(
+            status_of(&history).as_deref(),
+            case["status"].as_str(),
+            "{}",
+            case["label"]
+        );
+        assert_eq!(
+            index.balance(&sh)?,
+            case["get_balance"]["confirmed"].as_u64().unwrap()
+        );
+        let utxos: Vec<(String, u32, u32, u64)> = index
+            .utxos(&sh, usize::MAX)?
+            .iter()
+            .map(|u| (u.txid.to_display_hex(), u.vout, u.height, u.value))
+            .collect();
         let want_utxos: Vec<(String, u32, u32, u64)> = case["listunspent"]
             .as_array()
             .unwrap()
@@ -170,7 +237,12 @@ async fn early_mainnet_index_gives_the_derived_answers() -> Result<()> {
         assert_eq!(pos as u64, tx["get_merkle"]["pos"].as_u64().unwrap());
         let txids = index.block_txids(h)?.unwrap();
         // The branch for position 1 of a two-tx block is the coinbase txid.
-        let branch: Vec<String> = tx["get_merkle"]["merkle"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().into()).collect();
+        let branch: Vec<String> = tx["get_merkle"]["merkle"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().into())
+            .collect();
         assert_eq!(branch, vec![txids[0].to_display_hex()]);
         for input in tx["inputs"].as_array().unwrap() {
             let prev = Hash32::from_display_hex(input["prev_tx_hash"].as_str().unwrap()).unwrap();
@@ -196,11 +268,16 @@ async fn regtest_and_signet_runs_index_completely() -> Result<()> {
     let controller = index_run("regtest-blocks/run-0000000-0000150", coin, tmp.path()).await?;
     let index = controller.index();
     assert_eq!(index.tip().unwrap().0, 150);
-    let sh = ScriptHash::from_hex("a57522c3785e61850120aa9b698d67cc660e7468fd01091552f7e34d773ea0df").unwrap();
+    let sh =
+        ScriptHash::from_hex("a57522c3785e61850120aa9b698d67cc660e7468fd01091552f7e34d773ea0df")
+            .unwrap();
     assert_eq!(index.balance(&sh)?, 747_500_000_000);
     let hist = index.history(&sh, 0, usize::MAX)?;
     assert_eq!(hist.len(), 150);
-    let as_pairs: Vec<(String, u32)> = hist.iter().map(|h| (h.txid.to_display_hex(), h.height)).collect();
+    let as_pairs: Vec<(String, u32)> = hist
+        .iter()
+        .map(|h| (h.txid.to_display_hex(), h.height))
+        .collect();
     assert_eq!(
         status_of(&as_pairs).unwrap(),
         "a0b972c62f6fab06cbf40c3848160b44f37e5a5815acce107e85a022175b68c9"
@@ -216,14 +293,22 @@ async fn regtest_and_signet_runs_index_completely() -> Result<()> {
     let controller = index_run("signet-blocks/run-0000000-0000120", coin, tmp.path()).await?;
     let index = controller.index();
     assert_eq!(index.tip().unwrap().0, 120);
-    let sh = ScriptHash::from_hex("200fc808afa31b0ff4e4d4b1fd8f9ff1d4c11523e20c9f980d7f1a585d11d8b3").unwrap();
+    let sh =
+        ScriptHash::from_hex("200fc808afa31b0ff4e4d4b1fd8f9ff1d4c11523e20c9f980d7f1a585d11d8b3")
+            .unwrap();
     assert_eq!(index.balance(&sh)?, 50_0000_0000);
     // The witness commitment (OP_RETURN) output of the coinbase is not indexed.
     let block1 = index.block_txids(1)?.unwrap();
-    assert_eq!(block1[0].to_display_hex(), "8b67e4798a87162ed5f2b67a43842e4670c14409f3c1afc47d4e983532c875f5");
+    assert_eq!(
+        block1[0].to_display_hex(),
+        "8b67e4798a87162ed5f2b67a43842e4670c14409f3c1afc47d4e983532c875f5"
+    );
     let utxos = index.utxos(&sh, 10)?;
     assert_eq!(utxos.len(), 1);
-    assert_eq!((utxos[0].txid, utxos[0].vout, utxos[0].height), (block1[0], 0, 1));
+    assert_eq!(
+        (utxos[0].txid, utxos[0].vout, utxos[0].height),
+        (block1[0], 0, 1)
+    );
     controller.stop().await?;
     Ok(())
 }
@@ -236,8 +321,17 @@ async fn a_database_of_another_network_is_refused() -> Result<()> {
     controller.stop().await?;
     drop(controller);
     let mainnet = CoinParams::from_names("Bitcoin", "mainnet").unwrap();
-    let daemon = BlockFileDaemon::open(&shared_dir().join("data/mainnet-blocks/run-0000000-0000438"), mainnet.genesis_hash)?;
-    let err = Controller::builder().coin(mainnet).db_dir(tmp.path()).daemon(Arc::new(daemon)).build().err().expect("refused");
+    let daemon = BlockFileDaemon::open(
+        &shared_dir().join("data/mainnet-blocks/run-0000000-0000438"),
+        mainnet.genesis_hash,
+    )?;
+    let err = Controller::builder()
+        .coin(mainnet)
+        .db_dir(tmp.path())
+        .daemon(Arc::new(daemon))
+        .build()
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("genesis"), "{err}");
     Ok(())
 }

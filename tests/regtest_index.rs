@@ -31,13 +31,21 @@ fn daemon_for(node: &RegtestNode, extra_urls_first: &[String]) -> Arc<RpcDaemon>
     Arc::new(RpcDaemon::new(cfg, CancellationToken::new()).unwrap())
 }
 
-fn controller(node: &RegtestNode, db: &Path, prefetch: PrefetchOptions, reorg_limit: Option<u32>) -> Controller {
+fn controller(
+    node: &RegtestNode,
+    db: &Path,
+    prefetch: PrefetchOptions,
+    reorg_limit: Option<u32>,
+) -> Controller {
     let mut b = Controller::builder()
         .coin(coin())
         .db_dir(db)
         .daemon(daemon_for(node, &[]))
         .cache_mb(1)
-        .prefetch_options(PrefetchOptions { poll_interval: Duration::from_millis(100), ..prefetch });
+        .prefetch_options(PrefetchOptions {
+            poll_interval: Duration::from_millis(100),
+            ..prefetch
+        });
     if let Some(l) = reorg_limit {
         b = b.reorg_limit(l);
     }
@@ -60,7 +68,12 @@ async fn wait_for_tip(controller: &Controller, chain: &ChainGen) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_matches_ledger_then_follows_blocks_and_reorgs() -> Result<()> {
     let node = RegtestNode::start().await?;
-    let mut chain = ChainGen::new(GenParams { seed: 7, txs_per_block: 25, wallets: 120, ..GenParams::default() });
+    let mut chain = ChainGen::new(GenParams {
+        seed: 7,
+        txs_per_block: 25,
+        wallets: 120,
+        ..GenParams::default()
+    });
     chain.mine(&node, 260).await?;
     let db = tempfile::tempdir()?;
     let c = controller(&node, db.path(), PrefetchOptions::default(), None);
@@ -75,7 +88,10 @@ async fn sync_matches_ledger_then_follows_blocks_and_reorgs() -> Result<()> {
     wait_for_tip(&c, &chain).await?;
     assert_index_matches_ledger(&c.index(), &chain.ledger(), chain.height())?;
     let mut seen_heights = Vec::new();
-    while let Ok(IndexEvent::NewTip { height, touched, .. }) = events.try_recv() {
+    while let Ok(IndexEvent::NewTip {
+        height, touched, ..
+    }) = events.try_recv()
+    {
         assert!(!touched.is_empty());
         seen_heights.push(height);
     }
@@ -112,20 +128,37 @@ async fn sync_matches_ledger_then_follows_blocks_and_reorgs() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_stopped_and_restarted_mid_sync() -> Result<()> {
     let mut node = RegtestNode::start().await?;
-    let mut chain = ChainGen::new(GenParams { seed: 11, txs_per_block: 20, ..GenParams::default() });
+    let mut chain = ChainGen::new(GenParams {
+        seed: 11,
+        txs_per_block: 20,
+        ..GenParams::default()
+    });
     chain.mine(&node, 400).await?;
     let db = tempfile::tempdir()?;
     // One block per request, one request at a time: slow enough to stop the node mid-way.
-    let slow = PrefetchOptions { max_blocks_per_request: 1, concurrent_requests: 1, memory_budget: 1 << 16, ..Default::default() };
+    let slow = PrefetchOptions {
+        max_blocks_per_request: 1,
+        concurrent_requests: 1,
+        memory_budget: 1 << 16,
+        ..Default::default()
+    };
     let c = controller(&node, db.path(), slow, None);
     c.start()?;
     let mut status = c.status();
-    status.wait_for(|s| s.height.is_some_and(|h| h >= 50)).await?;
+    status
+        .wait_for(|s| s.height.is_some_and(|h| h >= 50))
+        .await?;
     node.stop().await?;
     let at_stop = c.status().borrow().height.unwrap();
-    assert!(at_stop < chain.height(), "the node was stopped mid-sync (at {at_stop})");
+    assert!(
+        at_stop < chain.height(),
+        "the node was stopped mid-sync (at {at_stop})"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!c.status().borrow().stopped, "the index waits for the node instead of failing");
+    assert!(
+        !c.status().borrow().stopped,
+        "the index waits for the node instead of failing"
+    );
     // The node comes back with a new cookie; the client re-reads it.
     node.restart().await?;
     c.wait_caught_up().await?;
@@ -138,11 +171,18 @@ async fn node_stopped_and_restarted_mid_sync() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_daemon_url_dead_fails_over_to_the_second() -> Result<()> {
     let node = RegtestNode::start().await?;
-    let mut chain = ChainGen::new(GenParams { seed: 5, ..GenParams::default() });
+    let mut chain = ChainGen::new(GenParams {
+        seed: 5,
+        ..GenParams::default()
+    });
     chain.mine(&node, 120).await?;
     let dead = format!("http://127.0.0.1:{}/", free_port());
     let db = tempfile::tempdir()?;
-    let c = Controller::builder().coin(coin()).db_dir(db.path()).daemon(daemon_for(&node, &[dead])).build()?;
+    let c = Controller::builder()
+        .coin(coin())
+        .db_dir(db.path())
+        .daemon(daemon_for(&node, &[dead]))
+        .build()?;
     c.start()?;
     tokio::time::timeout(Duration::from_secs(60), c.wait_caught_up()).await??;
     assert_index_matches_ledger(&c.index(), &chain.ledger(), chain.height())?;
@@ -153,7 +193,10 @@ async fn first_daemon_url_dead_fails_over_to_the_second() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_deeper_than_the_limit_stops_with_a_consistent_database() -> Result<()> {
     let node = RegtestNode::start().await?;
-    let mut chain = ChainGen::new(GenParams { seed: 3, ..GenParams::default() });
+    let mut chain = ChainGen::new(GenParams {
+        seed: 3,
+        ..GenParams::default()
+    });
     chain.mine(&node, 130).await?;
     let db = tempfile::tempdir()?;
     let c = controller(&node, db.path(), PrefetchOptions::default(), Some(4));
@@ -164,7 +207,9 @@ async fn reorg_deeper_than_the_limit_stops_with_a_consistent_database() -> Resul
     chain.reorg(&node, 6).await?;
     c.notify_new_block();
     let mut status = c.status();
-    let s = tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| s.stopped)).await??.clone();
+    let s = tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| s.stopped))
+        .await??
+        .clone();
     let err = s.error.expect("stopped with an error");
     assert!(err.contains("REORG_LIMIT"), "{err}");
     assert!(c.stop().await.is_err());

@@ -115,12 +115,14 @@ impl fmt::Display for CoinParams {
 impl CoinParams {
     /// Parameters for a `COIN`/`NET` pair given by name; `None` names the unsupported part.
     pub fn from_names(coin: &str, net: &str) -> Result<CoinParams, String> {
-        let c = Coin::from_name(coin)
-            .ok_or_else(|| format!("COIN: unknown coin {coin:?} (expected Bitcoin or BitcoinSV)"))?;
+        let c = Coin::from_name(coin).ok_or_else(|| {
+            format!("COIN: unknown coin {coin:?} (expected Bitcoin or BitcoinSV)")
+        })?;
         let n = Network::from_name(net).ok_or_else(|| {
             format!("NET: unknown network {net:?} (expected mainnet, testnet, testnet4, signet or regtest)")
         })?;
-        CoinParams::new(c, n).ok_or_else(|| format!("COIN/NET: {} has no {} network", c.name(), n.name()))
+        CoinParams::new(c, n)
+            .ok_or_else(|| format!("COIN/NET: {} has no {} network", c.name(), n.name()))
     }
 
     /// Parameters for a coin/network pair, if that pair exists.
@@ -216,11 +218,25 @@ mod tests {
         let m = CoinParams::from_names("bitcoin", "mainnet").unwrap();
         assert_eq!(m.rpc_port, 8332);
         assert_eq!(m.reorg_limit, 200);
-        assert!(CoinParams::from_names("Dogecoin", "mainnet").unwrap_err().contains("COIN"));
-        assert!(CoinParams::from_names("Bitcoin", "moon").unwrap_err().contains("NET"));
+        assert!(
+            CoinParams::from_names("Dogecoin", "mainnet")
+                .unwrap_err()
+                .contains("COIN")
+        );
+        assert!(
+            CoinParams::from_names("Bitcoin", "moon")
+                .unwrap_err()
+                .contains("NET")
+        );
         assert!(CoinParams::from_names("BitcoinSV", "signet").is_err());
         for net in ["mainnet", "testnet", "testnet4", "signet", "regtest"] {
-            assert_eq!(CoinParams::from_names("Bitcoin", net).unwrap().network.name(), net);
+            assert_eq!(
+                CoinParams::from_names("Bitcoin", net)
+                    .unwrap()
+                    .network
+                    .name(),
+                net
+            );
         }
     }
 }

@@ -135,9 +135,15 @@ impl ControllerBuilder {
 
     /// Opens the database and returns a controller ready to [`Controller::start`].
     pub fn build(self) -> Result<Controller> {
-        let coin = self.coin.ok_or_else(|| IndexError::Config("coin not set".into()))?;
-        let db_dir = self.db_dir.ok_or_else(|| IndexError::Config("DB_DIRECTORY not set".into()))?;
-        let daemon = self.daemon.ok_or_else(|| IndexError::Config("daemon not set".into()))?;
+        let coin = self
+            .coin
+            .ok_or_else(|| IndexError::Config("coin not set".into()))?;
+        let db_dir = self
+            .db_dir
+            .ok_or_else(|| IndexError::Config("DB_DIRECTORY not set".into()))?;
+        let daemon = self
+            .daemon
+            .ok_or_else(|| IndexError::Config("daemon not set".into()))?;
         if self.cache_mb == 0 {
             return Err(IndexError::Config("CACHE_MB must be positive".into()));
         }
@@ -153,7 +159,10 @@ impl ControllerBuilder {
                 coin,
                 daemon,
                 store,
-                proc_opts: ProcessorOptions { cache_bytes: self.cache_mb << 20, reorg_limit },
+                proc_opts: ProcessorOptions {
+                    cache_bytes: self.cache_mb << 20,
+                    reorg_limit,
+                },
                 prefetch: self.prefetch,
                 progress_interval: self.progress_interval,
                 events,
@@ -343,14 +352,24 @@ struct Progress {
 
 impl SyncLoop {
     fn new(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Self {
-        let processor = BlockProcessor::new(inner.store.clone(), inner.coin.clone(), inner.proc_opts.clone());
+        let processor = BlockProcessor::new(
+            inner.store.clone(),
+            inner.coin.clone(),
+            inner.proc_opts.clone(),
+        );
         let progress = Progress {
             last_log: Instant::now(),
             last_height: processor.block_count(),
             last_txs: processor.tx_count(),
             started: Instant::now(),
         };
-        SyncLoop { inner, runtime, processor, caught_up: false, progress }
+        SyncLoop {
+            inner,
+            runtime,
+            processor,
+            caught_up: false,
+            progress,
+        }
     }
 
     fn start_prefetcher(&self) -> Prefetcher {
@@ -441,7 +460,10 @@ impl SyncLoop {
         Ok(())
     }
 
-    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T, crate::error::DaemonError>>) -> Result<T> {
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, crate::error::DaemonError>>,
+    ) -> Result<T> {
         let cancel = self.inner.cancel.clone();
         self.runtime.block_on(async move {
             tokio::select! {
@@ -488,7 +510,9 @@ impl SyncLoop {
             match fork {
                 Some(f) => break f,
                 None if start == 0 => {
-                    return Err(IndexError::ChainMismatch("the node's chain shares no block with the index".into()));
+                    return Err(IndexError::ChainMismatch(
+                        "the node's chain shares no block with the index".into(),
+                    ));
                 }
                 None => {
                     if window > self.inner.proc_opts.reorg_limit.saturating_add(8) {
@@ -520,7 +544,9 @@ impl SyncLoop {
             return;
         }
         let chain = self.inner.store.chain().read();
-        let Some(height) = chain.tip_height() else { return };
+        let Some(height) = chain.tip_height() else {
+            return;
+        };
         let hash = chain.hashes[height as usize];
         drop(chain);
         let _ = self.inner.events.send(IndexEvent::NewTip {
@@ -557,7 +583,11 @@ impl SyncLoop {
         let tps = (txs - p.last_txs.min(txs)) as f64 / secs;
         let daemon = self.inner.status.borrow().daemon_height.unwrap_or(0);
         let remaining = daemon.saturating_sub(height.saturating_sub(1));
-        let eta = if bps > 0.0 { format!("{:.0}s", remaining as f64 / bps) } else { "-".into() };
+        let eta = if bps > 0.0 {
+            format!("{:.0}s", remaining as f64 / bps)
+        } else {
+            "-".into()
+        };
         tracing::info!(
             "sync: height {}/{} {:.1} blocks/s {:.0} tx/s, {} txs, cache {} MB, ETA {}, elapsed {:.0}s",
             height.saturating_sub(1),

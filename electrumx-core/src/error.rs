@@ -85,7 +85,9 @@ pub enum IndexError {
         expected: u32,
     },
     /// The database belongs to another coin or network.
-    #[error("database at {path} is for genesis {found}, but the configured network's genesis is {expected}")]
+    #[error(
+        "database at {path} is for genesis {found}, but the configured network's genesis is {expected}"
+    )]
     WrongChain {
         /// DB directory.
         path: PathBuf,

@@ -60,7 +60,10 @@ pub struct ParsedBlock {
 impl ParsedBlock {
     /// Parses a raw block. Checks structure and the merkle root.
     pub fn parse(raw: Vec<u8>) -> Result<ParsedBlock, ParseError> {
-        let mut block = ParsedBlock { raw, ..Default::default() };
+        let mut block = ParsedBlock {
+            raw,
+            ..Default::default()
+        };
         block.parse_in_place()?;
         Ok(block)
     }
@@ -73,11 +76,20 @@ impl ParsedBlock {
         let n_tx = r.compact_size()?;
         // Each transaction takes at least 60 bytes.
         if n_tx == 0 || n_tx > (raw.len() / 60 + 1) as u64 {
-            return Err(ParseError::Implausible { what: "transaction count", value: n_tx, offset: r.pos });
+            return Err(ParseError::Implausible {
+                what: "transaction count",
+                value: n_tx,
+                offset: r.pos,
+            });
         }
         self.txs.reserve(n_tx as usize);
         for _ in 0..n_tx {
-            let tx = parse_tx(&mut r, &mut self.inputs, &mut self.outputs, self.txs.is_empty())?;
+            let tx = parse_tx(
+                &mut r,
+                &mut self.inputs,
+                &mut self.outputs,
+                self.txs.is_empty(),
+            )?;
             self.txs.push(tx);
         }
         if r.pos != raw.len() {
@@ -92,7 +104,9 @@ impl ParsedBlock {
 
     /// The 80-byte header.
     pub fn header(&self) -> &[u8; HEADER_LEN] {
-        self.raw[..HEADER_LEN].try_into().expect("parsed block has a header")
+        self.raw[..HEADER_LEN]
+            .try_into()
+            .expect("parsed block has a header")
     }
 
     /// The previous block's hash, from the header.
@@ -157,7 +171,11 @@ fn parse_tx(
     if r.peek()? == 0 {
         let flag = r.peek_at(1)?;
         if flag != 1 {
-            return Err(ParseError::Implausible { what: "segwit flag", value: flag as u64, offset: r.pos + 1 });
+            return Err(ParseError::Implausible {
+                what: "segwit flag",
+                value: flag as u64,
+                offset: r.pos + 1,
+            });
         }
         r.pos += 2;
         segwit = true;
@@ -176,7 +194,10 @@ fn parse_tx(
         if !is_coinbase {
             let mut h = [0u8; 32];
             h.copy_from_slice(prev);
-            inputs.push(InputRef { prev_txid: Hash32(h), prev_vout: vout });
+            inputs.push(InputRef {
+                prev_txid: Hash32(h),
+                prev_vout: vout,
+            });
         }
     }
     let n_out = r.compact_size()?;
@@ -188,7 +209,10 @@ fn parse_tx(
         r.check_count("script length", script_len, 1)?;
         let script_start = r.pos;
         r.take(script_len as usize)?;
-        outputs.push(OutputRef { value, script: script_start..r.pos });
+        outputs.push(OutputRef {
+            value,
+            script: script_start..r.pos,
+        });
     }
     engine.input(&r.data[body_start..r.pos]);
     if segwit {
@@ -233,7 +257,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ParseError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or(ParseError::Truncated(self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or(ParseError::Truncated(self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -244,15 +272,22 @@ impl<'a> Reader<'a> {
     }
 
     fn peek_at(&self, off: usize) -> Result<u8, ParseError> {
-        self.data.get(self.pos + off).copied().ok_or(ParseError::Truncated(self.pos))
+        self.data
+            .get(self.pos + off)
+            .copied()
+            .ok_or(ParseError::Truncated(self.pos))
     }
 
     fn u32(&mut self) -> Result<u32, ParseError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, ParseError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn compact_size(&mut self) -> Result<u64, ParseError> {
@@ -269,7 +304,11 @@ impl<'a> Reader<'a> {
     fn check_count(&self, what: &'static str, n: u64, min_size: u64) -> Result<(), ParseError> {
         let remaining = (self.data.len() - self.pos) as u64;
         if n.saturating_mul(min_size) > remaining {
-            return Err(ParseError::Implausible { what, value: n, offset: self.pos });
+            return Err(ParseError::Implausible {
+                what,
+                value: n,
+                offset: self.pos,
+            });
         }
         Ok(())
     }

@@ -73,7 +73,14 @@ impl Prefetcher {
     ) -> Prefetcher {
         let (tx, rx) = mpsc::channel(4096);
         let cancel = parent.child_token();
-        let task = FetchTask { daemon, coin, opts, tx, wake, cancel: cancel.clone() };
+        let task = FetchTask {
+            daemon,
+            coin,
+            opts,
+            tx,
+            wake,
+            cancel: cancel.clone(),
+        };
         runtime.spawn(async move {
             let next = task.tx.clone();
             match task.run(start_height).await {
@@ -139,7 +146,9 @@ impl FetchTask {
                 continue;
             }
             // Plan requests up to the tip, each about a quarter of the budget.
-            let per_request = (self.opts.memory_budget / 4 / avg_size.max(1)).clamp(1, self.opts.max_blocks_per_request as usize) as u32;
+            let per_request = (self.opts.memory_budget / 4 / avg_size.max(1))
+                .clamp(1, self.opts.max_blocks_per_request as usize)
+                as u32;
             let mut ranges = Vec::new();
             let mut h = next;
             while h <= tip && ranges.len() < 64 {
@@ -151,7 +160,10 @@ impl FetchTask {
             let coin = &self.coin;
             let mut fetches = futures_util::stream::iter(ranges)
                 .map(|(first, count)| async move {
-                    let hashes = daemon.block_hashes(first, count).await.map_err(daemon_err)?;
+                    let hashes = daemon
+                        .block_hashes(first, count)
+                        .await
+                        .map_err(daemon_err)?;
                     let raws = daemon.raw_blocks(&hashes).await.map_err(daemon_err)?;
                     let coin = coin.clone();
                     tokio::task::spawn_blocking(move || prepare(first, hashes, raws, &coin))
@@ -194,7 +206,8 @@ fn prepare(
     for (i, (hash, raw)) in hashes.into_iter().zip(raws).enumerate() {
         let height = first + i as u32;
         let size = raw.len();
-        let block = ParsedBlock::parse(raw).map_err(|source| IndexError::Parse { height, source })?;
+        let block =
+            ParsedBlock::parse(raw).map_err(|source| IndexError::Parse { height, source })?;
         if block.hash != hash {
             return Err(IndexError::Daemon(DaemonError::BadResponse(format!(
                 "asked for block {hash} at height {height}, got {}",

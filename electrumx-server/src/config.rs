@@ -10,7 +10,11 @@ use std::time::Duration;
 
 /// Command line and environment of `electrumx-server`.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "electrumx-server", version, about = "Electrum server: indexes a Bitcoin node's chain into RocksDB")]
+#[command(
+    name = "electrumx-server",
+    version,
+    about = "Electrum server: indexes a Bitcoin node's chain into RocksDB"
+)]
 pub struct Settings {
     /// Node JSON-RPC URL(s), comma-separated for failover: `http://user:pass@host:port/`.
     #[arg(long, env = "DAEMON_URL", required_unless_present = "blocks_dir")]
@@ -86,8 +90,15 @@ impl Settings {
         if let Some(f) = &self.daemon_cookie_file
             && !f.exists()
         {
-            tracing::warn!("DAEMON_COOKIE_FILE {} does not exist yet; waiting for the node to write it", f.display());
+            tracing::warn!(
+                "DAEMON_COOKIE_FILE {} does not exist yet; waiting for the node to write it",
+                f.display()
+            );
         }
-        Ok(Resolved { coin, daemon_urls, poll_interval: Duration::from_millis(self.daemon_poll_interval_blocks) })
+        Ok(Resolved {
+            coin,
+            daemon_urls,
+            poll_interval: Duration::from_millis(self.daemon_poll_interval_blocks),
+        })
     }
 }

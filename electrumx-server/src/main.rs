@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 fn main() {
     let settings = Settings::parse();
     init_logging(&settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("electrumx-server: cannot start the runtime: {e}");
@@ -35,7 +38,10 @@ fn init_logging(level: &str) {
         eprintln!("electrumx-server: LOG_LEVEL {level:?} is invalid ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -48,7 +54,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let cancel = CancellationToken::new();
     let daemon: Arc<dyn Daemon> = match &settings.blocks_dir {
-        Some(dir) => Arc::new(BlockFileDaemon::open(dir, resolved.coin.genesis_hash).context("BLOCKS_DIR")?),
+        Some(dir) => {
+            Arc::new(BlockFileDaemon::open(dir, resolved.coin.genesis_hash).context("BLOCKS_DIR")?)
+        }
         None => {
             let mut cfg = RpcDaemonConfig::new(resolved.daemon_urls.clone());
             cfg.cookie_file = settings.daemon_cookie_file.clone();

@@ -22,7 +22,8 @@ use std::collections::{HashMap, VecDeque};
 use crate::node::RegtestNode;
 
 /// Regtest genesis: hash (display order) and time.
-pub const REGTEST_GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
+pub const REGTEST_GENESIS: &str =
+    "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
 const REGTEST_GENESIS_TIME: u32 = 1_296_688_602;
 const COINBASE_MATURITY: u32 = 100;
 const FEE: u64 = 500;
@@ -216,18 +217,26 @@ impl ChainGen {
     fn tip(&self) -> (Hash32, u32) {
         match self.blocks.last() {
             Some(b) => (b.hash, b.time()),
-            None => (Hash32::from_display_hex(REGTEST_GENESIS).expect("genesis"), REGTEST_GENESIS_TIME),
+            None => (
+                Hash32::from_display_hex(REGTEST_GENESIS).expect("genesis"),
+                REGTEST_GENESIS_TIME,
+            ),
         }
     }
 
     fn wallet(&mut self) -> u32 {
         let u: f64 = self.rng.random();
-        (self.zipf_cdf.partition_point(|&c| c < u) as u32).min(self.params.wallets.saturating_sub(1))
+        (self.zipf_cdf.partition_point(|&c| c < u) as u32)
+            .min(self.params.wallets.saturating_sub(1))
     }
 
     fn subsidy(height: u32) -> u64 {
         let halvings = height / 150;
-        if halvings >= 64 { 0 } else { 50_0000_0000u64 >> halvings }
+        if halvings >= 64 {
+            0
+        } else {
+            50_0000_0000u64 >> halvings
+        }
     }
 
     fn mature_coins(&mut self, next_height: u32) {
@@ -279,7 +288,11 @@ impl ChainGen {
                 };
                 outputs.push((v, ScriptKind::P2pkh(id)));
             } else {
-                let v = if last { remaining } else { remaining / 2 + self.rng.random_range(0..=remaining / 4) };
+                let v = if last {
+                    remaining
+                } else {
+                    remaining / 2 + self.rng.random_range(0..=remaining / 4)
+                };
                 remaining -= v;
                 let w = self.wallet();
                 outputs.push((v, ScriptKind::Wallet(w)));
@@ -288,7 +301,11 @@ impl ChainGen {
         let tx = build_tx(&inputs, &outputs, None);
         for (vout, (value, kind)) in tx.outputs.iter().enumerate() {
             if let ScriptKind::Wallet(_) = kind {
-                self.pool.push(Coin { txid: tx.txid, vout: vout as u32, value: *value });
+                self.pool.push(Coin {
+                    txid: tx.txid,
+                    vout: vout as u32,
+                    value: *value,
+                });
             }
         }
         Some(tx)
@@ -300,7 +317,9 @@ impl ChainGen {
         self.mature_coins(height);
         let mut txs: Vec<GenTx> = std::mem::take(&mut self.mempool);
         if !self.pool.is_empty() {
-            let n = self.rng.random_range(self.params.txs_per_block / 2..=self.params.txs_per_block * 3 / 2);
+            let n = self
+                .rng
+                .random_range(self.params.txs_per_block / 2..=self.params.txs_per_block * 3 / 2);
             for _ in 0..n {
                 match self.random_tx() {
                     Some(tx) => txs.push(tx),
@@ -315,7 +334,14 @@ impl ChainGen {
         tag.extend_from_slice(&self.params.seed.to_le_bytes());
         tag.extend_from_slice(&self.branch.to_le_bytes());
         let coinbase = build_tx(&[], &[(payout, ScriptKind::Wallet(w))], Some((height, tag)));
-        self.immature.push_back((height, Coin { txid: coinbase.txid, vout: 0, value: payout }));
+        self.immature.push_back((
+            height,
+            Coin {
+                txid: coinbase.txid,
+                vout: 0,
+                value: payout,
+            },
+        ));
         txs.insert(0, coinbase);
         let (prev, prev_time) = self.tip();
         let root = merkle_root(txs.iter().map(|t| t.txid));
@@ -335,7 +361,12 @@ impl ChainGen {
             }
             nonce += 1;
         };
-        self.blocks.push(GenBlock { height, hash, header, txs });
+        self.blocks.push(GenBlock {
+            height,
+            hash,
+            header,
+            txs,
+        });
         self.blocks.last().expect("just pushed")
     }
 
@@ -380,7 +411,11 @@ impl ChainGen {
         coins.sort_by_key(|((t, v), (_, _, h))| (*h, *t, *v));
         for ((txid, vout), (value, is_cb, h)) in coins {
             let c = Coin { txid, vout, value };
-            if is_cb { self.immature.push_back((h, c)) } else { self.pool.push(c) }
+            if is_cb {
+                self.immature.push_back((h, c))
+            } else {
+                self.pool.push(c)
+            }
         }
         self.mature_coins(self.height() + 1);
     }
@@ -426,7 +461,10 @@ impl ChainGen {
     /// Sends `n` new transactions to the node's mempool.
     pub async fn send_to_mempool(&mut self, node: &RegtestNode, n: usize) -> Result<Vec<GenTx>> {
         let txs = self.mempool_txs(n);
-        let params = txs.iter().map(|t| json!([const_hex::encode(&t.raw)])).collect();
+        let params = txs
+            .iter()
+            .map(|t| json!([const_hex::encode(&t.raw)]))
+            .collect();
         node.rpc_batch("sendrawtransaction", params).await?;
         Ok(txs)
     }
@@ -438,7 +476,12 @@ impl ChainGen {
 }
 
 async fn submit(node: &RegtestNode, raws: Vec<Value>) -> Result<()> {
-    for (i, r) in node.rpc_batch("submitblock", raws).await?.into_iter().enumerate() {
+    for (i, r) in node
+        .rpc_batch("submitblock", raws)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
         if !r.is_null() {
             bail!("submitblock #{i} rejected: {r}");
         }
@@ -447,7 +490,12 @@ async fn submit(node: &RegtestNode, raws: Vec<Value>) -> Result<()> {
 }
 
 async fn submit_allowing_side(node: &RegtestNode, raws: Vec<Value>) -> Result<()> {
-    for (i, r) in node.rpc_batch("submitblock", raws).await?.into_iter().enumerate() {
+    for (i, r) in node
+        .rpc_batch("submitblock", raws)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
         if !r.is_null() && r.as_str() != Some("inconclusive") {
             bail!("submitblock #{i} rejected: {r}");
         }
@@ -493,7 +541,11 @@ fn push_int(s: &mut Vec<u8>, n: u32) {
     }
 }
 
-fn build_tx(inputs: &[(Txid, u32)], outputs: &[(u64, ScriptKind)], coinbase: Option<(u32, Vec<u8>)>) -> GenTx {
+fn build_tx(
+    inputs: &[(Txid, u32)],
+    outputs: &[(u64, ScriptKind)],
+    coinbase: Option<(u32, Vec<u8>)>,
+) -> GenTx {
     let mut raw = Vec::with_capacity(16 + inputs.len() * 41 + outputs.len() * 40);
     raw.extend_from_slice(&1u32.to_le_bytes());
     match &coinbase {
@@ -527,7 +579,12 @@ fn build_tx(inputs: &[(Txid, u32)], outputs: &[(u64, ScriptKind)], coinbase: Opt
         raw.extend_from_slice(&s);
     }
     raw.extend_from_slice(&0u32.to_le_bytes());
-    GenTx { txid: Hash32::sha256d(&raw), inputs: inputs.to_vec(), outputs: outputs.to_vec(), raw }
+    GenTx {
+        txid: Hash32::sha256d(&raw),
+        inputs: inputs.to_vec(),
+        outputs: outputs.to_vec(),
+        raw,
+    }
 }
 
 /// What the confirmed chain says, computed from the generated blocks alone.
@@ -567,7 +624,8 @@ impl Ledger {
                     }
                     let sh = ScriptHash::of_script(&kind.script());
                     owners.insert((tx.txid, vout as u32), (sh, *value, b.height));
-                    l.utxos.insert((tx.txid, vout as u32), (sh, *value, b.height));
+                    l.utxos
+                        .insert((tx.txid, vout as u32), (sh, *value, b.height));
                     touched.push(sh);
                 }
                 let mut seen = Vec::new();
@@ -584,7 +642,11 @@ impl Ledger {
 
     /// Balance of a script.
     pub fn balance(&self, sh: &ScriptHash) -> u64 {
-        self.utxos.values().filter(|(s, _, _)| s == sh).map(|(_, v, _)| v).sum()
+        self.utxos
+            .values()
+            .filter(|(s, _, _)| s == sh)
+            .map(|(_, v, _)| v)
+            .sum()
     }
 }
 
@@ -603,13 +665,19 @@ mod tests {
         }
         assert_eq!(a.blocks.last().unwrap().hash, b.blocks.last().unwrap().hash);
         let last = a.blocks.last().unwrap();
-        assert!(last.txs.len() > 1, "coins matured, so blocks carry transactions");
+        assert!(
+            last.txs.len() > 1,
+            "coins matured, so blocks carry transactions"
+        );
         let parsed = ParsedBlock::parse(last.raw()).expect("our own block parses");
         assert_eq!(parsed.hash, last.hash);
         assert_eq!(parsed.txs.len(), last.txs.len());
         let ledger = a.ledger();
         let max = ledger.history.values().map(Vec::len).max().unwrap();
         let min = ledger.history.values().map(Vec::len).min().unwrap();
-        assert!(max > 10 * min, "script reuse is skewed: max {max}, min {min}");
+        assert!(
+            max > 10 * min,
+            "script reuse is skewed: max {max}, min {min}"
+        );
     }
 }

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 /// The workspace root (this crate's parent directory).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The shared test data directory: `$ELECTRUMX_SHARED_DIR`, else `../shared` beside the
@@ -27,8 +30,15 @@ pub fn shared_dir() -> PathBuf {
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --release --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --release --workspace --bins` first",
+        path.display()
+    );
     path
 }

@@ -17,10 +17,20 @@ pub fn bitcoind_path() -> Result<PathBuf> {
         if let Some(p) = std::env::var_os("ELECTRUMX_BITCOIND") {
             return Ok(PathBuf::from(p));
         }
-        let script = crate::workspace_root().join("tools").join("regtest-node.sh");
-        let out = Command::new("bash").arg(&script).arg("path").output().map_err(|e| e.to_string())?;
+        let script = crate::workspace_root()
+            .join("tools")
+            .join("regtest-node.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("path")
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("{} path failed: {}", script.display(), String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "{} path failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     })
@@ -30,7 +40,10 @@ pub fn bitcoind_path() -> Result<PathBuf> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A running (or stopped) regtest node.
@@ -47,13 +60,19 @@ pub struct RegtestNode {
 impl RegtestNode {
     /// Starts a node on a fresh temporary data directory.
     pub async fn start() -> Result<RegtestNode> {
-        let tmp = tempfile::Builder::new().prefix("electrumx-node-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("electrumx-node-")
+            .tempdir()?;
         let datadir = tmp.path().to_path_buf();
         Self::start_in(datadir, Some(tmp), &[]).await
     }
 
     /// Starts a node on `datadir` (kept after the node stops), with extra arguments.
-    pub async fn start_in(datadir: PathBuf, tmp: Option<tempfile::TempDir>, extra: &[&str]) -> Result<RegtestNode> {
+    pub async fn start_in(
+        datadir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        extra: &[&str],
+    ) -> Result<RegtestNode> {
         std::fs::create_dir_all(&datadir)?;
         let mut node = RegtestNode {
             child: None,
@@ -70,16 +89,38 @@ impl RegtestNode {
 
     async fn launch(&mut self) -> Result<()> {
         let bin = bitcoind_path()?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.datadir.join("bitcoind.stdout"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.datadir.join("bitcoind.stdout"))?;
         let child = Command::new(bin)
             .arg("-regtest")
             .arg(format!("-datadir={}", self.datadir.display()))
-            .args(["-server=1", "-txindex=1", "-listen=1", "-bind=127.0.0.1", "-discover=0", "-dnsseed=0"])
-            .args(["-upnp=0", "-listenonion=0", "-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1"])
+            .args([
+                "-server=1",
+                "-txindex=1",
+                "-listen=1",
+                "-bind=127.0.0.1",
+                "-discover=0",
+                "-dnsseed=0",
+            ])
+            .args([
+                "-upnp=0",
+                "-listenonion=0",
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+            ])
             .arg(format!("-port={}", self.p2p_port))
             .arg(format!("-rpcport={}", self.rpc_port))
-            .args(["-rpcthreads=8", "-rpcworkqueue=256", "-minminingtxfee=0.00000500"])
-            .args(["-excessiveblocksize=1000000000", "-maxstackmemoryusageconsensus=0"])
+            .args([
+                "-rpcthreads=8",
+                "-rpcworkqueue=256",
+                "-minminingtxfee=0.00000500",
+            ])
+            .args([
+                "-excessiveblocksize=1000000000",
+                "-maxstackmemoryusageconsensus=0",
+            ])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
@@ -89,9 +130,17 @@ impl RegtestNode {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let tail = std::fs::read_to_string(self.datadir.join("bitcoind.stdout")).unwrap_or_default();
-                bail!("bitcoind exited ({status}) during start: {}", tail.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let tail = std::fs::read_to_string(self.datadir.join("bitcoind.stdout"))
+                    .unwrap_or_default();
+                bail!(
+                    "bitcoind exited ({status}) during start: {}",
+                    tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                );
             }
             if self.cookie_path().exists() && self.rpc("getblockcount", json!([])).await.is_ok() {
                 return Ok(());
@@ -121,7 +170,11 @@ impl RegtestNode {
     /// RPC URL with the current cookie credentials embedded.
     pub fn rpc_url_with_auth(&self) -> Result<String> {
         let cookie = std::fs::read_to_string(self.cookie_path())?;
-        Ok(format!("http://{}@127.0.0.1:{}/", cookie.trim(), self.rpc_port))
+        Ok(format!(
+            "http://{}@127.0.0.1:{}/",
+            cookie.trim(),
+            self.rpc_port
+        ))
     }
 
     /// The RPC port.
@@ -132,7 +185,10 @@ impl RegtestNode {
     /// One JSON-RPC call; errors carry the node's message.
     pub async fn rpc(&self, method: &str, params: Value) -> Result<Value> {
         let cookie = std::fs::read_to_string(self.cookie_path()).context("reading cookie")?;
-        let (user, pass) = cookie.trim().split_once(':').ok_or_else(|| anyhow!("bad cookie"))?;
+        let (user, pass) = cookie
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| anyhow!("bad cookie"))?;
         let body = json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params});
         let resp = self
             .http
@@ -142,7 +198,10 @@ impl RegtestNode {
             .timeout(Duration::from_secs(300))
             .send()
             .await?;
-        let v: Value = resp.json().await.with_context(|| format!("{method}: reply"))?;
+        let v: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("{method}: reply"))?;
         if !v["error"].is_null() {
             bail!("{method}: {}", v["error"]);
         }
@@ -152,7 +211,10 @@ impl RegtestNode {
     /// Several calls of one method in one batch request, in order.
     pub async fn rpc_batch(&self, method: &str, params: Vec<Value>) -> Result<Vec<Value>> {
         let cookie = std::fs::read_to_string(self.cookie_path())?;
-        let (user, pass) = cookie.trim().split_once(':').ok_or_else(|| anyhow!("bad cookie"))?;
+        let (user, pass) = cookie
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| anyhow!("bad cookie"))?;
         let body: Vec<Value> = params
             .into_iter()
             .enumerate()
@@ -170,7 +232,9 @@ impl RegtestNode {
         let replies: Vec<Value> = resp.json().await?;
         let mut out = vec![Value::Null; n];
         for r in replies {
-            let id = r["id"].as_u64().ok_or_else(|| anyhow!("reply without id"))? as usize;
+            let id = r["id"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("reply without id"))? as usize;
             if !r["error"].is_null() {
                 bail!("{method}[{id}]: {}", r["error"]);
             }
@@ -181,7 +245,11 @@ impl RegtestNode {
 
     /// Height of the node's best chain.
     pub async fn height(&self) -> Result<u32> {
-        Ok(self.rpc("getblockcount", json!([])).await?.as_u64().ok_or_else(|| anyhow!("height"))? as u32)
+        Ok(self
+            .rpc("getblockcount", json!([]))
+            .await?
+            .as_u64()
+            .ok_or_else(|| anyhow!("height"))? as u32)
     }
 
     /// Stops the node cleanly and waits for the process to exit.
@@ -214,7 +282,9 @@ impl RegtestNode {
 
     /// True while the node process runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 

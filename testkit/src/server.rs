@@ -20,11 +20,16 @@ impl ServerProcess {
     pub fn start(env: &[(&str, String)]) -> Result<ServerProcess> {
         let bin = crate::workspace_binary("electrumx-server");
         let mut cmd = Command::new(bin);
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
         let (tx, rx) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
@@ -39,7 +44,11 @@ impl ServerProcess {
                 }
             });
         }
-        Ok(ServerProcess { child, lines: rx, log: Vec::new() })
+        Ok(ServerProcess {
+            child,
+            lines: rx,
+            log: Vec::new(),
+        })
     }
 
     /// Waits for the `n`-th log line (counted from now) containing `needle`.
@@ -58,7 +67,10 @@ impl ServerProcess {
                         }
                     }
                 }
-                Err(_) => bail!("no line {needle:?} (#{n}) within {timeout:?}; log tail: {:?}", self.tail(8)),
+                Err(_) => bail!(
+                    "no line {needle:?} (#{n}) within {timeout:?}; log tail: {:?}",
+                    self.tail(8)
+                ),
             }
         }
     }
@@ -78,7 +90,10 @@ impl ServerProcess {
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, name: &str) -> Result<()> {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()?;
         if !status.success() {
             bail!("kill -{name} failed");
         }
@@ -93,7 +108,10 @@ impl ServerProcess {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("process did not exit within {timeout:?}; log tail: {:?}", self.tail(8));
+                bail!(
+                    "process did not exit within {timeout:?}; log tail: {:?}",
+                    self.tail(8)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -43,15 +43,29 @@ impl BlockFileDaemon {
         let mut locations = HashMap::new();
         let mut children: HashMap<BlockHash, Vec<BlockHash>> = HashMap::new();
         for path in names {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             let file_index = files.len();
             if name.ends_with(".bin") {
                 let len = std::fs::metadata(&path).map_err(io)?.len();
                 let header = read_at(&path, 0, HEADER_LEN)?;
                 let hash = Hash32::sha256d(&header);
                 let header: [u8; HEADER_LEN] = header.try_into().expect("80 bytes");
-                children.entry(prev_hash_of(&header)).or_default().push(hash);
-                locations.insert(hash, Location { file: file_index, offset: 0, len: len as u32 });
+                children
+                    .entry(prev_hash_of(&header))
+                    .or_default()
+                    .push(hash);
+                locations.insert(
+                    hash,
+                    Location {
+                        file: file_index,
+                        offset: 0,
+                        len: len as u32,
+                    },
+                );
                 files.push(path);
             } else if name.starts_with("blk") && name.ends_with(".dat") {
                 let data = std::fs::read(&path).map_err(io)?;
@@ -61,28 +75,55 @@ impl BlockFileDaemon {
                     if magic == [0, 0, 0, 0] {
                         break; // preallocated tail of the file
                     }
-                    let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
+                    let len =
+                        u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
                     let start = pos + 8;
-                    let Some(end) = start.checked_add(len as usize).filter(|e| *e <= data.len()) else { break };
-                    let header: [u8; HEADER_LEN] = data[start..start + HEADER_LEN].try_into().expect("80 bytes");
+                    let Some(end) = start.checked_add(len as usize).filter(|e| *e <= data.len())
+                    else {
+                        break;
+                    };
+                    let header: [u8; HEADER_LEN] = data[start..start + HEADER_LEN]
+                        .try_into()
+                        .expect("80 bytes");
                     let hash = Hash32::sha256d(&header);
-                    children.entry(prev_hash_of(&header)).or_default().push(hash);
-                    locations.insert(hash, Location { file: file_index, offset: start as u64, len });
+                    children
+                        .entry(prev_hash_of(&header))
+                        .or_default()
+                        .push(hash);
+                    locations.insert(
+                        hash,
+                        Location {
+                            file: file_index,
+                            offset: start as u64,
+                            len,
+                        },
+                    );
                     pos = end;
                 }
                 files.push(path);
             }
         }
         if !locations.contains_key(&genesis) {
-            return Err(DaemonError::Config(format!("{}: no genesis block {genesis}", dir.display())));
+            return Err(DaemonError::Config(format!(
+                "{}: no genesis block {genesis}",
+                dir.display()
+            )));
         }
         let chain = longest_chain(genesis, &children);
-        Ok(BlockFileDaemon { dir: dir.into(), files, chain, locations })
+        Ok(BlockFileDaemon {
+            dir: dir.into(),
+            files,
+            chain,
+            locations,
+        })
     }
 }
 
 /// The longest chain from `genesis` through the `children` links (iterative depth search).
-fn longest_chain(genesis: BlockHash, children: &HashMap<BlockHash, Vec<BlockHash>>) -> Vec<BlockHash> {
+fn longest_chain(
+    genesis: BlockHash,
+    children: &HashMap<BlockHash, Vec<BlockHash>>,
+) -> Vec<BlockHash> {
     let mut depth: HashMap<BlockHash, (u32, Option<BlockHash>)> = HashMap::new();
     depth.insert(genesis, (0, None));
     let mut stack = vec![genesis];
@@ -128,7 +169,10 @@ impl Daemon for BlockFileDaemon {
                 self.chain
                     .get(h as usize)
                     .copied()
-                    .ok_or_else(|| DaemonError::Rpc { code: -8, message: "Block height out of range".into() })
+                    .ok_or_else(|| DaemonError::Rpc {
+                        code: -8,
+                        message: "Block height out of range".into(),
+                    })
             })
             .collect()
     }
@@ -137,10 +181,10 @@ impl Daemon for BlockFileDaemon {
         hashes
             .iter()
             .map(|h| {
-                let loc = self
-                    .locations
-                    .get(h)
-                    .ok_or_else(|| DaemonError::Rpc { code: -5, message: "Block not found".into() })?;
+                let loc = self.locations.get(h).ok_or_else(|| DaemonError::Rpc {
+                    code: -5,
+                    message: "Block not found".into(),
+                })?;
                 read_at(&self.files[loc.file], loc.offset, loc.len as usize)
             })
             .collect()

@@ -41,7 +41,10 @@ pub trait Daemon: Send + Sync + 'static {
 
     /// Submits a raw transaction; returns its txid.
     async fn broadcast(&self, _raw_tx: &[u8]) -> DaemonResult<Txid> {
-        Err(DaemonError::Rpc { code: -32601, message: "this block source cannot broadcast".into() })
+        Err(DaemonError::Rpc {
+            code: -32601,
+            message: "this block source cannot broadcast".into(),
+        })
     }
 
     /// Fee rate estimate in coin units per kB for confirmation within `blocks`; `None` if the

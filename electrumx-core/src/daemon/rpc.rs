@@ -49,8 +49,13 @@ impl DaemonUrl {
     }
 
     fn parse(s: &str, default_port: u16) -> Result<DaemonUrl, String> {
-        let with_scheme = if s.contains("://") { s.to_string() } else { format!("http://{s}") };
-        let mut url = reqwest::Url::parse(&with_scheme).map_err(|e| format!("DAEMON_URL: cannot parse {s:?}: {e}"))?;
+        let with_scheme = if s.contains("://") {
+            s.to_string()
+        } else {
+            format!("http://{s}")
+        };
+        let mut url = reqwest::Url::parse(&with_scheme)
+            .map_err(|e| format!("DAEMON_URL: cannot parse {s:?}: {e}"))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(format!("DAEMON_URL: unsupported scheme {:?}", url.scheme()));
         }
@@ -61,7 +66,8 @@ impl DaemonUrl {
             None
         } else {
             let dec = |x: &str| {
-                percent_decode(x).ok_or_else(|| "DAEMON_URL: bad percent-encoding in credentials".to_string())
+                percent_decode(x)
+                    .ok_or_else(|| "DAEMON_URL: bad percent-encoding in credentials".to_string())
             };
             Some((dec(url.username())?, dec(url.password().unwrap_or(""))?))
         };
@@ -70,7 +76,10 @@ impl DaemonUrl {
         if url.port().is_none() {
             let _ = url.set_port(Some(default_port));
         }
-        Ok(DaemonUrl { url: url.to_string(), user_pass })
+        Ok(DaemonUrl {
+            url: url.to_string(),
+            user_pass,
+        })
     }
 }
 
@@ -192,22 +201,28 @@ impl RpcDaemon {
         if let Some(up) = &self.endpoint().user_pass {
             return Ok(Some(up.clone()));
         }
-        let Some(path) = &self.config.cookie_file else { return Ok(None) };
+        let Some(path) = &self.config.cookie_file else {
+            return Ok(None);
+        };
         let mut cached = self.cookie.lock();
         if reload || cached.is_none() {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| DaemonError::Unavailable(format!("cannot read cookie file {}: {e}", path.display())))?;
-            let (u, p) = text
-                .trim()
-                .split_once(':')
-                .ok_or_else(|| DaemonError::Auth(format!("cookie file {} is malformed", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                DaemonError::Unavailable(format!("cannot read cookie file {}: {e}", path.display()))
+            })?;
+            let (u, p) = text.trim().split_once(':').ok_or_else(|| {
+                DaemonError::Auth(format!("cookie file {} is malformed", path.display()))
+            })?;
             *cached = Some((u.to_string(), p.to_string()));
         }
         Ok(cached.clone())
     }
 
     /// Sends one JSON-RPC body, returning the raw response body of a successful HTTP exchange.
-    async fn post(&self, body: &[u8], reload_cookie: bool) -> Result<Attempt<(u16, bytes::Bytes)>, DaemonError> {
+    async fn post(
+        &self,
+        body: &[u8],
+        reload_cookie: bool,
+    ) -> Result<Attempt<(u16, bytes::Bytes)>, DaemonError> {
         let creds = match self.credentials(reload_cookie) {
             Ok(c) => c,
             Err(DaemonError::Unavailable(m)) => return Ok(Attempt::Temporary(m)),
@@ -224,18 +239,32 @@ impl RpcDaemon {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Ok(Attempt::Temporary(format!("{}: {}", ep.url, error_chain(&e)))),
+            Err(e) => {
+                return Ok(Attempt::Temporary(format!(
+                    "{}: {}",
+                    ep.url,
+                    error_chain(&e)
+                )));
+            }
         };
         let status = resp.status().as_u16();
         match resp.bytes().await {
             Ok(b) => Ok(Attempt::Done((status, b))),
-            Err(e) => Ok(Attempt::Temporary(format!("{}: reading reply: {}", ep.url, error_chain(&e)))),
+            Err(e) => Ok(Attempt::Temporary(format!(
+                "{}: reading reply: {}",
+                ep.url,
+                error_chain(&e)
+            ))),
         }
     }
 
     /// Runs `calls` as one batch (split into chunks of `max_batch`), retrying temporary
     /// failures. Returns one result per call, in order.
-    pub async fn batch(&self, method: &str, params: &[Value]) -> DaemonResult<Vec<Result<Box<RawValue>, DaemonError>>> {
+    pub async fn batch(
+        &self,
+        method: &str,
+        params: &[Value],
+    ) -> DaemonResult<Vec<Result<Box<RawValue>, DaemonError>>> {
         let mut out = Vec::with_capacity(params.len());
         for chunk in params.chunks(self.config.max_batch.max(1)) {
             let body: Vec<Value> = chunk
@@ -243,8 +272,13 @@ impl RpcDaemon {
                 .enumerate()
                 .map(|(i, p)| json!({"jsonrpc": "1.0", "id": i, "method": method, "params": p}))
                 .collect();
-            let body = serde_json::to_vec(&body).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
-            let replies = self.send_with_retry(&body, |status, bytes| parse_batch(status, bytes, chunk.len())).await?;
+            let body =
+                serde_json::to_vec(&body).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
+            let replies = self
+                .send_with_retry(&body, |status, bytes| {
+                    parse_batch(status, bytes, chunk.len())
+                })
+                .await?;
             out.extend(replies);
         }
         Ok(out)
@@ -252,8 +286,10 @@ impl RpcDaemon {
 
     /// One JSON-RPC call, retrying temporary failures.
     pub async fn call(&self, method: &str, params: Value) -> DaemonResult<Box<RawValue>> {
-        let body = serde_json::to_vec(&json!({"jsonrpc": "1.0", "id": 0, "method": method, "params": params}))
-            .map_err(|e| DaemonError::BadResponse(e.to_string()))?;
+        let body = serde_json::to_vec(
+            &json!({"jsonrpc": "1.0", "id": 0, "method": method, "params": params}),
+        )
+        .map_err(|e| DaemonError::BadResponse(e.to_string()))?;
         self.send_with_retry(&body, parse_single).await?
     }
 
@@ -272,9 +308,15 @@ impl RpcDaemon {
             }
             let problem = match self.post(body, reload_cookie).await? {
                 Attempt::Done((401, _)) | Attempt::Done((403, _)) => {
-                    if reload_cookie || self.endpoint().user_pass.is_some() || self.config.cookie_file.is_none() {
+                    if reload_cookie
+                        || self.endpoint().user_pass.is_some()
+                        || self.config.cookie_file.is_none()
+                    {
                         // Credentials are wrong; the node may still be writing a new cookie.
-                        format!("{}: authentication rejected (HTTP 401)", self.endpoint().url)
+                        format!(
+                            "{}: authentication rejected (HTTP 401)",
+                            self.endpoint().url
+                        )
                     } else {
                         reload_cookie = true;
                         continue;
@@ -318,9 +360,14 @@ impl RpcDaemon {
         }
     }
 
-    async fn typed_call<T: serde::de::DeserializeOwned>(&self, method: &str, params: Value) -> DaemonResult<T> {
+    async fn typed_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> DaemonResult<T> {
         let raw = self.call(method, params).await?;
-        serde_json::from_str(raw.get()).map_err(|e| DaemonError::BadResponse(format!("{method}: {e}")))
+        serde_json::from_str(raw.get())
+            .map_err(|e| DaemonError::BadResponse(format!("{method}: {e}")))
     }
 }
 
@@ -346,12 +393,21 @@ fn http_error(status: u16, bytes: &[u8]) -> DaemonError {
 
 fn reply_result(reply: RpcReply<'_>) -> Result<Box<RawValue>, DaemonError> {
     if let Some(e) = reply.error {
-        return Err(DaemonError::Rpc { code: e.code, message: e.message });
+        return Err(DaemonError::Rpc {
+            code: e.code,
+            message: e.message,
+        });
     }
-    Ok(reply.result.map(|r| r.to_owned()).unwrap_or_else(|| RawValue::from_string("null".into()).expect("null")))
+    Ok(reply
+        .result
+        .map(|r| r.to_owned())
+        .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null")))
 }
 
-fn parse_single(status: u16, bytes: &[u8]) -> Result<Result<Box<RawValue>, DaemonError>, DaemonError> {
+fn parse_single(
+    status: u16,
+    bytes: &[u8],
+) -> Result<Result<Box<RawValue>, DaemonError>, DaemonError> {
     // bitcoind answers RPC errors with HTTP 500 and a JSON body: prefer the body.
     match serde_json::from_slice::<RpcReply<'_>>(bytes) {
         Ok(reply) => {
@@ -367,7 +423,11 @@ fn parse_single(status: u16, bytes: &[u8]) -> Result<Result<Box<RawValue>, Daemo
     }
 }
 
-fn parse_batch(status: u16, bytes: &[u8], n: usize) -> Result<Vec<Result<Box<RawValue>, DaemonError>>, DaemonError> {
+fn parse_batch(
+    status: u16,
+    bytes: &[u8],
+    n: usize,
+) -> Result<Vec<Result<Box<RawValue>, DaemonError>>, DaemonError> {
     let replies: Vec<RpcReply<'_>> = match serde_json::from_slice(bytes) {
         Ok(r) => r,
         Err(_) => {
@@ -375,19 +435,34 @@ fn parse_batch(status: u16, bytes: &[u8], n: usize) -> Result<Vec<Result<Box<Raw
             if let Ok(single) = serde_json::from_slice::<RpcReply<'_>>(bytes)
                 && let Some(e) = single.error
             {
-                let err = DaemonError::Rpc { code: e.code, message: e.message };
-                return Err(if err.is_temporary() { DaemonError::Unavailable(err.to_string()) } else { err });
+                let err = DaemonError::Rpc {
+                    code: e.code,
+                    message: e.message,
+                };
+                return Err(if err.is_temporary() {
+                    DaemonError::Unavailable(err.to_string())
+                } else {
+                    err
+                });
             }
             return Err(http_error(status, bytes));
         }
     };
     if replies.len() != n {
-        return Err(DaemonError::BadResponse(format!("batch of {n} got {} replies", replies.len())));
+        return Err(DaemonError::BadResponse(format!(
+            "batch of {n} got {} replies",
+            replies.len()
+        )));
     }
     let mut slots: Vec<Option<Result<Box<RawValue>, DaemonError>>> = (0..n).map(|_| None).collect();
     for reply in replies {
-        let id = reply.id.ok_or_else(|| DaemonError::BadResponse("batch reply without id".into()))? as usize;
-        let slot = slots.get_mut(id).ok_or_else(|| DaemonError::BadResponse(format!("batch reply id {id}")))?;
+        let id = reply
+            .id
+            .ok_or_else(|| DaemonError::BadResponse("batch reply without id".into()))?
+            as usize;
+        let slot = slots
+            .get_mut(id)
+            .ok_or_else(|| DaemonError::BadResponse(format!("batch reply id {id}")))?;
         let r = reply_result(reply);
         if let Err(e) = &r
             && e.is_temporary()
@@ -412,7 +487,8 @@ fn hex_of(raw: &RawValue) -> Result<Vec<u8>, DaemonError> {
 }
 
 fn hash_of(raw: &RawValue) -> Result<Hash32, DaemonError> {
-    let s: &str = serde_json::from_str(raw.get()).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
+    let s: &str =
+        serde_json::from_str(raw.get()).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
     Hash32::from_display_hex(s).ok_or_else(|| DaemonError::BadResponse(format!("bad hash {s:?}")))
 }
 
@@ -423,7 +499,9 @@ impl Daemon for RpcDaemon {
     }
 
     async fn block_hashes(&self, first: u32, count: u32) -> DaemonResult<Vec<BlockHash>> {
-        let params: Vec<Value> = (first..first.saturating_add(count)).map(|h| json!([h])).collect();
+        let params: Vec<Value> = (first..first.saturating_add(count))
+            .map(|h| json!([h]))
+            .collect();
         self.batch("getblockhash", &params)
             .await?
             .into_iter()
@@ -432,7 +510,10 @@ impl Daemon for RpcDaemon {
     }
 
     async fn raw_blocks(&self, hashes: &[BlockHash]) -> DaemonResult<Vec<Vec<u8>>> {
-        let params: Vec<Value> = hashes.iter().map(|h| json!([h.to_display_hex(), false])).collect();
+        let params: Vec<Value> = hashes
+            .iter()
+            .map(|h| json!([h.to_display_hex(), false]))
+            .collect();
         self.batch("getblock", &params)
             .await?
             .into_iter()
@@ -443,12 +524,18 @@ impl Daemon for RpcDaemon {
     async fn mempool_txids(&self) -> DaemonResult<Vec<Txid>> {
         let list: Vec<String> = self.typed_call("getrawmempool", json!([])).await?;
         list.iter()
-            .map(|s| Hash32::from_display_hex(s).ok_or_else(|| DaemonError::BadResponse(format!("bad txid {s:?}"))))
+            .map(|s| {
+                Hash32::from_display_hex(s)
+                    .ok_or_else(|| DaemonError::BadResponse(format!("bad txid {s:?}")))
+            })
             .collect()
     }
 
     async fn raw_transactions(&self, txids: &[Txid]) -> DaemonResult<Vec<Option<Vec<u8>>>> {
-        let params: Vec<Value> = txids.iter().map(|t| json!([t.to_display_hex(), 0])).collect();
+        let params: Vec<Value> = txids
+            .iter()
+            .map(|t| json!([t.to_display_hex(), 0]))
+            .collect();
         self.batch("getrawtransaction", &params)
             .await?
             .into_iter()
@@ -461,13 +548,21 @@ impl Daemon for RpcDaemon {
     }
 
     async fn broadcast(&self, raw_tx: &[u8]) -> DaemonResult<Txid> {
-        let raw = self.call("sendrawtransaction", json!([const_hex::encode(raw_tx)])).await?;
+        let raw = self
+            .call("sendrawtransaction", json!([const_hex::encode(raw_tx)]))
+            .await?;
         hash_of(&raw)
     }
 
     async fn estimate_fee(&self, blocks: u32) -> DaemonResult<Option<f64>> {
-        match self.typed_call::<Value>("estimatesmartfee", json!([blocks])).await {
-            Ok(v) => Ok(v.get("feerate").and_then(Value::as_f64).filter(|f| *f > 0.0)),
+        match self
+            .typed_call::<Value>("estimatesmartfee", json!([blocks]))
+            .await
+        {
+            Ok(v) => Ok(v
+                .get("feerate")
+                .and_then(Value::as_f64)
+                .filter(|f| *f > 0.0)),
             Err(DaemonError::Rpc { code: -32601, .. }) => {
                 let v: f64 = self.typed_call("estimatefee", json!([blocks])).await?;
                 Ok(Some(v).filter(|f| *f > 0.0))
@@ -484,7 +579,12 @@ impl Daemon for RpcDaemon {
     }
 
     fn describe(&self) -> String {
-        self.config.urls.iter().map(|u| u.url.clone()).collect::<Vec<_>>().join(",")
+        self.config
+            .urls
+            .iter()
+            .map(|u| u.url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -494,7 +594,11 @@ mod tests {
 
     #[test]
     fn daemon_url_forms() {
-        let urls = DaemonUrl::parse_list("http://u:p%40ss@127.0.0.1:8332/, 10.0.0.1 ,rpc:x@node", 18332).unwrap();
+        let urls = DaemonUrl::parse_list(
+            "http://u:p%40ss@127.0.0.1:8332/, 10.0.0.1 ,rpc:x@node",
+            18332,
+        )
+        .unwrap();
         assert_eq!(urls.len(), 3);
         assert_eq!(urls[0].url, "http://127.0.0.1:8332/");
         assert_eq!(urls[0].user_pass, Some(("u".into(), "p@ss".into())));
@@ -512,10 +616,19 @@ mod tests {
         let r = parse_batch(200, body, 2).unwrap();
         assert!(matches!(&r[0], Err(DaemonError::Rpc { code: -5, .. })));
         assert_eq!(r[1].as_ref().unwrap().get(), "\"b\"");
-        let warming = br#"{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":null}"#;
+        let warming =
+            br#"{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":null}"#;
         assert!(parse_batch(500, warming, 2).unwrap_err().is_temporary());
-        assert!(parse_batch(503, b"Work queue depth exceeded", 1).unwrap_err().is_temporary());
-        assert!(!parse_batch(404, b"not found", 1).unwrap_err().is_temporary());
+        assert!(
+            parse_batch(503, b"Work queue depth exceeded", 1)
+                .unwrap_err()
+                .is_temporary()
+        );
+        assert!(
+            !parse_batch(404, b"not found", 1)
+                .unwrap_err()
+                .is_temporary()
+        );
         assert!(parse_batch(200, b"[]", 1).is_err());
     }
 }

@@ -37,7 +37,11 @@ impl PreparedBlock {
                 (!is_unspendable(coin, script)).then(|| HashX::of_script(script))
             })
             .collect();
-        PreparedBlock { height, block, hashxs }
+        PreparedBlock {
+            height,
+            block,
+            hashxs,
+        }
     }
 }
 
@@ -153,7 +157,11 @@ impl BlockProcessor {
 
     /// Hash of the tip, flushed or not.
     pub fn tip_hash(&self) -> Option<BlockHash> {
-        self.pending.hashes.last().copied().or_else(|| self.store.chain().read().hashes.last().copied())
+        self.pending
+            .hashes
+            .last()
+            .copied()
+            .or_else(|| self.store.chain().read().hashes.last().copied())
     }
 
     /// Hash at `height` among the indexed blocks (flushed or not).
@@ -163,13 +171,18 @@ impl BlockProcessor {
         if height < flushed {
             Some(chain.hashes[height as usize])
         } else {
-            self.pending.hashes.get((height - flushed) as usize).copied()
+            self.pending
+                .hashes
+                .get((height - flushed) as usize)
+                .copied()
         }
     }
 
     /// Bytes held in memory awaiting a flush.
     pub fn cache_bytes(&self) -> usize {
-        self.coins.len() * COIN_ENTRY_BYTES + self.batch.size_in_bytes() + self.spent_db_keys.len() * 48
+        self.coins.len() * COIN_ENTRY_BYTES
+            + self.batch.size_in_bytes()
+            + self.spent_db_keys.len() * 48
     }
 
     /// True when the caches have outgrown their budget.
@@ -187,7 +200,10 @@ impl BlockProcessor {
         let height = self.block_count();
         let block = &pb.block;
         if pb.height != height {
-            return Err(IndexError::ChainMismatch(format!("expected block {height}, got block {}", pb.height)));
+            return Err(IndexError::ChainMismatch(format!(
+                "expected block {height}, got block {}",
+                pb.height
+            )));
         }
         match self.tip_hash() {
             None if block.hash != self.coin.genesis_hash => {
@@ -210,10 +226,18 @@ impl BlockProcessor {
         for (i, tx) in block.txs[..n_txs].iter().enumerate() {
             let txnum = first_txnum + i as u64;
             self.tx_hashxs.clear();
-            self.batch.put_cf(self.store.cf(cf::TXIDS), keys::txids_key(txnum), tx.txid.0);
-            self.batch.put_cf(self.store.cf(cf::TXID_INDEX), keys::txid_index_key(&tx.txid, txnum), []);
+            self.batch
+                .put_cf(self.store.cf(cf::TXIDS), keys::txids_key(txnum), tx.txid.0);
+            self.batch.put_cf(
+                self.store.cf(cf::TXID_INDEX),
+                keys::txid_index_key(&tx.txid, txnum),
+                [],
+            );
             for input in &block.inputs[tx.inputs.clone()] {
-                let key = OutKey { txid: input.prev_txid, vout: input.prev_vout };
+                let key = OutKey {
+                    txid: input.prev_txid,
+                    vout: input.prev_vout,
+                };
                 let (coin, db_key) = match self.coins.remove(&key) {
                     Some(c) => (c, None),
                     None => match self.resolved.remove(&key) {
@@ -229,7 +253,10 @@ impl BlockProcessor {
                 };
                 if let Some(k) = db_key {
                     self.batch.delete_cf(self.store.cf(cf::OUTPOINTS), k);
-                    self.batch.delete_cf(self.store.cf(cf::UTXOS), keys::utxo_key(&coin.hashx, coin.txnum, key.vout));
+                    self.batch.delete_cf(
+                        self.store.cf(cf::UTXOS),
+                        keys::utxo_key(&coin.hashx, coin.txnum, key.vout),
+                    );
                     self.spent_db_keys.insert(k);
                 }
                 self.batch.put_cf(
@@ -250,10 +277,22 @@ impl BlockProcessor {
                 }
             }
             for (vout, out_index) in tx.outputs.clone().enumerate() {
-                let Some(hashx) = pb.hashxs[out_index] else { continue };
+                let Some(hashx) = pb.hashxs[out_index] else {
+                    continue;
+                };
                 let vout = vout as u32;
                 let value = block.outputs[out_index].value;
-                self.coins.insert(OutKey { txid: tx.txid, vout }, CoinInfo { txnum, hashx, value });
+                self.coins.insert(
+                    OutKey {
+                        txid: tx.txid,
+                        vout,
+                    },
+                    CoinInfo {
+                        txnum,
+                        hashx,
+                        value,
+                    },
+                );
                 self.tx_hashxs.push(hashx);
                 if keep_undo {
                     undo.created.push(created(&tx.txid, vout, txnum, hashx));
@@ -262,7 +301,11 @@ impl BlockProcessor {
             self.tx_hashxs.sort_unstable();
             self.tx_hashxs.dedup();
             for hashx in &self.tx_hashxs {
-                self.batch.put_cf(self.store.cf(cf::HISTORY), keys::history_key(hashx, txnum), []);
+                self.batch.put_cf(
+                    self.store.cf(cf::HISTORY),
+                    keys::history_key(hashx, txnum),
+                    [],
+                );
             }
             if self.collect_touched {
                 self.touched.hashxs.extend(self.tx_hashxs.iter().copied());
@@ -272,12 +315,21 @@ impl BlockProcessor {
         let mut header_value = Vec::with_capacity(88);
         header_value.extend_from_slice(block.header());
         header_value.extend_from_slice(&self.tx_count.to_be_bytes());
-        self.batch.put_cf(self.store.cf(cf::HEADERS), keys::height_key(height), header_value);
+        self.batch.put_cf(
+            self.store.cf(cf::HEADERS),
+            keys::height_key(height),
+            header_value,
+        );
         if keep_undo {
-            self.batch.put_cf(self.store.cf(cf::UNDO), keys::height_key(height), undo.encode());
+            self.batch.put_cf(
+                self.store.cf(cf::UNDO),
+                keys::height_key(height),
+                undo.encode(),
+            );
         }
         if let Some(old) = height.checked_sub(self.opts.reorg_limit) {
-            self.batch.delete_cf(self.store.cf(cf::UNDO), keys::height_key(old));
+            self.batch
+                .delete_cf(self.store.cf(cf::UNDO), keys::height_key(old));
         }
         self.pending.headers.push(*block.header());
         self.pending.hashes.push(block.hash);
@@ -294,10 +346,17 @@ impl BlockProcessor {
         self.resolved.clear();
         for (i, tx) in block.txs[..n_txs].iter().enumerate() {
             for input in &block.inputs[tx.inputs.clone()] {
-                let key = OutKey { txid: input.prev_txid, vout: input.prev_vout };
-                let in_block = self.block_txids.get(&input.prev_txid).is_some_and(|&j| (j as usize) < i);
+                let key = OutKey {
+                    txid: input.prev_txid,
+                    vout: input.prev_vout,
+                };
+                let in_block = self
+                    .block_txids
+                    .get(&input.prev_txid)
+                    .is_some_and(|&j| (j as usize) < i);
                 if !in_block && !self.coins.contains_key(&key) {
-                    self.db_lookups.push((keys::outpoint_prefix(&key.txid, key.vout), key));
+                    self.db_lookups
+                        .push((keys::outpoint_prefix(&key.txid, key.vout), key));
                 }
             }
             self.block_txids.insert(tx.txid, i as u32);
@@ -305,7 +364,7 @@ impl BlockProcessor {
         if self.db_lookups.is_empty() {
             return Ok(());
         }
-        self.db_lookups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.db_lookups.sort_unstable_by_key(|a| a.0);
         let db = self.store.db();
         let outpoints = self.store.cf(cf::OUTPOINTS);
         let mut ro = rocksdb::ReadOptions::default();
@@ -319,13 +378,21 @@ impl BlockProcessor {
                 if !k.starts_with(prefix) {
                     break;
                 }
-                let k: [u8; keys::OUTPOINT_KEY_LEN] =
-                    k.try_into().map_err(|_| IndexError::Corrupt("outpoint key length".into()))?;
+                let k: [u8; keys::OUTPOINT_KEY_LEN] = k
+                    .try_into()
+                    .map_err(|_| IndexError::Corrupt("outpoint key length".into()))?;
                 if !self.spent_db_keys.contains(&k) {
                     let (hashx, value) = keys::decode_outpoint_value(v)
                         .ok_or_else(|| IndexError::Corrupt("outpoint value".into()))?;
                     let txnum = keys::txnum_from(&k[keys::OUTPOINT_PREFIX_LEN..]);
-                    candidates.push((k, CoinInfo { txnum, hashx, value }));
+                    candidates.push((
+                        k,
+                        CoinInfo {
+                            txnum,
+                            hashx,
+                            value,
+                        },
+                    ));
                 }
                 it.next();
             }
@@ -337,7 +404,8 @@ impl BlockProcessor {
                     // Txid prefix collision: compare full txids.
                     let mut found = None;
                     for c in &candidates {
-                        let stored = db.get_cf(self.store.cf(cf::TXIDS), keys::txids_key(c.1.txnum))?;
+                        let stored =
+                            db.get_cf(self.store.cf(cf::TXIDS), keys::txids_key(c.1.txnum))?;
                         if stored.as_deref() == Some(&key.txid.0[..]) {
                             found = Some(*c);
                         }
@@ -366,7 +434,11 @@ impl BlockProcessor {
                 keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
                 keys::outpoint_value(&c.hashx, c.value),
             );
-            batch.put_cf(utxos, keys::utxo_key(&c.hashx, c.txnum, k.vout), c.value.to_le_bytes());
+            batch.put_cf(
+                utxos,
+                keys::utxo_key(&c.hashx, c.txnum, k.vout),
+                c.value.to_le_bytes(),
+            );
         }
         self.spent_db_keys.clear();
         let mut meta = self.store.meta();
@@ -392,7 +464,8 @@ impl BlockProcessor {
             self.flush(true)?;
             meta = self.store.meta();
             meta.first_sync = false;
-            self.store.commit(WriteBatch::default(), meta, true, |_| {})?;
+            self.store
+                .commit(WriteBatch::default(), meta, true, |_| {})?;
         }
         Ok(())
     }
@@ -403,7 +476,9 @@ impl BlockProcessor {
         self.flush(true)?;
         let store = self.store.clone();
         let chain = store.chain().read();
-        let Some(tip) = chain.tip_height() else { return Ok(()) };
+        let Some(tip) = chain.tip_height() else {
+            return Ok(());
+        };
         if fork_height >= tip {
             return Ok(());
         }
@@ -413,7 +488,8 @@ impl BlockProcessor {
             match db.get_cf(store.cf(cf::UNDO), keys::height_key(h))? {
                 Some(bytes) => records.push((
                     h,
-                    UndoRecord::decode(&bytes).ok_or_else(|| IndexError::Corrupt(format!("undo record at {h}")))?,
+                    UndoRecord::decode(&bytes)
+                        .ok_or_else(|| IndexError::Corrupt(format!("undo record at {h}")))?,
                 )),
                 None if h == 0 => records.push((h, UndoRecord::default())),
                 None => {
@@ -434,16 +510,29 @@ impl BlockProcessor {
                     keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum),
                     keys::outpoint_value(&c.hashx, s.value),
                 );
-                batch.put_cf(store.cf(cf::UTXOS), keys::utxo_key(&c.hashx, c.txnum, c.vout), s.value.to_le_bytes());
+                batch.put_cf(
+                    store.cf(cf::UTXOS),
+                    keys::utxo_key(&c.hashx, c.txnum, c.vout),
+                    s.value.to_le_bytes(),
+                );
                 batch.delete_cf(store.cf(cf::SPENDERS), keys::spender_key(c.txnum, c.vout));
-                batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&c.hashx, s.spender_txnum));
+                batch.delete_cf(
+                    store.cf(cf::HISTORY),
+                    keys::history_key(&c.hashx, s.spender_txnum),
+                );
                 if self.collect_touched {
                     self.touched.hashxs.insert(c.hashx);
                 }
             }
             for c in &rec.created {
-                batch.delete_cf(store.cf(cf::OUTPOINTS), keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum));
-                batch.delete_cf(store.cf(cf::UTXOS), keys::utxo_key(&c.hashx, c.txnum, c.vout));
+                batch.delete_cf(
+                    store.cf(cf::OUTPOINTS),
+                    keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum),
+                );
+                batch.delete_cf(
+                    store.cf(cf::UTXOS),
+                    keys::utxo_key(&c.hashx, c.txnum, c.vout),
+                );
                 batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&c.hashx, c.txnum));
                 if self.collect_touched {
                     self.touched.hashxs.insert(c.hashx);
@@ -454,7 +543,10 @@ impl BlockProcessor {
                     .get_cf(store.cf(cf::TXIDS), keys::txids_key(txnum))?
                     .ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {txnum}")))?;
                 batch.delete_cf(store.cf(cf::TXIDS), keys::txids_key(txnum));
-                batch.delete_cf(store.cf(cf::TXID_INDEX), keys::txid_index_key(&txid_from(&txid)?, txnum));
+                batch.delete_cf(
+                    store.cf(cf::TXID_INDEX),
+                    keys::txid_index_key(&txid_from(&txid)?, txnum),
+                );
             }
             batch.delete_cf(store.cf(cf::HEADERS), keys::height_key(*h));
             batch.delete_cf(store.cf(cf::UNDO), keys::height_key(*h));
@@ -471,7 +563,11 @@ impl BlockProcessor {
             chain.tx_counts.truncate(new_count as usize);
         })?;
         self.tx_count = new_tx_count;
-        tracing::info!(fork_height, undone = records.len(), "backed up to the fork point");
+        tracing::info!(
+            fork_height,
+            undone = records.len(),
+            "backed up to the fork point"
+        );
         Ok(())
     }
 }
@@ -479,10 +575,17 @@ impl BlockProcessor {
 fn created(txid: &Txid, vout: u32, txnum: u64, hashx: HashX) -> CreatedOutput {
     let mut txid_prefix = [0u8; TXID_PREFIX_LEN];
     txid_prefix.copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
-    CreatedOutput { txid_prefix, vout, txnum, hashx }
+    CreatedOutput {
+        txid_prefix,
+        vout,
+        txnum,
+        hashx,
+    }
 }
 
 fn txid_from(bytes: &[u8]) -> Result<Txid> {
-    let arr: [u8; 32] = bytes.try_into().map_err(|_| IndexError::Corrupt("txid length".into()))?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| IndexError::Corrupt("txid length".into()))?;
     Ok(crate::hash::Hash32(arr))
 }

@@ -55,7 +55,8 @@ pub trait ChainIndex: Send + Sync {
     fn tx_position(&self, txid: &Txid) -> Result<Option<(u32, u32)>>;
 
     /// Confirmed history of a script in chain order: entries `offset .. offset + limit`.
-    fn history(&self, script: &ScriptHash, offset: usize, limit: usize) -> Result<Vec<HistoryItem>>;
+    fn history(&self, script: &ScriptHash, offset: usize, limit: usize)
+    -> Result<Vec<HistoryItem>>;
 
     /// Streams a script's whole confirmed history in chain order with bounded memory; the
     /// visitor returns `ControlFlow::Break` to stop early.
@@ -86,6 +87,9 @@ pub trait ChainIndex: Send + Sync {
 pub struct Index {
     store: Arc<Store>,
 }
+
+/// Receives history entries as (tx number, txid) in batches.
+type BatchVisitor<'a> = dyn FnMut(&[(u64, Txid)]) -> ControlFlow<()> + 'a;
 
 /// Resolves tx numbers to txids in batches of this many (bounded memory for huge histories).
 const TXID_BATCH: usize = 1000;
@@ -119,7 +123,10 @@ impl Index {
         let chain = self.store.chain().read();
         let snapshot = self.store.db().snapshot();
         // The cumulative counts are small (8 bytes a block); copying them keeps the lock short.
-        View { snapshot, tx_counts: chain.tx_counts.clone() }
+        View {
+            snapshot,
+            tx_counts: chain.tx_counts.clone(),
+        }
     }
 
     fn read_opts(view: &View<'_>, prefix_upper: Option<Vec<u8>>) -> rocksdb::ReadOptions {
@@ -138,7 +145,7 @@ impl Index {
         view: &View<'_>,
         script: &ScriptHash,
         offset: usize,
-        f: &mut dyn FnMut(&[(u64, Txid)]) -> ControlFlow<()>,
+        f: &mut BatchVisitor<'_>,
     ) -> Result<()> {
         let hashx = script.hashx();
         let db = self.store.db();
@@ -183,13 +190,21 @@ impl Index {
         Ok(())
     }
 
-    fn resolve_txids(&self, view: &View<'_>, txnums: &[u64], out: &mut Vec<(u64, Txid)>) -> Result<()> {
+    fn resolve_txids(
+        &self,
+        view: &View<'_>,
+        txnums: &[u64],
+        out: &mut Vec<(u64, Txid)>,
+    ) -> Result<()> {
         out.clear();
         let cf = self.store.cf(cf::TXIDS);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&view.snapshot);
         let keys: Vec<_> = txnums.iter().map(|n| keys::txids_key(*n)).collect();
-        let values = self.store.db().batched_multi_get_cf_opt(cf, &keys, true, &ro);
+        let values = self
+            .store
+            .db()
+            .batched_multi_get_cf_opt(cf, &keys, true, &ro);
         for (n, v) in txnums.iter().zip(values) {
             let v = v?.ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {n}")))?;
             out.push((*n, txid_from(&v)?));
@@ -213,12 +228,17 @@ impl Index {
         candidates.retain(|n| *n < total);
         let mut resolved = Vec::new();
         self.resolve_txids(view, &candidates, &mut resolved)?;
-        Ok(resolved.into_iter().find(|(_, t)| t == txid).map(|(n, _)| n))
+        Ok(resolved
+            .into_iter()
+            .find(|(_, t)| t == txid)
+            .map(|(n, _)| n))
     }
 }
 
 fn txid_from(v: &[u8]) -> Result<Txid> {
-    let arr: [u8; 32] = v.try_into().map_err(|_| IndexError::Corrupt("txid length".into()))?;
+    let arr: [u8; 32] = v
+        .try_into()
+        .map_err(|_| IndexError::Corrupt("txid length".into()))?;
     Ok(Hash32(arr))
 }
 
@@ -241,24 +261,42 @@ impl ChainIndex for Index {
     }
 
     fn header(&self, height: u32) -> Option<[u8; HEADER_LEN]> {
-        self.store.chain().read().headers.get(height as usize).copied()
+        self.store
+            .chain()
+            .read()
+            .headers
+            .get(height as usize)
+            .copied()
     }
 
     fn headers(&self, start: u32, count: u32) -> Vec<[u8; HEADER_LEN]> {
         let chain = self.store.chain().read();
         let start = (start as usize).min(chain.headers.len());
-        let end = start.saturating_add(count as usize).min(chain.headers.len());
+        let end = start
+            .saturating_add(count as usize)
+            .min(chain.headers.len());
         chain.headers[start..end].to_vec()
     }
 
     fn block_hash(&self, height: u32) -> Option<BlockHash> {
-        self.store.chain().read().hashes.get(height as usize).copied()
+        self.store
+            .chain()
+            .read()
+            .hashes
+            .get(height as usize)
+            .copied()
     }
 
     fn block_txids(&self, height: u32) -> Result<Option<Vec<Txid>>> {
         let view = self.view();
-        let Some(&end) = view.tx_counts.get(height as usize) else { return Ok(None) };
-        let start = if height == 0 { 0 } else { view.tx_counts[height as usize - 1] };
+        let Some(&end) = view.tx_counts.get(height as usize) else {
+            return Ok(None);
+        };
+        let start = if height == 0 {
+            0
+        } else {
+            view.tx_counts[height as usize - 1]
+        };
         let txnums: Vec<u64> = (start..end).collect();
         let mut out = Vec::new();
         self.resolve_txids(&view, &txnums, &mut out)?;
@@ -267,13 +305,26 @@ impl ChainIndex for Index {
 
     fn tx_position(&self, txid: &Txid) -> Result<Option<(u32, u32)>> {
         let view = self.view();
-        let Some(txnum) = self.find_txnum(&view, txid)? else { return Ok(None) };
-        let Some(height) = view.height_of(txnum) else { return Ok(None) };
-        let first = if height == 0 { 0 } else { view.tx_counts[height as usize - 1] };
+        let Some(txnum) = self.find_txnum(&view, txid)? else {
+            return Ok(None);
+        };
+        let Some(height) = view.height_of(txnum) else {
+            return Ok(None);
+        };
+        let first = if height == 0 {
+            0
+        } else {
+            view.tx_counts[height as usize - 1]
+        };
         Ok(Some((height, (txnum - first) as u32)))
     }
 
-    fn history(&self, script: &ScriptHash, offset: usize, limit: usize) -> Result<Vec<HistoryItem>> {
+    fn history(
+        &self,
+        script: &ScriptHash,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>> {
         let view = self.view();
         let mut out = Vec::new();
         if limit == 0 {
@@ -282,7 +333,10 @@ impl ChainIndex for Index {
         self.scan_history(&view, script, offset, &mut |batch| {
             for (n, txid) in batch {
                 let height = view.height_of(*n).unwrap_or(0);
-                out.push(HistoryItem { txid: *txid, height });
+                out.push(HistoryItem {
+                    txid: *txid,
+                    height,
+                });
                 if out.len() >= limit {
                     return ControlFlow::Break(());
                 }
@@ -301,7 +355,10 @@ impl ChainIndex for Index {
         self.scan_history(&view, script, 0, &mut |batch| {
             for (n, txid) in batch {
                 let height = view.height_of(*n).unwrap_or(0);
-                visit(HistoryItem { txid: *txid, height })?;
+                visit(HistoryItem {
+                    txid: *txid,
+                    height,
+                })?;
             }
             ControlFlow::Continue(())
         })
@@ -311,7 +368,10 @@ impl ChainIndex for Index {
         let view = self.view();
         let hashx = script.hashx();
         let ro = Self::read_opts(&view, prefix_end(&hashx.0));
-        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf::HISTORY), ro);
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(cf::HISTORY), ro);
         it.seek(hashx.0);
         let total = view.tx_counts.last().copied().unwrap_or(0);
         let mut n = 0;
@@ -332,7 +392,10 @@ impl ChainIndex for Index {
         let view = self.view();
         let hashx = script.hashx();
         let ro = Self::read_opts(&view, prefix_end(&hashx.0));
-        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
         it.seek(hashx.0);
         let mut raw: Vec<(u64, u32, u64)> = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -343,8 +406,13 @@ impl ChainIndex for Index {
                 return Err(IndexError::Corrupt("utxo entry".into()));
             }
             let txnum = keys::txnum_from(&k[hashx.0.len()..]);
-            let vout = u32::from_be_bytes(k[hashx.0.len() + TXNUM_LEN..].try_into().expect("4 bytes"));
-            raw.push((txnum, vout, u64::from_le_bytes(v.try_into().expect("8 bytes"))));
+            let vout =
+                u32::from_be_bytes(k[hashx.0.len() + TXNUM_LEN..].try_into().expect("4 bytes"));
+            raw.push((
+                txnum,
+                vout,
+                u64::from_le_bytes(v.try_into().expect("8 bytes")),
+            ));
             it.next();
         }
         it.status()?;
@@ -355,7 +423,12 @@ impl ChainIndex for Index {
             self.resolve_txids(&view, &nums, &mut txids)?;
             for ((txnum, vout, value), (_, txid)) in chunk.iter().zip(&txids) {
                 if let Some(height) = view.height_of(*txnum) {
-                    out.push(Utxo { txid: *txid, vout: *vout, height, value: *value });
+                    out.push(Utxo {
+                        txid: *txid,
+                        vout: *vout,
+                        height,
+                        value: *value,
+                    });
                 }
             }
         }
@@ -366,11 +439,16 @@ impl ChainIndex for Index {
         let view = self.view();
         let hashx = script.hashx();
         let ro = Self::read_opts(&view, prefix_end(&hashx.0));
-        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
         it.seek(hashx.0);
         let mut sum = 0u64;
         while let Some(v) = it.value() {
-            let v: [u8; 8] = v.try_into().map_err(|_| IndexError::Corrupt("utxo value".into()))?;
+            let v: [u8; 8] = v
+                .try_into()
+                .map_err(|_| IndexError::Corrupt("utxo value".into()))?;
             sum = sum.saturating_add(u64::from_le_bytes(v));
             it.next();
         }
@@ -380,15 +458,23 @@ impl ChainIndex for Index {
 
     fn spender(&self, txid: &Txid, vout: u32) -> Result<Option<HistoryItem>> {
         let view = self.view();
-        let Some(txnum) = self.find_txnum(&view, txid)? else { return Ok(None) };
+        let Some(txnum) = self.find_txnum(&view, txid)? else {
+            return Ok(None);
+        };
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&view.snapshot);
-        let Some(v) = self.store.db().get_cf_opt(self.store.cf(cf::SPENDERS), keys::spender_key(txnum, vout), &ro)?
+        let Some(v) = self.store.db().get_cf_opt(
+            self.store.cf(cf::SPENDERS),
+            keys::spender_key(txnum, vout),
+            &ro,
+        )?
         else {
             return Ok(None);
         };
         let spender = keys::txnum_from(&v);
-        let Some(height) = view.height_of(spender) else { return Ok(None) };
+        let Some(height) = view.height_of(spender) else {
+            return Ok(None);
+        };
         let mut out = Vec::new();
         self.resolve_txids(&view, &[spender], &mut out)?;
         Ok(out.first().map(|(_, t)| HistoryItem { txid: *t, height }))
@@ -396,14 +482,25 @@ impl ChainIndex for Index {
 
     fn output_exists(&self, txid: &Txid, vout: u32) -> Result<bool> {
         let view = self.view();
-        let Some(txnum) = self.find_txnum(&view, txid)? else { return Ok(false) };
+        let Some(txnum) = self.find_txnum(&view, txid)? else {
+            return Ok(false);
+        };
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&view.snapshot);
         let db = self.store.db();
-        if db.get_cf_opt(self.store.cf(cf::SPENDERS), keys::spender_key(txnum, vout), &ro)?.is_some() {
+        if db
+            .get_cf_opt(
+                self.store.cf(cf::SPENDERS),
+                keys::spender_key(txnum, vout),
+                &ro,
+            )?
+            .is_some()
+        {
             return Ok(true);
         }
         let key = keys::outpoint_key(&txid.0, vout, txnum);
-        Ok(db.get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?.is_some())
+        Ok(db
+            .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?
+            .is_some())
     }
 }

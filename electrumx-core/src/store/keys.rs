@@ -73,7 +73,10 @@ pub fn decode_outpoint_value(v: &[u8]) -> Option<(HashX, u64)> {
     }
     let mut h = [0u8; HASHX_LEN];
     h.copy_from_slice(&v[..HASHX_LEN]);
-    Some((HashX(h), u64::from_le_bytes(v[HASHX_LEN..].try_into().ok()?)))
+    Some((
+        HashX(h),
+        u64::from_le_bytes(v[HASHX_LEN..].try_into().ok()?),
+    ))
 }
 
 /// Length of a `utxos` key.
@@ -148,7 +151,8 @@ pub struct UndoRecord {
 impl UndoRecord {
     /// Serializes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(8 + self.created.len() * CREATED_LEN + self.spent.len() * SPENT_LEN);
+        let mut v =
+            Vec::with_capacity(8 + self.created.len() * CREATED_LEN + self.spent.len() * SPENT_LEN);
         v.extend_from_slice(&(self.created.len() as u32).to_le_bytes());
         for c in &self.created {
             encode_created(&mut v, c);
@@ -181,7 +185,11 @@ impl UndoRecord {
             let value = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
             let spender_txnum = txnum_from(b.get(8..8 + TXNUM_LEN)?);
             b = &b[8 + TXNUM_LEN..];
-            rec.spent.push(SpentOutput { created, value, spender_txnum });
+            rec.spent.push(SpentOutput {
+                created,
+                value,
+                spender_txnum,
+            });
         }
         Some(rec)
     }
@@ -209,7 +217,12 @@ fn decode_created(b: &mut &[u8]) -> Option<CreatedOutput> {
     let mut h = [0u8; HASHX_LEN];
     h.copy_from_slice(&s[TXID_PREFIX_LEN + 4 + TXNUM_LEN..]);
     *b = &b[CREATED_LEN..];
-    Some(CreatedOutput { txid_prefix, vout, txnum, hashx: HashX(h) })
+    Some(CreatedOutput {
+        txid_prefix,
+        vout,
+        txnum,
+        hashx: HashX(h),
+    })
 }
 
 #[cfg(test)]
@@ -226,10 +239,19 @@ mod tests {
 
     #[test]
     fn undo_round_trip() {
-        let c = CreatedOutput { txid_prefix: [1; 8], vout: 7, txnum: 99, hashx: HashX([3; 11]) };
+        let c = CreatedOutput {
+            txid_prefix: [1; 8],
+            vout: 7,
+            txnum: 99,
+            hashx: HashX([3; 11]),
+        };
         let rec = UndoRecord {
             created: vec![c, CreatedOutput { vout: 0, ..c }],
-            spent: vec![SpentOutput { created: c, value: 5_000_000_000, spender_txnum: 1234 }],
+            spent: vec![SpentOutput {
+                created: c,
+                value: 5_000_000_000,
+                spender_txnum: 1234,
+            }],
         };
         let enc = rec.encode();
         assert_eq!(UndoRecord::decode(&enc), Some(rec));

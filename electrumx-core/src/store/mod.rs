@@ -13,7 +13,9 @@ use crate::error::{IndexError, Result};
 use crate::hash::{BlockHash, Hash32};
 use crate::parse::HEADER_LEN;
 use parking_lot::RwLock;
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options, SliceTransform};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options, SliceTransform,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -41,7 +43,9 @@ pub mod cf {
     /// height → undo record.
     pub const UNDO: &str = "undo";
     /// All of them.
-    pub const ALL: [&str; 9] = [META, HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO];
+    pub const ALL: [&str; 9] = [
+        META, HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO,
+    ];
 }
 
 const STATE_KEY: &[u8] = b"state";
@@ -90,7 +94,11 @@ impl ChainState {
 
     /// First tx number of the block at `height`.
     pub fn first_txnum(&self, height: u32) -> u64 {
-        if height == 0 { 0 } else { self.tx_counts[height as usize - 1] }
+        if height == 0 {
+            0
+        } else {
+            self.tx_counts[height as usize - 1]
+        }
     }
 
     /// Height of the block holding tx number `txnum`, if indexed.
@@ -121,7 +129,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { block_cache_bytes: 128 << 20, max_open_files: 1024 }
+        StoreOptions {
+            block_cache_bytes: 128 << 20,
+            max_open_files: 1024,
+        }
     }
 }
 
@@ -165,7 +176,9 @@ impl Store {
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_max_total_wal_size(256 << 20);
-        let cfs = cf::ALL.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
+        let cfs = cf::ALL
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let genesis = coin.genesis_hash.to_display_hex();
         let meta_cf = db.cf_handle(cf::META).expect("meta cf");
@@ -181,7 +194,11 @@ impl Store {
                     });
                 }
                 if st.genesis != genesis {
-                    return Err(IndexError::WrongChain { path: path.into(), found: st.genesis, expected: genesis });
+                    return Err(IndexError::WrongChain {
+                        path: path.into(),
+                        found: st.genesis,
+                        expected: genesis,
+                    });
                 }
                 st
             }
@@ -212,20 +229,31 @@ impl Store {
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek_to_first();
         while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            let height = u32::from_be_bytes(k.try_into().map_err(|_| IndexError::Corrupt("header key".into()))?);
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let height = u32::from_be_bytes(
+                k.try_into()
+                    .map_err(|_| IndexError::Corrupt("header key".into()))?,
+            );
             if height >= meta.block_count {
                 // Written by no committed batch: cannot happen with atomic batches.
-                return Err(IndexError::Corrupt(format!("header at {height} beyond committed tip")));
+                return Err(IndexError::Corrupt(format!(
+                    "header at {height} beyond committed tip"
+                )));
             }
             if height as usize != st.headers.len() || v.len() != HEADER_LEN + 8 {
-                return Err(IndexError::Corrupt(format!("header record at height {height}")));
+                return Err(IndexError::Corrupt(format!(
+                    "header record at height {height}"
+                )));
             }
             let mut h = [0u8; HEADER_LEN];
             h.copy_from_slice(&v[..HEADER_LEN]);
             st.hashes.push(Hash32::sha256d(&h));
             st.headers.push(h);
-            st.tx_counts.push(u64::from_be_bytes(v[HEADER_LEN..].try_into().expect("8 bytes")));
+            st.tx_counts.push(u64::from_be_bytes(
+                v[HEADER_LEN..].try_into().expect("8 bytes"),
+            ));
             it.next();
         }
         it.status()?;
@@ -249,7 +277,9 @@ impl Store {
 
     /// A column family handle.
     pub fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// The database directory.

@@ -9,14 +9,18 @@ use electrumx_testkit::node::RegtestNode;
 use std::path::PathBuf;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let num = |n: &str, d: u64| -> Result<u64> {
-        arg(&args, n).map(|v| v.parse::<u64>().with_context(|| format!("{n} {v}"))).unwrap_or(Ok(d))
+        arg(&args, n)
+            .map(|v| v.parse::<u64>().with_context(|| format!("{n} {v}")))
+            .unwrap_or(Ok(d))
     };
     let blocks = num("--blocks", 1000)? as u32;
     let params = GenParams {
@@ -26,7 +30,8 @@ async fn main() -> Result<()> {
         ..GenParams::default()
     };
     let cache = arg(&args, "--cache").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/electrumx-rs/chains")
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+            .join(".cache/electrumx-rs/chains")
     });
     let dir = cache.join(params.cache_key(blocks));
     if dir.join("complete").exists() {
@@ -46,7 +51,10 @@ async fn main() -> Result<()> {
         chain.mine(&node, n).await?;
         done += n;
         txs = chain.blocks.iter().map(|b| b.txs.len() as u64).sum();
-        eprintln!("chaingen: {done}/{blocks} blocks, {txs} txs, {:.0}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "chaingen: {done}/{blocks} blocks, {txs} txs, {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
         // Keep memory flat: the benchmark needs the node's chain, not our copy of old blocks.
         if chain.blocks.len() > 400 {
             // Blocks are kept for the coin pool only through `pool`; old raw data can go.

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian machine of this kind:
+# libclang (bindgen, for RocksDB), the regtest node (PyPI wheel, cached), Rust crates.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+    need_apt+=(libclang-dev)
+fi
+for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    echo "setup: installing ${need_apt[*]}" >&2
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v unzip >/dev/null || { echo "setup: unzip is needed" >&2; exit 1; }
+tools/regtest-node.sh path >/dev/null
+cargo fetch --locked -q 2>/dev/null || cargo fetch -q
