@@ -42,7 +42,9 @@ fn server_env(node: &RegtestNode, db: &Path) -> Vec<(&'static str, String)> {
 fn check_prefix(db: &Path, chain: &ChainGen) -> Result<u32> {
     let store = Arc::new(Store::open(db, &coin(), &StoreOptions::default())?);
     let index = Index::new(store);
-    let height = index.tip().map(|t| t.0).unwrap_or(0);
+    let Some((height, _)) = index.tip() else {
+        return Ok(0); // nothing committed yet: the empty prefix
+    };
     let blocks = &chain.blocks[..height as usize];
     if height > 0 {
         assert_eq!(

@@ -27,7 +27,7 @@ pub enum Prefetched {
 /// Tuning of the prefetcher.
 #[derive(Clone, Debug)]
 pub struct PrefetchOptions {
-    /// Bytes of raw blocks that may be fetched but not yet indexed.
+    /// Bytes of fetched blocks (parsed, with their lists) held ahead of indexing.
     pub memory_budget: usize,
     /// Most blocks asked for in one batch request.
     pub max_blocks_per_request: u32,
@@ -145,8 +145,10 @@ impl FetchTask {
                 }
                 continue;
             }
-            // Plan requests up to the tip, each about a quarter of the budget.
-            let per_request = (self.opts.memory_budget / 4 / avg_size.max(1))
+            // Plan requests up to the tip. A request's replies take about four times the raw
+            // block bytes while in flight (hex text, decoded bytes, parsed lists), so each
+            // asks for about a sixteenth of the budget.
+            let per_request = (self.opts.memory_budget / 16 / avg_size.max(1))
                 .clamp(1, self.opts.max_blocks_per_request as usize)
                 as u32;
             let mut ranges = Vec::new();
@@ -180,10 +182,10 @@ impl FetchTask {
                 let blocks = result?;
                 for (pb, size) in blocks {
                     avg_size = (avg_size * 7 + size) / 8;
-                    let permits = size.clamp(1, self.opts.memory_budget) as u32;
+                    let footprint = pb.memory_size().clamp(1, self.opts.memory_budget);
                     let permit = tokio::select! {
                         _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
-                        p = budget.clone().acquire_many_owned(permits) => p.expect("semaphore never closed"),
+                        p = budget.clone().acquire_many_owned(footprint as u32) => p.expect("semaphore never closed"),
                     };
                     next = pb.height + 1;
                     if self.tx.send(Prefetched::Block(pb, permit)).await.is_err() {

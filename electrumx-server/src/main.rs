@@ -3,6 +3,11 @@
 
 mod config;
 
+/// jemalloc instead of glibc malloc: glibc's per-thread arenas fragmented to several hundred
+/// MB during sync (blocks are allocated on the prefetch threads and freed on the indexer's).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use config::Settings;
@@ -41,6 +46,7 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 

@@ -258,13 +258,24 @@ impl RpcDaemon {
         }
     }
 
-    /// Runs `calls` as one batch (split into chunks of `max_batch`), retrying temporary
-    /// failures. Returns one result per call, in order.
+    /// Runs one call of `method` per entry of `params` in batch requests (chunks of
+    /// `max_batch`), retrying temporary failures. Returns one result per call, in order.
     pub async fn batch(
         &self,
         method: &str,
         params: &[Value],
     ) -> DaemonResult<Vec<Result<Box<RawValue>, DaemonError>>> {
+        self.batch_map(method, params, |r| Ok(r.to_owned())).await
+    }
+
+    /// Like [`RpcDaemon::batch`], converting each result with `convert` straight from the
+    /// reply buffer (no intermediate copy: block hex is decoded in place).
+    pub async fn batch_map<T>(
+        &self,
+        method: &str,
+        params: &[Value],
+        convert: impl Fn(&RawValue) -> Result<T, DaemonError>,
+    ) -> DaemonResult<Vec<Result<T, DaemonError>>> {
         let mut out = Vec::with_capacity(params.len());
         for chunk in params.chunks(self.config.max_batch.max(1)) {
             let body: Vec<Value> = chunk
@@ -276,7 +287,7 @@ impl RpcDaemon {
                 serde_json::to_vec(&body).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
             let replies = self
                 .send_with_retry(&body, |status, bytes| {
-                    parse_batch(status, bytes, chunk.len())
+                    parse_batch(status, bytes, chunk.len(), &convert)
                 })
                 .await?;
             out.extend(replies);
@@ -391,17 +402,18 @@ fn http_error(status: u16, bytes: &[u8]) -> DaemonError {
     }
 }
 
-fn reply_result(reply: RpcReply<'_>) -> Result<Box<RawValue>, DaemonError> {
-    if let Some(e) = reply.error {
-        return Err(DaemonError::Rpc {
+fn reply_result<'a>(reply: &RpcReply<'a>) -> Result<&'a RawValue, DaemonError> {
+    if let Some(e) = &reply.error {
+        let err = DaemonError::Rpc {
             code: e.code,
-            message: e.message,
-        });
+            message: e.message.clone(),
+        };
+        return Err(err);
     }
-    Ok(reply
-        .result
-        .map(|r| r.to_owned())
-        .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null")))
+    Ok(reply.result.unwrap_or_else(|| {
+        let null: &'static RawValue = serde_json::from_str("null").expect("null");
+        null
+    }))
 }
 
 fn parse_single(
@@ -411,7 +423,7 @@ fn parse_single(
     // bitcoind answers RPC errors with HTTP 500 and a JSON body: prefer the body.
     match serde_json::from_slice::<RpcReply<'_>>(bytes) {
         Ok(reply) => {
-            let r = reply_result(reply);
+            let r = reply_result(&reply).map(|r| r.to_owned());
             if let Err(e) = &r
                 && e.is_temporary()
             {
@@ -423,11 +435,12 @@ fn parse_single(
     }
 }
 
-fn parse_batch(
+fn parse_batch<T>(
     status: u16,
     bytes: &[u8],
     n: usize,
-) -> Result<Vec<Result<Box<RawValue>, DaemonError>>, DaemonError> {
+    convert: &impl Fn(&RawValue) -> Result<T, DaemonError>,
+) -> Result<Vec<Result<T, DaemonError>>, DaemonError> {
     let replies: Vec<RpcReply<'_>> = match serde_json::from_slice(bytes) {
         Ok(r) => r,
         Err(_) => {
@@ -454,7 +467,7 @@ fn parse_batch(
             replies.len()
         )));
     }
-    let mut slots: Vec<Option<Result<Box<RawValue>, DaemonError>>> = (0..n).map(|_| None).collect();
+    let mut slots: Vec<Option<Result<T, DaemonError>>> = (0..n).map(|_| None).collect();
     for reply in replies {
         let id = reply
             .id
@@ -463,13 +476,13 @@ fn parse_batch(
         let slot = slots
             .get_mut(id)
             .ok_or_else(|| DaemonError::BadResponse(format!("batch reply id {id}")))?;
-        let r = reply_result(reply);
+        let r = reply_result(&reply);
         if let Err(e) = &r
             && e.is_temporary()
         {
             return Err(DaemonError::Unavailable(e.to_string()));
         }
-        *slot = Some(r);
+        *slot = Some(r.and_then(convert));
     }
     slots
         .into_iter()
@@ -502,10 +515,9 @@ impl Daemon for RpcDaemon {
         let params: Vec<Value> = (first..first.saturating_add(count))
             .map(|h| json!([h]))
             .collect();
-        self.batch("getblockhash", &params)
+        self.batch_map("getblockhash", &params, hash_of)
             .await?
             .into_iter()
-            .map(|r| hash_of(&r?))
             .collect()
     }
 
@@ -514,10 +526,9 @@ impl Daemon for RpcDaemon {
             .iter()
             .map(|h| json!([h.to_display_hex(), false]))
             .collect();
-        self.batch("getblock", &params)
+        self.batch_map("getblock", &params, hex_of)
             .await?
             .into_iter()
-            .map(|r| hex_of(&r?))
             .collect()
     }
 
@@ -536,11 +547,11 @@ impl Daemon for RpcDaemon {
             .iter()
             .map(|t| json!([t.to_display_hex(), 0]))
             .collect();
-        self.batch("getrawtransaction", &params)
+        self.batch_map("getrawtransaction", &params, hex_of)
             .await?
             .into_iter()
             .map(|r| match r {
-                Ok(v) => hex_of(&v).map(Some),
+                Ok(v) => Ok(Some(v)),
                 Err(DaemonError::Rpc { code: -5, .. }) => Ok(None),
                 Err(e) => Err(e),
             })
@@ -613,22 +624,26 @@ mod tests {
     #[test]
     fn batch_replies_are_reordered_and_errors_kept_per_call() {
         let body = br#"[{"result":"b","error":null,"id":1},{"result":null,"error":{"code":-5,"message":"nope"},"id":0}]"#;
-        let r = parse_batch(200, body, 2).unwrap();
+        let r = parse_batch(200, body, 2, &|r: &RawValue| Ok(r.get().to_string())).unwrap();
         assert!(matches!(&r[0], Err(DaemonError::Rpc { code: -5, .. })));
-        assert_eq!(r[1].as_ref().unwrap().get(), "\"b\"");
+        assert_eq!(r[1].as_ref().unwrap(), "\"b\"");
         let warming =
             br#"{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":null}"#;
-        assert!(parse_batch(500, warming, 2).unwrap_err().is_temporary());
         assert!(
-            parse_batch(503, b"Work queue depth exceeded", 1)
+            parse_batch(500, warming, 2, &hex_of)
                 .unwrap_err()
                 .is_temporary()
         );
         assert!(
-            !parse_batch(404, b"not found", 1)
+            parse_batch(503, b"Work queue depth exceeded", 1, &hex_of)
                 .unwrap_err()
                 .is_temporary()
         );
-        assert!(parse_batch(200, b"[]", 1).is_err());
+        assert!(
+            !parse_batch(404, b"not found", 1, &hex_of)
+                .unwrap_err()
+                .is_temporary()
+        );
+        assert!(parse_batch(200, b"[]", 1, &hex_of).is_err());
     }
 }

@@ -57,4 +57,4 @@ pub struct CoinInfo {
 }
 
 /// Approximate heap bytes of one cache entry (key, value, hash-table overhead).
-pub const COIN_ENTRY_BYTES: usize = 96;
+pub const COIN_ENTRY_BYTES: usize = 128;

@@ -1,6 +1,7 @@
 //! The index proper: the block processor that writes it and the query side that reads it.
 
 mod cache;
+mod pending;
 pub mod processor;
 pub mod query;
 

@@ -6,6 +6,7 @@
 //! atomic batch with the new state record. Once caught up, each block is committed on its own.
 
 use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, OutKey};
+use super::pending::PendingWrites;
 use crate::coin::{Coin, CoinParams};
 use crate::error::{IndexError, Result};
 use crate::hash::{BlockHash, HashX, Txid};
@@ -15,6 +16,9 @@ use crate::store::{ChainState, Store, cf};
 use rocksdb::WriteBatch;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// How many copies of the pending writes a flush holds at its peak (see `should_flush`).
+pub const FLUSH_MEMORY_FACTOR: usize = 3;
 
 /// A parsed block with the per-output script hashes computed (done off the hot thread).
 pub struct PreparedBlock {
@@ -27,6 +31,18 @@ pub struct PreparedBlock {
 }
 
 impl PreparedBlock {
+    /// Heap bytes held by this block (raw bytes, parsed lists, script hashes).
+    pub fn memory_size(&self) -> usize {
+        use crate::parse::{InputRef, OutputRef, TxRef};
+        use std::mem::size_of;
+        let b = &self.block;
+        b.raw.capacity()
+            + b.txs.capacity() * size_of::<TxRef>()
+            + b.inputs.capacity() * size_of::<InputRef>()
+            + b.outputs.capacity() * size_of::<OutputRef>()
+            + self.hashxs.capacity() * size_of::<Option<HashX>>()
+    }
+
     /// Computes the script hashes of a parsed block's outputs.
     pub fn new(height: u32, block: ParsedBlock, coin: &CoinParams) -> Self {
         let hashxs = block
@@ -77,7 +93,7 @@ pub struct BlockProcessor {
     store: Arc<Store>,
     coin: CoinParams,
     opts: ProcessorOptions,
-    batch: WriteBatch,
+    writes: PendingWrites,
     coins: FastMap<OutKey, CoinInfo>,
     spent_db_keys: HashSet<[u8; keys::OUTPOINT_KEY_LEN]>,
     pending: ChainState,
@@ -110,7 +126,7 @@ impl BlockProcessor {
             store,
             coin,
             opts,
-            batch: WriteBatch::default(),
+            writes: PendingWrites::default(),
             coins: FastMap::default(),
             spent_db_keys: HashSet::new(),
             pending: ChainState::default(),
@@ -180,14 +196,14 @@ impl BlockProcessor {
 
     /// Bytes held in memory awaiting a flush.
     pub fn cache_bytes(&self) -> usize {
-        self.coins.len() * COIN_ENTRY_BYTES
-            + self.batch.size_in_bytes()
-            + self.spent_db_keys.len() * 48
+        self.coins.len() * COIN_ENTRY_BYTES + self.writes.bytes() + self.spent_db_keys.len() * 48
     }
 
-    /// True when the caches have outgrown their budget.
+    /// True when the caches have outgrown their budget. The budget (`CACHE_MB`) bounds the
+    /// sync's whole memory: at a flush the pending writes exist up to [`FLUSH_MEMORY_FACTOR`]
+    /// times (our buffers, the RocksDB write batch, the memtable it lands in).
     pub fn should_flush(&self) -> bool {
-        self.cache_bytes() >= self.opts.cache_bytes
+        self.cache_bytes().saturating_mul(FLUSH_MEMORY_FACTOR) >= self.opts.cache_bytes
     }
 
     /// True if there is anything unflushed.
@@ -226,13 +242,10 @@ impl BlockProcessor {
         for (i, tx) in block.txs[..n_txs].iter().enumerate() {
             let txnum = first_txnum + i as u64;
             self.tx_hashxs.clear();
-            self.batch
-                .put_cf(self.store.cf(cf::TXIDS), keys::txids_key(txnum), tx.txid.0);
-            self.batch.put_cf(
-                self.store.cf(cf::TXID_INDEX),
-                keys::txid_index_key(&tx.txid, txnum),
-                [],
-            );
+            self.writes.txids.push((txnum, tx.txid));
+            self.writes
+                .txid_index
+                .push(keys::txid_index_key(&tx.txid, txnum));
             for input in &block.inputs[tx.inputs.clone()] {
                 let key = OutKey {
                     txid: input.prev_txid,
@@ -252,18 +265,18 @@ impl BlockProcessor {
                     },
                 };
                 if let Some(k) = db_key {
-                    self.batch.delete_cf(self.store.cf(cf::OUTPOINTS), k);
-                    self.batch.delete_cf(
-                        self.store.cf(cf::UTXOS),
-                        keys::utxo_key(&coin.hashx, coin.txnum, key.vout),
-                    );
+                    self.writes.outpoint_deletes.push(k);
+                    self.writes.utxo_deletes.push(keys::utxo_key(
+                        &coin.hashx,
+                        coin.txnum,
+                        key.vout,
+                    ));
                     self.spent_db_keys.insert(k);
                 }
-                self.batch.put_cf(
-                    self.store.cf(cf::SPENDERS),
+                self.writes.spenders.push((
                     keys::spender_key(coin.txnum, key.vout),
                     keys::txnum_bytes(txnum),
-                );
+                ));
                 self.tx_hashxs.push(coin.hashx);
                 if keep_undo {
                     undo.spent.push(SpentOutput {
@@ -301,11 +314,7 @@ impl BlockProcessor {
             self.tx_hashxs.sort_unstable();
             self.tx_hashxs.dedup();
             for hashx in &self.tx_hashxs {
-                self.batch.put_cf(
-                    self.store.cf(cf::HISTORY),
-                    keys::history_key(hashx, txnum),
-                    [],
-                );
+                self.writes.history.push(keys::history_key(hashx, txnum));
             }
             if self.collect_touched {
                 self.touched.hashxs.extend(self.tx_hashxs.iter().copied());
@@ -315,21 +324,21 @@ impl BlockProcessor {
         let mut header_value = Vec::with_capacity(88);
         header_value.extend_from_slice(block.header());
         header_value.extend_from_slice(&self.tx_count.to_be_bytes());
-        self.batch.put_cf(
+        let small = &mut self.writes.small;
+        small.put_cf(
             self.store.cf(cf::HEADERS),
             keys::height_key(height),
             header_value,
         );
         if keep_undo {
-            self.batch.put_cf(
+            small.put_cf(
                 self.store.cf(cf::UNDO),
                 keys::height_key(height),
                 undo.encode(),
             );
         }
         if let Some(old) = height.checked_sub(self.opts.reorg_limit) {
-            self.batch
-                .delete_cf(self.store.cf(cf::UNDO), keys::height_key(old));
+            small.delete_cf(self.store.cf(cf::UNDO), keys::height_key(old));
         }
         self.pending.headers.push(*block.header());
         self.pending.hashes.push(block.hash);
@@ -426,20 +435,13 @@ impl BlockProcessor {
         if !self.has_pending() {
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        let (outpoints, utxos) = (self.store.cf(cf::OUTPOINTS), self.store.cf(cf::UTXOS));
-        for (k, c) in self.coins.drain() {
-            batch.put_cf(
-                outpoints,
-                keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
-                keys::outpoint_value(&c.hashx, c.value),
-            );
-            batch.put_cf(
-                utxos,
-                keys::utxo_key(&c.hashx, c.txnum, k.vout),
-                c.value.to_le_bytes(),
-            );
-        }
+        let t0 = std::time::Instant::now();
+        let batch = std::mem::take(&mut self.writes).into_batch(&mut self.coins, &self.store);
+        tracing::debug!(
+            secs = t0.elapsed().as_secs_f64(),
+            bytes = batch.size_in_bytes(),
+            "flush: batch built"
+        );
         self.spent_db_keys.clear();
         let mut meta = self.store.meta();
         meta.block_count = self.block_count();

@@ -125,6 +125,8 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Maximum open files (`-1`: unlimited).
     pub max_open_files: i32,
+    /// Memtable memory across all column families.
+    pub memtable_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -132,6 +134,7 @@ impl Default for StoreOptions {
         StoreOptions {
             block_cache_bytes: 128 << 20,
             max_open_files: 1024,
+            memtable_bytes: 128 << 20,
         }
     }
 }
@@ -140,7 +143,8 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut o = Options::default();
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_bottommost_compression_type(DBCompressionType::Zstd);
-    o.set_write_buffer_size(64 << 20);
+    let small = matches!(name, cf::META | cf::HEADERS);
+    o.set_write_buffer_size(if small { 4 << 20 } else { 64 << 20 });
     o.set_target_file_size_base(64 << 20);
     o.set_level_compaction_dynamic_level_bytes(true);
     let mut t = BlockBasedOptions::default();
@@ -176,6 +180,9 @@ impl Store {
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_max_total_wal_size(256 << 20);
+        // Bound memtables across all column families (each would otherwise grow to its own
+        // write buffer size before flushing).
+        db_opts.set_db_write_buffer_size(opts.memtable_bytes);
         let cfs = cf::ALL
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
@@ -311,9 +318,13 @@ impl Store {
         let bytes = serde_json::to_vec(&new_meta).expect("state serializes");
         batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
         let mut wo = rocksdb::WriteOptions::default();
+        // With the WAL every committed batch survives a crash of the process; `sync` (at the
+        // tip) makes it survive a power loss too.
         wo.set_sync(sync);
         let mut chain = self.state.write();
+        let t0 = std::time::Instant::now();
         self.db.write_opt(batch, &wo)?;
+        tracing::debug!(secs = t0.elapsed().as_secs_f64(), "flush: batch written");
         update(&mut chain);
         debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
         *self.meta.write() = new_meta;
