@@ -12,6 +12,7 @@
 //! - [`prefetch`]: fetches and parses blocks ahead of indexing.
 //! - [`index`]: the block processor (writes) and [`index::ChainIndex`] (reads).
 //! - [`store`]: the RocksDB layout and the commit protocol.
+//! - [`mempool`]: mirror of the node's mempool (fees, touched scripts, fee histogram).
 //! - [`controller`]: builder-style lifecycle: open, sync, follow the tip, publish events, stop.
 //!
 //! ```no_run
@@ -42,6 +43,7 @@ pub mod daemon;
 pub mod error;
 pub mod hash;
 pub mod index;
+pub mod mempool;
 pub mod parse;
 pub mod prefetch;
 pub mod store;
@@ -51,3 +53,4 @@ pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncStatus};
 pub use error::{DaemonError, IndexError, ParseError};
 pub use hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
 pub use index::{ChainIndex, HistoryItem, Index, Utxo};
+pub use mempool::{Mempool, MempoolEntry, MempoolUpdate};

@@ -40,6 +40,17 @@ pub struct TxRef {
     pub outputs: Range<usize>,
     /// Byte range of the whole transaction in [`ParsedBlock::raw`].
     pub bytes: Range<usize>,
+    /// Bytes of segwit data (marker, flag and witnesses); 0 for a legacy transaction.
+    pub witness_len: usize,
+}
+
+impl TxRef {
+    /// Virtual size (weight / 4, rounded up), the size fee rates are quoted in.
+    pub fn vsize(&self) -> usize {
+        let total = self.bytes.len();
+        let stripped = total - self.witness_len;
+        (stripped * 3 + total).div_ceil(4)
+    }
 }
 
 /// A parsed block: the raw bytes plus flat lists of transactions, inputs and outputs.
@@ -215,6 +226,7 @@ fn parse_tx(
         });
     }
     engine.input(&r.data[body_start..r.pos]);
+    let witness_start = r.pos;
     if segwit {
         for _ in 0..n_in {
             let n_items = r.compact_size()?;
@@ -226,6 +238,7 @@ fn parse_tx(
             }
         }
     }
+    let witness_len = if segwit { r.pos - witness_start + 2 } else { 0 };
     engine.input(r.take(4)?); // lock time
     let txid = Hash32(sha256d::Hash::from_engine(engine).to_byte_array());
     Ok(TxRef {
@@ -233,6 +246,7 @@ fn parse_tx(
         inputs: first_input..inputs.len(),
         outputs: first_output..outputs.len(),
         bytes: start..r.pos,
+        witness_len,
     })
 }
 

@@ -64,6 +64,50 @@ pub struct Settings {
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Services to offer, ElectrumX syntax: `tcp://host:port,…` (empty: index only).
+    #[arg(long, env = "SERVICES", default_value = "")]
+    pub services: String,
+
+    /// Services to advertise in `server.features` (default: none).
+    #[arg(long, env = "REPORT_SERVICES", default_value = "")]
+    pub report_services: String,
+
+    /// File whose text is the `server.banner` ($SERVER_VERSION etc. substituted).
+    #[arg(long, env = "BANNER_FILE")]
+    pub banner_file: Option<PathBuf>,
+
+    /// Address shown by `server.donation_address`.
+    #[arg(long, env = "DONATION_ADDRESS", default_value = "")]
+    pub donation_address: String,
+
+    /// Longest incoming message in bytes.
+    #[arg(long, env = "MAX_RECV", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    pub max_recv: u64,
+
+    /// Longest response in bytes (values under 350000 are raised to it, as in ElectrumX).
+    #[arg(long, env = "MAX_SEND", default_value_t = 8_100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_send: u64,
+
+    /// Most concurrent client sessions.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_sessions: u64,
+
+    /// Most requests in one JSON-RPC batch.
+    #[arg(long, env = "MAX_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_batch: u64,
+
+    /// Seconds without a message after which a session is closed.
+    #[arg(long, env = "SESSION_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_timeout: u64,
+
+    /// Seconds one request may take before it fails with "server busy".
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+
+    /// Milliseconds between mempool polls.
+    #[arg(long, env = "DAEMON_POLL_INTERVAL_MEMPOOL", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub daemon_poll_interval_mempool: u64,
+
     /// Seconds between sync progress lines.
     #[arg(long, env = "PROGRESS_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_interval: u64,
@@ -71,6 +115,12 @@ pub struct Settings {
 
 /// Settings checked and resolved.
 pub struct Resolved {
+    /// Services to run.
+    pub services: Vec<crate::services::Service>,
+    /// Services to advertise.
+    pub report_services: Vec<crate::services::Service>,
+    /// Session limits.
+    pub limits: crate::state::Limits,
     /// Coin parameters.
     pub coin: CoinParams,
     /// Daemon URLs (empty when indexing block files).
@@ -95,10 +145,42 @@ impl Settings {
                 f.display()
             );
         }
+        let services = crate::services::parse_services(
+            &self.services,
+            "SERVICES",
+            coin.default_tcp_port,
+            coin.default_ssl_port,
+        )?;
+        let report_services = crate::services::parse_services(
+            &self.report_services,
+            "REPORT_SERVICES",
+            coin.default_tcp_port,
+            coin.default_ssl_port,
+        )?;
+        if let Some(f) = &self.banner_file
+            && !f.is_file()
+        {
+            return Err(format!(
+                "BANNER_FILE: {} is not a readable file",
+                f.display()
+            ));
+        }
+        let limits = crate::state::Limits {
+            max_recv: self.max_recv as usize,
+            max_send: (self.max_send as usize).max(350_000),
+            max_batch: self.max_batch as usize,
+            max_sessions: self.max_sessions as usize,
+            session_timeout: Duration::from_secs(self.session_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            ..crate::state::Limits::default()
+        };
         Ok(Resolved {
             coin,
             daemon_urls,
             poll_interval: Duration::from_millis(self.daemon_poll_interval_blocks),
+            services,
+            report_services,
+            limits,
         })
     }
 }

@@ -1,8 +1,6 @@
 //! `electrumx-server`: runs the electrumx-core indexer from ElectrumX-style settings and
 //! exits cleanly, with a flush, on SIGINT or SIGTERM.
 
-mod config;
-
 /// jemalloc instead of glibc malloc: glibc's per-thread arenas fragmented to several hundred
 /// MB during sync (blocks are allocated on the prefetch threads and freed on the indexer's).
 #[global_allocator]
@@ -10,10 +8,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use config::Settings;
-use electrumx_core::Controller;
 use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::prefetch::PrefetchOptions;
+use electrumx_core::{Controller, Mempool};
+use electrumx_server::config::Settings;
+use electrumx_server::state::{Identity, ServerState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -86,26 +85,106 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let controller = builder.build().context("opening the index")?;
     controller.start()?;
+    let serving = CancellationToken::new();
+    let server_task = if resolved.services.is_empty() {
+        tracing::info!("SERVICES is empty: indexing only, no client service");
+        None
+    } else {
+        let daemon = controller.daemon();
+        let index = controller.index();
+        let mempool = Arc::new(Mempool::new(
+            daemon.clone(),
+            Arc::new(index.clone()),
+            resolved.coin.clone(),
+        ));
+        let identity = Identity {
+            banner: banner(&settings, &daemon).await,
+            donation_address: settings.donation_address.clone(),
+            report_services: resolved
+                .report_services
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let state = Arc::new(ServerState {
+            coin: resolved.coin.clone(),
+            index,
+            mempool,
+            daemon,
+            limits: resolved.limits.clone(),
+            identity,
+            subs: Default::default(),
+            mempool_wake: Default::default(),
+        });
+        let services = resolved.services.clone();
+        let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);
+        let token = serving.clone();
+        let controller_ref = &controller;
+        Some(async move {
+            electrumx_server::server::run(state, controller_ref, services, poll, token).await
+        })
+    };
     let mut status = controller.status();
-    let outcome = tokio::select! {
-        sig = shutdown_signal() => { tracing::info!("{sig} received: flushing and stopping"); Ok(()) }
-        _ = async { while status.changed().await.is_ok() { if status.borrow().stopped { break; } } } => {
-            Err(anyhow::anyhow!("{}", status.borrow().error.clone().unwrap_or_else(|| "sync loop ended".into())))
+    let sync_ended = async {
+        while status.changed().await.is_ok() {
+            if status.borrow().stopped {
+                break;
+            }
         }
     };
+    let serve = async {
+        match server_task {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome: anyhow::Result<()> = tokio::select! {
+        sig = shutdown_signal() => { tracing::info!("{sig} received: flushing and stopping"); Ok(()) }
+        _ = sync_ended => {
+            Err(anyhow::anyhow!("{}", controller.status().borrow().error.clone().unwrap_or_else(|| "sync loop ended".into())))
+        }
+        r = serve => r.and(Err(anyhow::anyhow!("client service ended"))),
+    };
+    serving.cancel();
     cancel.cancel();
-    let stop = controller.stop();
-    tokio::select! {
-        r = stop => r.context("stopping the index")?,
+    let stopped = tokio::select! {
+        r = controller.stop() => r,
         sig = shutdown_signal() => {
             tracing::warn!("second {sig}: exiting at once (the database stays consistent)");
             std::process::exit(130);
         }
-    }
-    if outcome.is_ok() {
-        tracing::info!("stopped cleanly");
-    }
-    outcome
+    };
+    // A sync failure is the error to report; stopping then repeats it.
+    outcome?;
+    stopped.context("stopping the index")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The banner: BANNER_FILE with ElectrumX's variables substituted, or a default line.
+async fn banner(settings: &Settings, daemon: &Arc<dyn Daemon>) -> String {
+    let version = electrumx_server::state::server_version();
+    let Some(path) = &settings.banner_file else {
+        return format!("You are connected to an {version} server.");
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let info = daemon
+        .call_json("getnetworkinfo", serde_json::json!([]))
+        .await
+        .ok();
+    let field = |k: &str| {
+        info.as_ref()
+            .and_then(|i| i.get(k))
+            .map(|v| v.to_string().trim_matches('"').to_string())
+    };
+    text.replace("$SERVER_VERSION", env!("CARGO_PKG_VERSION"))
+        .replace("$SERVER_SUBVERSION", &version)
+        .replace("$DAEMON_VERSION", &field("version").unwrap_or_default())
+        .replace(
+            "$DAEMON_SUBVERSION",
+            &field("subversion").unwrap_or_default(),
+        )
+        .replace("$DONATION_ADDRESS", &settings.donation_address)
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -6,6 +6,7 @@
 pub mod chaingen;
 pub mod check;
 pub mod node;
+pub mod rawclient;
 pub mod server;
 
 use std::path::PathBuf;

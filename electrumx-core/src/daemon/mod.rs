@@ -23,6 +23,16 @@ pub trait Daemon: Send + Sync + 'static {
     /// Height of the node's best chain.
     async fn height(&self) -> DaemonResult<u32>;
 
+    /// Hash of the node's best block.
+    async fn best_block_hash(&self) -> DaemonResult<BlockHash> {
+        let h = self.height().await?;
+        let hashes = self.block_hashes(h, 1).await?;
+        hashes
+            .into_iter()
+            .next()
+            .ok_or_else(|| DaemonError::BadResponse("no best block".into()))
+    }
+
     /// Hashes of the blocks at heights `first .. first + count` of the node's best chain.
     async fn block_hashes(&self, first: u32, count: u32) -> DaemonResult<Vec<BlockHash>>;
 
@@ -56,6 +66,18 @@ pub trait Daemon: Send + Sync + 'static {
     /// The node's minimum relay fee in coin units per kB.
     async fn relay_fee(&self) -> DaemonResult<f64> {
         Ok(0.00001)
+    }
+
+    /// Any other node RPC, for pass-through answers (verbose transactions, mempool info).
+    async fn call_json(
+        &self,
+        method: &str,
+        _params: serde_json::Value,
+    ) -> DaemonResult<serde_json::Value> {
+        Err(DaemonError::Rpc {
+            code: -32601,
+            message: format!("{method}: not available from this block source"),
+        })
     }
 
     /// A short description for logs (URL without credentials, or a path).

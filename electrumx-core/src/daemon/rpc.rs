@@ -511,6 +511,15 @@ impl Daemon for RpcDaemon {
         self.typed_call("getblockcount", json!([])).await
     }
 
+    async fn call_json(&self, method: &str, params: Value) -> DaemonResult<Value> {
+        self.typed_call(method, params).await
+    }
+
+    async fn best_block_hash(&self) -> DaemonResult<BlockHash> {
+        let raw = self.call("getbestblockhash", json!([])).await?;
+        hash_of(&raw)
+    }
+
     async fn block_hashes(&self, first: u32, count: u32) -> DaemonResult<Vec<BlockHash>> {
         let params: Vec<Value> = (first..first.saturating_add(count))
             .map(|h| json!([h]))

@@ -376,8 +376,10 @@ impl BlockProcessor {
         self.db_lookups.sort_unstable_by_key(|a| a.0);
         let db = self.store.db();
         let outpoints = self.store.cf(cf::OUTPOINTS);
+        // A prefix-mode iterator: each seek consults the SST files' prefix bloom filters, so
+        // files without the outpoint are skipped. Seeks go in key order for locality.
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_total_order_seek(true);
+        ro.set_prefix_same_as_start(true);
         let mut it = db.raw_iterator_cf_opt(outpoints, ro);
         let mut candidates: Vec<([u8; keys::OUTPOINT_KEY_LEN], CoinInfo)> = Vec::new();
         for (prefix, key) in &self.db_lookups {

@@ -5,7 +5,7 @@
 //! together under the chain lock, so a block committed meanwhile is either wholly seen or not.
 
 use crate::error::{IndexError, Result};
-use crate::hash::{BlockHash, Hash32, ScriptHash, Txid};
+use crate::hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
 use crate::parse::HEADER_LEN;
 use crate::store::keys::{self, TXNUM_LEN};
 use crate::store::{Store, cf};
@@ -48,6 +48,9 @@ pub trait ChainIndex: Send + Sync {
     /// Hash of the block at `height`.
     fn block_hash(&self, height: u32) -> Option<BlockHash>;
 
+    /// Hashes of up to `count` consecutive blocks from `start`.
+    fn block_hashes(&self, start: u32, count: u32) -> Vec<BlockHash>;
+
     /// Txids of the block at `height`, in block order (for merkle proofs). Empty for genesis.
     fn block_txids(&self, height: u32) -> Result<Option<Vec<Txid>>>;
 
@@ -80,6 +83,9 @@ pub trait ChainIndex: Send + Sync {
 
     /// Whether a confirmed output exists (spent or not) at this outpoint.
     fn output_exists(&self, txid: &Txid, vout: u32) -> Result<bool>;
+
+    /// Owner and value of a confirmed, unspent output.
+    fn unspent_output(&self, txid: &Txid, vout: u32) -> Result<Option<(HashX, u64)>>;
 }
 
 /// [`ChainIndex`] over a [`Store`].
@@ -285,6 +291,13 @@ impl ChainIndex for Index {
             .hashes
             .get(height as usize)
             .copied()
+    }
+
+    fn block_hashes(&self, start: u32, count: u32) -> Vec<BlockHash> {
+        let chain = self.store.chain().read();
+        let start = (start as usize).min(chain.hashes.len());
+        let end = start.saturating_add(count as usize).min(chain.hashes.len());
+        chain.hashes[start..end].to_vec()
     }
 
     fn block_txids(&self, height: u32) -> Result<Option<Vec<Txid>>> {
@@ -502,5 +515,27 @@ impl ChainIndex for Index {
         Ok(db
             .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?
             .is_some())
+    }
+
+    fn unspent_output(&self, txid: &Txid, vout: u32) -> Result<Option<(HashX, u64)>> {
+        let view = self.view();
+        let Some(txnum) = self.find_txnum(&view, txid)? else {
+            return Ok(None);
+        };
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&view.snapshot);
+        let key = keys::outpoint_key(&txid.0, vout, txnum);
+        match self
+            .store
+            .db()
+            .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?
+        {
+            Some(v) => {
+                Ok(Some(keys::decode_outpoint_value(&v).ok_or_else(|| {
+                    IndexError::Corrupt("outpoint value".into())
+                })?))
+            }
+            None => Ok(None),
+        }
     }
 }

@@ -151,7 +151,15 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     t.set_block_cache(cache);
     t.set_block_size(16 << 10);
     t.set_format_version(5);
+    // Partitioned index and filters: a lookup loads a small partition, not a whole
+    // multi-megabyte filter block (which the LRU cache evicted and re-read on every seek
+    // once the database outgrew the cache).
+    t.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    t.set_partition_filters(true);
+    t.set_metadata_block_size(4096);
     t.set_cache_index_and_filter_blocks(true);
+    t.set_cache_index_and_filter_blocks_with_high_priority(true);
+    t.set_pin_top_level_index_and_filter(true);
     t.set_pin_l0_filter_and_index_blocks_in_cache(true);
     let prefix = match name {
         cf::OUTPOINTS => Some(keys::OUTPOINT_PREFIX_LEN),

@@ -1,0 +1,436 @@
+//! A mirror of the node's mempool: which unconfirmed transactions touch which scripts and
+//! outpoints, their fees and sizes, and the fee histogram.
+//!
+//! [`Mempool::refresh`] polls the node: it fetches new transactions in batches, resolves
+//! their prevouts from the index or from other mempool transactions, drops what left the
+//! node's mempool, and reports what it touched. It refreshes only while the index is at the
+//! node's tip, so mempool data is never combined with a stale chain state.
+
+use crate::coin::CoinParams;
+use crate::daemon::Daemon;
+use crate::error::Result;
+use crate::hash::{HashX, Txid};
+use crate::index::ChainIndex;
+use crate::index::processor::is_unspendable;
+use crate::parse::{InputRef, OutputRef, parse_transaction};
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// One mempool transaction as a script's history shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolEntry {
+    /// Transaction id.
+    pub txid: Txid,
+    /// Fee in satoshis.
+    pub fee: u64,
+    /// Virtual size in bytes.
+    pub vsize: u32,
+    /// True if it spends an output of another mempool transaction (Electrum height -1).
+    pub has_unconfirmed_inputs: bool,
+}
+
+impl MempoolEntry {
+    /// The Electrum protocol's pseudo-height: 0, or -1 with unconfirmed inputs.
+    pub fn electrum_height(&self) -> i64 {
+        if self.has_unconfirmed_inputs { -1 } else { 0 }
+    }
+}
+
+/// An unspent output of a mempool transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolUtxo {
+    /// Funding transaction.
+    pub txid: Txid,
+    /// Output index.
+    pub vout: u32,
+    /// Value.
+    pub value: u64,
+}
+
+struct TxData {
+    entry: MempoolEntry,
+    /// Each input's outpoint and the owner/value of what it spends.
+    inputs: Vec<((Txid, u32), HashX, u64)>,
+    /// Each output's owner and value (`None` for unspendable).
+    outputs: Vec<Option<(HashX, u64)>>,
+}
+
+impl TxData {
+    fn hashxs(&self) -> impl Iterator<Item = HashX> + '_ {
+        self.inputs
+            .iter()
+            .map(|i| i.1)
+            .chain(self.outputs.iter().flatten().map(|o| o.0))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    txs: HashMap<Txid, TxData>,
+    by_hashx: HashMap<HashX, HashSet<Txid>>,
+    spent: HashMap<(Txid, u32), Txid>,
+    histogram: Vec<(f64, u64)>,
+}
+
+/// What a refresh changed.
+#[derive(Clone, Debug, Default)]
+pub struct MempoolUpdate {
+    /// Scripts whose mempool history changed.
+    pub touched: HashSet<HashX>,
+    /// Outpoints spent or released by mempool transactions.
+    pub outpoints: HashSet<(Txid, u32)>,
+    /// Transactions added.
+    pub added: usize,
+    /// Transactions removed.
+    pub removed: usize,
+}
+
+/// Summary numbers of the mempool.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MempoolInfo {
+    /// Transactions.
+    pub count: usize,
+    /// Sum of virtual sizes.
+    pub vsize: u64,
+    /// Sum of fees.
+    pub fees: u64,
+}
+
+/// The mempool mirror (see the module docs).
+pub struct Mempool {
+    state: RwLock<State>,
+    daemon: Arc<dyn Daemon>,
+    index: Arc<dyn ChainIndex>,
+    coin: CoinParams,
+}
+
+/// Transactions fetched per batch request.
+const FETCH_BATCH: usize = 500;
+
+impl Mempool {
+    /// An empty mirror for `coin` (whose rules tell which outputs are not indexed).
+    pub fn new(daemon: Arc<dyn Daemon>, index: Arc<dyn ChainIndex>, coin: CoinParams) -> Self {
+        Mempool {
+            state: RwLock::new(State::default()),
+            daemon,
+            index,
+            coin,
+        }
+    }
+
+    /// Polls the node once. Returns `None` (and changes nothing) when the index is not at
+    /// the node's tip.
+    pub async fn refresh(&self) -> Result<Option<MempoolUpdate>> {
+        let best = self.daemon.best_block_hash().await?;
+        if self.index.tip().map(|t| t.1) != Some(best) {
+            return Ok(None);
+        }
+        let txids = self.daemon.mempool_txids().await?;
+        let current: HashSet<Txid> = txids.iter().copied().collect();
+        let mut update = MempoolUpdate::default();
+        let new: Vec<Txid> = {
+            let st = self.state.read();
+            txids
+                .iter()
+                .filter(|t| !st.txs.contains_key(t))
+                .copied()
+                .collect()
+        };
+        let mut fetched: Vec<(Txid, Vec<u8>)> = Vec::with_capacity(new.len());
+        for chunk in new.chunks(FETCH_BATCH) {
+            let raws = self.daemon.raw_transactions(chunk).await?;
+            fetched.extend(
+                chunk
+                    .iter()
+                    .zip(raws)
+                    .filter_map(|(t, r)| r.map(|r| (*t, r))),
+            );
+        }
+        // The chain may have moved while we fetched: then try again next time.
+        if self.index.tip().map(|t| t.1) != Some(best) {
+            return Ok(None);
+        }
+        let mut st = self.state.write();
+        let gone: Vec<Txid> = st
+            .txs
+            .keys()
+            .filter(|t| !current.contains(t))
+            .copied()
+            .collect();
+        for txid in gone {
+            remove_tx(&mut st, &txid, &mut update);
+        }
+        self.add_txs(&mut st, fetched, &mut update)?;
+        st.histogram = compute_histogram(st.txs.values().map(|t| &t.entry));
+        Ok(Some(update))
+    }
+
+    fn add_txs(
+        &self,
+        st: &mut State,
+        fetched: Vec<(Txid, Vec<u8>)>,
+        update: &mut MempoolUpdate,
+    ) -> Result<()> {
+        struct Parsed {
+            txid: Txid,
+            vsize: usize,
+            inputs: Vec<InputRef>,
+            outputs: Vec<Option<(HashX, u64)>>,
+        }
+        let mut pending: Vec<Parsed> = Vec::with_capacity(fetched.len());
+        let (mut ins, mut outs): (Vec<InputRef>, Vec<OutputRef>) = (Vec::new(), Vec::new());
+        for (txid, raw) in fetched {
+            ins.clear();
+            outs.clear();
+            let Ok(tx) = parse_transaction(&raw, &mut ins, &mut outs) else {
+                tracing::warn!(%txid, "mempool transaction does not parse; ignored");
+                continue;
+            };
+            if tx.txid != txid {
+                tracing::warn!(%txid, "node returned a different transaction; ignored");
+                continue;
+            }
+            let outputs = outs
+                .iter()
+                .map(|o| {
+                    let script = &raw[o.script.clone()];
+                    (!is_unspendable(&self.coin, script))
+                        .then(|| (HashX::of_script(script), o.value))
+                })
+                .collect();
+            pending.push(Parsed {
+                txid,
+                vsize: tx.vsize(),
+                inputs: ins.clone(),
+                outputs,
+            });
+        }
+        // Parents before children: repeat while some transaction could be resolved.
+        loop {
+            let before = pending.len();
+            let mut still = Vec::new();
+            for p in pending {
+                let mut inputs = Vec::with_capacity(p.inputs.len());
+                let mut unconfirmed = false;
+                let mut ok = true;
+                for i in &p.inputs {
+                    let op = (i.prev_txid, i.prev_vout);
+                    if let Some(parent) = st.txs.get(&i.prev_txid) {
+                        match parent.outputs.get(i.prev_vout as usize).copied().flatten() {
+                            Some((h, v)) => {
+                                inputs.push((op, h, v));
+                                unconfirmed = true;
+                            }
+                            None => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    } else {
+                        match self.index.unspent_output(&i.prev_txid, i.prev_vout)? {
+                            Some((h, v)) => inputs.push((op, h, v)),
+                            None => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if !ok {
+                    still.push(p);
+                    continue;
+                }
+                let fee_in: u64 = inputs.iter().map(|i| i.2).sum();
+                let fee_out: u64 = p.outputs.iter().flatten().map(|o| o.1).sum();
+                let entry = MempoolEntry {
+                    txid: p.txid,
+                    fee: fee_in.saturating_sub(fee_out),
+                    vsize: p.vsize as u32,
+                    has_unconfirmed_inputs: unconfirmed,
+                };
+                let data = TxData {
+                    entry,
+                    inputs,
+                    outputs: p.outputs,
+                };
+                insert_tx(st, data, update);
+            }
+            pending = still;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            tracing::debug!(
+                count = pending.len(),
+                "mempool transactions with unresolved inputs; retrying later"
+            );
+        }
+        Ok(())
+    }
+
+    /// Mempool transactions touching a script, in the protocol's order (height 0 before
+    /// -1, then by txid as displayed).
+    pub fn history(&self, hashx: &HashX) -> Vec<MempoolEntry> {
+        let st = self.state.read();
+        let mut out: Vec<MempoolEntry> = st
+            .by_hashx
+            .get(hashx)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| st.txs.get(t).map(|d| d.entry))
+            .collect();
+        out.sort_by_cached_key(|e| (e.has_unconfirmed_inputs, e.txid.to_display_hex()));
+        out
+    }
+
+    /// Net change of a script's balance from mempool transactions (may be negative).
+    pub fn balance_delta(&self, hashx: &HashX) -> i64 {
+        let st = self.state.read();
+        let mut delta: i64 = 0;
+        for txid in st.by_hashx.get(hashx).into_iter().flatten() {
+            let Some(d) = st.txs.get(txid) else { continue };
+            for (h, v) in d.outputs.iter().flatten() {
+                if h == hashx {
+                    delta += *v as i64;
+                }
+            }
+            for (_, h, v) in &d.inputs {
+                if h == hashx {
+                    delta -= *v as i64;
+                }
+            }
+        }
+        delta
+    }
+
+    /// Unspent outputs of mempool transactions paying a script.
+    pub fn utxos(&self, hashx: &HashX) -> Vec<MempoolUtxo> {
+        let st = self.state.read();
+        let mut out = Vec::new();
+        for txid in st.by_hashx.get(hashx).into_iter().flatten() {
+            let Some(d) = st.txs.get(txid) else { continue };
+            for (vout, o) in d.outputs.iter().enumerate() {
+                if let Some((h, v)) = o
+                    && h == hashx
+                    && !st.spent.contains_key(&(*txid, vout as u32))
+                {
+                    out.push(MempoolUtxo {
+                        txid: *txid,
+                        vout: vout as u32,
+                        value: *v,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|u| (u.txid, u.vout));
+        out
+    }
+
+    /// The mempool transaction spending an outpoint, if any.
+    pub fn spender(&self, txid: &Txid, vout: u32) -> Option<Txid> {
+        self.state.read().spent.get(&(*txid, vout)).copied()
+    }
+
+    /// A mempool transaction's entry.
+    pub fn get(&self, txid: &Txid) -> Option<MempoolEntry> {
+        self.state.read().txs.get(txid).map(|d| d.entry)
+    }
+
+    /// The fee histogram: `(fee rate in sat/vB, vsize)` pairs from the highest rate down,
+    /// binned as ElectrumX does (about 100 kvB a bin, growing by 10 %).
+    pub fn fee_histogram(&self) -> Vec<(f64, u64)> {
+        self.state.read().histogram.clone()
+    }
+
+    /// Count, total virtual size and fees.
+    pub fn info(&self) -> MempoolInfo {
+        let st = self.state.read();
+        MempoolInfo {
+            count: st.txs.len(),
+            vsize: st.txs.values().map(|d| d.entry.vsize as u64).sum(),
+            fees: st.txs.values().map(|d| d.entry.fee).sum(),
+        }
+    }
+}
+
+fn insert_tx(st: &mut State, data: TxData, update: &mut MempoolUpdate) {
+    let txid = data.entry.txid;
+    for h in data.hashxs() {
+        st.by_hashx.entry(h).or_default().insert(txid);
+        update.touched.insert(h);
+    }
+    for (op, _, _) in &data.inputs {
+        st.spent.insert(*op, txid);
+        update.outpoints.insert(*op);
+    }
+    update.added += 1;
+    st.txs.insert(txid, data);
+}
+
+fn remove_tx(st: &mut State, txid: &Txid, update: &mut MempoolUpdate) {
+    let Some(data) = st.txs.remove(txid) else {
+        return;
+    };
+    for h in data.hashxs() {
+        if let Some(set) = st.by_hashx.get_mut(&h) {
+            set.remove(txid);
+            if set.is_empty() {
+                st.by_hashx.remove(&h);
+            }
+        }
+        update.touched.insert(h);
+    }
+    for (op, _, _) in &data.inputs {
+        if st.spent.get(op) == Some(txid) {
+            st.spent.remove(op);
+        }
+        update.outpoints.insert(*op);
+    }
+    update.removed += 1;
+}
+
+/// ElectrumX's compact fee histogram.
+fn compute_histogram<'a>(entries: impl Iterator<Item = &'a MempoolEntry>) -> Vec<(f64, u64)> {
+    let mut rates: Vec<(f64, u64)> = entries
+        .filter(|e| e.vsize > 0)
+        .map(|e| (e.fee as f64 / e.vsize as f64, e.vsize as u64))
+        .collect();
+    rates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out = Vec::new();
+    let mut bin_size = 100_000.0;
+    let mut cum: u64 = 0;
+    let mut r = 0.0;
+    for (rate, size) in rates {
+        cum += size;
+        if cum as f64 + r > bin_size {
+            out.push((rate, cum));
+            r += cum as f64 - bin_size;
+            cum = 0;
+            bin_size *= 1.1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bins_like_electrumx() {
+        let e = |fee, vsize| MempoolEntry {
+            txid: Txid::default(),
+            fee,
+            vsize,
+            has_unconfirmed_inputs: false,
+        };
+        let entries: Vec<_> = (0..300).map(|i| e(1000 + i * 10, 1000)).collect();
+        let h = compute_histogram(entries.iter());
+        assert!(!h.is_empty());
+        assert!(h.windows(2).all(|w| w[0].0 >= w[1].0), "rates descend");
+        assert!(h[0].1 > 100_000 - 1000 && h[0].1 <= 101_000);
+        assert!(compute_histogram(std::iter::empty()).is_empty());
+    }
+}

@@ -1,0 +1,281 @@
+//! JSON-RPC as Electrum speaks it: one message per line (or WebSocket frame), version 1.0 or
+//! 2.0, single requests or batches, positional or named parameters.
+
+use serde_json::{Map, Value, json};
+
+/// Error codes on the wire (see the protocol reference).
+pub mod code {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Not a request object; also "response too large".
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Unknown method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Wrong number or names of parameters.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// A failure of ours.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Session cost too high.
+    pub const EXCESSIVE_RESOURCE_USAGE: i64 = -101;
+    /// Request took too long.
+    pub const SERVER_BUSY: i64 = -102;
+    /// Bad argument values, rejected transactions, protocol misuse (ElectrumX's BAD_REQUEST).
+    pub const BAD_REQUEST: i64 = 1;
+    /// The node returned an error (ElectrumX's DAEMON_ERROR).
+    pub const DAEMON_ERROR: i64 = 2;
+    /// History too long to serve (protocol 1.7, used by ElectrumX 2.0 for all versions).
+    pub const HISTORY_TOO_LARGE: i64 = 10001;
+}
+
+/// A JSON-RPC error to send back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    /// Error code.
+    pub code: i64,
+    /// Message.
+    pub message: String,
+}
+
+impl RpcError {
+    /// An error with a code and message.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// ElectrumX's BAD_REQUEST.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(code::BAD_REQUEST, message)
+    }
+}
+
+/// One parsed request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Its id; `None` for a notification (no reply).
+    pub id: Option<Value>,
+    /// Method name.
+    pub method: String,
+    /// Parameters as given.
+    pub params: Params,
+    /// True if it said `"jsonrpc": "2.0"`.
+    pub v2: bool,
+}
+
+/// Request parameters.
+#[derive(Debug, Clone)]
+pub enum Params {
+    /// `[a, b, …]` (also an absent `params`).
+    Positional(Vec<Value>),
+    /// `{"name": value, …}`.
+    Named(Map<String, Value>),
+}
+
+impl Params {
+    /// The parameter at `index` or named `name`, if given (JSON null counts as absent).
+    pub fn get(&self, index: usize, name: &str) -> Option<&Value> {
+        let v = match self {
+            Params::Positional(v) => v.get(index),
+            Params::Named(m) => m.get(name),
+        };
+        v.filter(|v| !v.is_null())
+    }
+
+    /// Number of parameters given.
+    pub fn len(&self) -> usize {
+        match self {
+            Params::Positional(v) => v.len(),
+            Params::Named(m) => m.len(),
+        }
+    }
+
+    /// True if no parameter was given.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fails if more than `max` positional parameters, or unknown names, were given.
+    pub fn check(&self, method: &str, names: &[&str]) -> Result<(), RpcError> {
+        match self {
+            Params::Positional(v) if v.len() > names.len() => Err(RpcError::new(
+                code::INVALID_PARAMS,
+                format!(
+                    "{} arguments passed to method \"{method}\" but it takes at most {}",
+                    v.len(),
+                    names.len()
+                ),
+            )),
+            Params::Named(m) => match m.keys().find(|k| !names.contains(&k.as_str())) {
+                Some(k) => Err(RpcError::new(
+                    code::INVALID_PARAMS,
+                    format!("method \"{method}\" has no parameter \"{k}\""),
+                )),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What one line of input holds.
+#[derive(Debug)]
+pub enum Incoming {
+    /// One request, or an error to answer with (id if known).
+    Single(Result<Request, (Option<Value>, RpcError)>),
+    /// A batch: each element parsed on its own.
+    Batch(Vec<Result<Request, (Option<Value>, RpcError)>>),
+}
+
+/// Parses one message. A message that is not JSON yields a parse error reply.
+pub fn parse_message(text: &str) -> Incoming {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            return Incoming::Single(Err((
+                None,
+                RpcError::new(code::PARSE_ERROR, "invalid JSON"),
+            )));
+        }
+    };
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Incoming::Single(Err((
+                    None,
+                    RpcError::new(code::INVALID_REQUEST, "batch is empty"),
+                )));
+            }
+            Incoming::Batch(items.into_iter().map(parse_request).collect())
+        }
+        other => Incoming::Single(parse_request(other)),
+    }
+}
+
+fn parse_request(value: Value) -> Result<Request, (Option<Value>, RpcError)> {
+    let Value::Object(mut obj) = value else {
+        return Err((
+            None,
+            RpcError::new(code::INVALID_REQUEST, "request must be an object"),
+        ));
+    };
+    let v2 = obj.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
+    let id = obj.remove("id");
+    let id_for_error = id.clone().filter(|v| !v.is_null()).or(Some(Value::Null));
+    if let Some(id) = &id
+        && !(id.is_string() || id.is_number() || id.is_null())
+    {
+        return Err((
+            None,
+            RpcError::new(code::INVALID_REQUEST, "invalid request id"),
+        ));
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => {
+            return Err((
+                id_for_error,
+                RpcError::new(code::INVALID_REQUEST, "missing or invalid method"),
+            ));
+        }
+    };
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => Params::Positional(Vec::new()),
+        Some(Value::Array(a)) => Params::Positional(a),
+        Some(Value::Object(m)) => Params::Named(m),
+        Some(_) => {
+            return Err((
+                id_for_error,
+                RpcError::new(code::INVALID_REQUEST, "invalid params"),
+            ));
+        }
+    };
+    // JSON-RPC 2.0: no id means a notification. 1.0 used `"id": null` for that.
+    let id = match id {
+        None => None,
+        Some(Value::Null) if !v2 => None,
+        Some(v) => Some(v),
+    };
+    Ok(Request {
+        id,
+        method,
+        params,
+        v2,
+    })
+}
+
+/// A success reply.
+pub fn response(id: &Value, result: Value, v2: bool) -> Value {
+    if v2 {
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
+    } else {
+        json!({"id": id, "result": result, "error": null})
+    }
+}
+
+/// An error reply.
+pub fn error_response(id: &Value, err: &RpcError, v2: bool) -> Value {
+    let e = json!({"code": err.code, "message": err.message});
+    if v2 {
+        json!({"jsonrpc": "2.0", "id": id, "error": e})
+    } else {
+        json!({"id": id, "result": null, "error": e})
+    }
+}
+
+/// A notification (server → client).
+pub fn notification(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "method": method, "params": params})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_singles_batches_and_errors() {
+        match parse_message(r#"{"jsonrpc":"2.0","id":1,"method":"server.ping","params":[]}"#) {
+            Incoming::Single(Ok(r)) => {
+                assert_eq!(r.method, "server.ping");
+                assert!(r.v2);
+                assert_eq!(r.id, Some(json!(1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(parse_message("{nope"), Incoming::Single(Err((None, e))) if e.code == code::PARSE_ERROR)
+        );
+        assert!(
+            matches!(parse_message("[]"), Incoming::Single(Err((None, e))) if e.code == code::INVALID_REQUEST)
+        );
+        assert!(matches!(parse_message("42"), Incoming::Single(Err(_))));
+        match parse_message(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 5, {"jsonrpc":"2.0","method":"b","params":{"x":1}}]"#,
+        ) {
+            Incoming::Batch(items) => {
+                assert_eq!(items.len(), 3);
+                assert!(items[1].is_err());
+                let b = items[2].as_ref().unwrap();
+                assert!(b.id.is_none());
+                assert_eq!(b.params.get(0, "x"), Some(&json!(1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // JSON-RPC 1.0 without "jsonrpc".
+        match parse_message(r#"{"id":"a","method":"server.version","params":["x","1.4"]}"#) {
+            Incoming::Single(Ok(r)) => assert!(!r.v2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_check_names_and_counts() {
+        let p = Params::Positional(vec![json!(1), json!(2), json!(3)]);
+        assert!(p.check("m", &["a", "b"]).is_err());
+        assert!(p.check("m", &["a", "b", "c"]).is_ok());
+        let mut m = Map::new();
+        m.insert("zzz".into(), json!(1));
+        assert!(Params::Named(m).check("m", &["a"]).is_err());
+    }
+}

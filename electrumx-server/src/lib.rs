@@ -1,0 +1,16 @@
+//! # electrumx-server
+//!
+//! The Electrum protocol on top of [`electrumx_core`]: JSON-RPC framing, sessions, the
+//! methods of protocol 1.4–1.6, subscriptions and notifications. The binary
+//! `electrumx-server` wires it to settings; embedders can run [`server::run`] themselves.
+
+pub mod config;
+pub mod jsonrpc;
+pub mod merkle;
+pub mod methods;
+pub mod server;
+pub mod services;
+pub mod session;
+pub mod state;
+pub mod subscriptions;
+pub mod version;

@@ -1,0 +1,672 @@
+//! The Electrum methods: argument checks, answers from the index, the mempool and the node,
+//! with the method set and result shapes of the negotiated protocol version.
+
+use crate::jsonrpc::{Params, RpcError, code};
+use crate::merkle::branch_and_root;
+use crate::state::{ServerState, server_version};
+use crate::version::{self, Version};
+use bitcoin::hashes::{Hash, HashEngine, sha256};
+use electrumx_core::{ChainIndex, DaemonError, Hash32, HashX, IndexError, ScriptHash, Txid};
+use serde_json::{Value, json};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// What a session knows about itself while answering.
+pub struct SessionCtx {
+    /// Session id (for subscriptions).
+    pub id: u64,
+    /// Negotiated version, once `server.version` was answered.
+    pub version: Option<Version>,
+    /// Client name from `server.version`.
+    pub client_name: String,
+}
+
+/// What a handler asks the session to do besides answering.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    /// Nothing.
+    Continue,
+    /// Close the connection after sending the reply.
+    Disconnect,
+}
+
+type Answer = Result<Value, RpcError>;
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    tracing::warn!("internal error: {e}");
+    RpcError::new(code::INTERNAL_ERROR, "internal server error")
+}
+
+fn index_err(e: IndexError) -> RpcError {
+    internal(e)
+}
+
+fn daemon_err(e: DaemonError) -> RpcError {
+    match e {
+        DaemonError::Rpc { code, message } => RpcError::new(
+            code::DAEMON_ERROR,
+            format!("daemon error: {{'code': {code}, 'message': {message:?}}}"),
+        ),
+        other => RpcError::new(code::DAEMON_ERROR, format!("daemon error: {other}")),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
+) -> Result<T, RpcError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+// ----- argument helpers -----
+
+fn arg_u32(p: &Params, i: usize, name: &str, default: Option<u32>) -> Result<u32, RpcError> {
+    match p.get(i, name) {
+        None => default.ok_or_else(|| {
+            RpcError::new(code::INVALID_PARAMS, format!("missing argument \"{name}\""))
+        }),
+        Some(v) => {
+            let n = match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            n.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                RpcError::bad_request(format!("{v} should be a non-negative integer"))
+            })
+        }
+    }
+}
+
+fn arg_bool(p: &Params, i: usize, name: &str) -> Result<bool, RpcError> {
+    match p.get(i, name) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(RpcError::bad_request(format!(
+            "\"{name}\" must be a boolean"
+        ))),
+    }
+}
+
+fn arg_str<'a>(p: &'a Params, i: usize, name: &str) -> Result<&'a str, RpcError> {
+    match p.get(i, name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(v) => Err(RpcError::bad_request(format!("{v} should be a string"))),
+        None => Err(RpcError::new(
+            code::INVALID_PARAMS,
+            format!("missing argument \"{name}\""),
+        )),
+    }
+}
+
+fn arg_scripthash(p: &Params) -> Result<ScriptHash, RpcError> {
+    let s = arg_str(p, 0, "scripthash")?;
+    if s.len() != 64 {
+        return Err(RpcError::bad_request(format!(
+            "{s} is not a valid script hash"
+        )));
+    }
+    ScriptHash::from_hex(s)
+        .ok_or_else(|| RpcError::bad_request(format!("{s} is not a valid script hash")))
+}
+
+fn arg_txid(p: &Params, i: usize, name: &str) -> Result<Txid, RpcError> {
+    let s = arg_str(p, i, name)?;
+    if s.len() != 64 {
+        return Err(RpcError::bad_request(format!(
+            "{s} should be a transaction hash"
+        )));
+    }
+    Hash32::from_display_hex(s)
+        .ok_or_else(|| RpcError::bad_request(format!("{s} should be a transaction hash")))
+}
+
+fn arg_hex(p: &Params, i: usize, name: &str) -> Result<Vec<u8>, RpcError> {
+    let s = arg_str(p, i, name)?;
+    const_hex::decode(s).map_err(|_| RpcError::bad_request(format!("{name} is not valid hex")))
+}
+
+// ----- shared computations -----
+
+/// A script's status (§5 of the protocol): `None` without history.
+pub fn script_status(state: &ServerState, sh: &ScriptHash) -> Result<Option<String>, RpcError> {
+    let mut engine = sha256::Hash::engine();
+    let mut n = 0usize;
+    let mut line = String::with_capacity(80);
+    state
+        .index
+        .visit_history(sh, &mut |item| {
+            line.clear();
+            line.push_str(&item.txid.to_display_hex());
+            line.push(':');
+            line.push_str(&item.height.to_string());
+            line.push(':');
+            engine.input(line.as_bytes());
+            n += 1;
+            ControlFlow::Continue(())
+        })
+        .map_err(index_err)?;
+    for e in state.mempool.history(&sh.hashx()) {
+        let piece = format!("{}:{}:", e.txid.to_display_hex(), e.electrum_height());
+        engine.input(piece.as_bytes());
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some(const_hex::encode(
+        sha256::Hash::from_engine(engine).to_byte_array(),
+    )))
+}
+
+fn history_too_large() -> RpcError {
+    RpcError::new(code::HISTORY_TOO_LARGE, "history too large")
+}
+
+fn mempool_entries(state: &ServerState, hashx: &HashX) -> Vec<Value> {
+    state
+        .mempool
+        .history(hashx)
+        .into_iter()
+        .map(|e| json!({"tx_hash": e.txid.to_display_hex(), "height": e.electrum_height(), "fee": e.fee}))
+        .collect()
+}
+
+fn header_json(height: u32, header: &[u8]) -> Value {
+    json!({"height": height, "hex": const_hex::encode(header)})
+}
+
+fn tip_header(state: &ServerState) -> Result<Value, RpcError> {
+    let (height, _) = state.index.tip().ok_or_else(|| internal("no tip"))?;
+    let header = state
+        .index
+        .header(height)
+        .ok_or_else(|| internal("no tip header"))?;
+    Ok(header_json(height, &header))
+}
+
+/// The header notification for the current tip.
+pub fn headers_notification(state: &ServerState) -> Option<String> {
+    let h = tip_header(state).ok()?;
+    Some(crate::jsonrpc::notification("blockchain.headers.subscribe", json!([h])).to_string())
+}
+
+fn cp_proof(
+    state: &ServerState,
+    height: u32,
+    cp_height: u32,
+) -> Result<(Vec<Hash32>, Hash32), RpcError> {
+    let tip = state.index.tip().map(|t| t.0).unwrap_or(0);
+    if height > cp_height || cp_height > tip {
+        return Err(RpcError::bad_request(format!(
+            "require header height {height} <= cp_height {cp_height} <= chain height {tip}"
+        )));
+    }
+    let leaves = state.index.block_hashes(0, cp_height + 1);
+    branch_and_root(&leaves, height as usize).ok_or_else(|| internal("cp proof"))
+}
+
+fn hexes(hs: &[Hash32]) -> Vec<String> {
+    hs.iter().map(|h| h.to_display_hex()).collect()
+}
+
+// ----- dispatch -----
+
+/// Answers one request.
+pub async fn handle(
+    state: &Arc<ServerState>,
+    ctx: &mut SessionCtx,
+    method: &str,
+    p: &Params,
+) -> (Answer, After) {
+    if method == "server.version" {
+        return server_version_method(ctx, p);
+    }
+    let Some(version) = ctx.version else {
+        return (
+            Err(RpcError::bad_request(
+                "use server.version to identify client",
+            )),
+            After::Disconnect,
+        );
+    };
+    (
+        dispatch(state, ctx, version, method, p).await,
+        After::Continue,
+    )
+}
+
+fn server_version_method(ctx: &mut SessionCtx, p: &Params) -> (Answer, After) {
+    if ctx.version.is_some() {
+        return (
+            Err(RpcError::bad_request("server.version already sent")),
+            After::Continue,
+        );
+    }
+    if let Some(Value::String(name)) = p.get(0, "client_name") {
+        ctx.client_name = name.chars().take(100).collect();
+    }
+    match version::negotiate(p.get(1, "protocol_version")) {
+        Some(v) => {
+            ctx.version = Some(v);
+            (
+                Ok(json!([server_version(), v.to_string()])),
+                After::Continue,
+            )
+        }
+        None => {
+            let asked = p
+                .get(1, "protocol_version")
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            (
+                Err(RpcError::bad_request(format!(
+                    "unsupported protocol version: {asked}"
+                ))),
+                After::Disconnect,
+            )
+        }
+    }
+}
+
+async fn dispatch(
+    state: &Arc<ServerState>,
+    ctx: &SessionCtx,
+    v: Version,
+    method: &str,
+    p: &Params,
+) -> Answer {
+    let v16 = v >= Version(1, 6, 0);
+    match method {
+        "blockchain.block.header" => {
+            p.check(method, &["height", "cp_height"])?;
+            let height = arg_u32(p, 0, "height", None)?;
+            let cp_height = arg_u32(p, 1, "cp_height", Some(0))?;
+            let header = state
+                .index
+                .header(height)
+                .ok_or_else(|| RpcError::bad_request(format!("height {height} out of range")))?;
+            if cp_height == 0 {
+                return Ok(json!(const_hex::encode(header)));
+            }
+            let st = state.clone();
+            let (branch, root) = blocking(move || cp_proof(&st, height, cp_height)).await?;
+            Ok(
+                json!({"header": const_hex::encode(header), "branch": hexes(&branch), "root": root.to_display_hex()}),
+            )
+        }
+        "blockchain.block.headers" => {
+            p.check(method, &["start_height", "count", "cp_height"])?;
+            let start = arg_u32(p, 0, "start_height", None)?;
+            let count = arg_u32(p, 1, "count", None)?.min(2016);
+            let cp_height = arg_u32(p, 2, "cp_height", Some(0))?;
+            let headers = state.index.headers(start, count);
+            let mut out = json!({"count": headers.len(), "max": 2016});
+            if v16 {
+                out["headers"] = json!(headers.iter().map(const_hex::encode).collect::<Vec<_>>());
+            } else {
+                out["hex"] = json!(const_hex::encode(headers.concat()));
+            }
+            if cp_height != 0 && !headers.is_empty() {
+                let last = start + headers.len() as u32 - 1;
+                let st = state.clone();
+                let (branch, root) = blocking(move || cp_proof(&st, last, cp_height)).await?;
+                out["branch"] = json!(hexes(&branch));
+                out["root"] = json!(root.to_display_hex());
+            }
+            Ok(out)
+        }
+        "blockchain.headers.subscribe" => {
+            p.check(method, &[])?;
+            state.subs.subscribe_headers(ctx.id);
+            tip_header(state)
+        }
+        "blockchain.estimatefee" => {
+            p.check(method, &["number", "mode"])?;
+            let number = arg_u32(p, 0, "number", None)?;
+            if let Some(mode) = p.get(1, "mode") {
+                let m = mode.as_str().unwrap_or("").to_ascii_uppercase();
+                if m != "CONSERVATIVE" && m != "ECONOMICAL" {
+                    return Err(RpcError::bad_request(format!(
+                        "unknown estimatefee mode: {mode}"
+                    )));
+                }
+            }
+            // A number, or -1 when the node cannot estimate: never an error.
+            match state.daemon.estimate_fee(number.max(1)).await {
+                Ok(Some(rate)) => Ok(json!(rate)),
+                Ok(None) => Ok(json!(-1)),
+                Err(e) => {
+                    tracing::debug!("estimatefee: {e}");
+                    Ok(json!(-1))
+                }
+            }
+        }
+        "blockchain.relayfee" if !v16 => {
+            p.check(method, &[])?;
+            state
+                .daemon
+                .relay_fee()
+                .await
+                .map(|f| json!(f))
+                .map_err(daemon_err)
+        }
+        "mempool.get_info" if v16 => {
+            p.check(method, &[])?;
+            let info = state
+                .daemon
+                .call_json("getmempoolinfo", json!([]))
+                .await
+                .map_err(daemon_err)?;
+            let relay = state.daemon.relay_fee().await.unwrap_or(0.0);
+            let get = |k: &str, d: f64| info.get(k).and_then(Value::as_f64).unwrap_or(d);
+            let min_relay = get("minrelaytxfee", relay);
+            Ok(json!({
+                "mempoolminfee": get("mempoolminfee", min_relay).max(min_relay),
+                "minrelaytxfee": min_relay,
+                "incrementalrelayfee": get("incrementalrelayfee", min_relay),
+            }))
+        }
+        "mempool.get_fee_histogram" => {
+            p.check(method, &[])?;
+            Ok(json!(
+                state
+                    .mempool
+                    .fee_histogram()
+                    .into_iter()
+                    .map(|(rate, size)| json!([rate, size]))
+                    .collect::<Vec<_>>()
+            ))
+        }
+        "blockchain.scripthash.get_balance" => {
+            p.check(method, &["scripthash"])?;
+            let sh = arg_scripthash(p)?;
+            let st = state.clone();
+            blocking(move || {
+                let confirmed = st.index.balance(&sh).map_err(index_err)?;
+                let unconfirmed = st.mempool.balance_delta(&sh.hashx());
+                Ok(json!({"confirmed": confirmed, "unconfirmed": unconfirmed}))
+            })
+            .await
+        }
+        "blockchain.scripthash.get_history" => {
+            p.check(method, &["scripthash"])?;
+            let sh = arg_scripthash(p)?;
+            let st = state.clone();
+            blocking(move || {
+                let limit = st.limits.max_history();
+                let confirmed = st.index.history(&sh, 0, limit + 1).map_err(index_err)?;
+                if confirmed.len() > limit {
+                    return Err(history_too_large());
+                }
+                let mut out: Vec<Value> = confirmed
+                    .iter()
+                    .map(|h| json!({"tx_hash": h.txid.to_display_hex(), "height": h.height}))
+                    .collect();
+                out.extend(mempool_entries(&st, &sh.hashx()));
+                Ok(json!(out))
+            })
+            .await
+        }
+        "blockchain.scripthash.get_mempool" => {
+            p.check(method, &["scripthash"])?;
+            let sh = arg_scripthash(p)?;
+            Ok(json!(mempool_entries(state, &sh.hashx())))
+        }
+        "blockchain.scripthash.listunspent" => {
+            p.check(method, &["scripthash"])?;
+            let sh = arg_scripthash(p)?;
+            let st = state.clone();
+            blocking(move || {
+                let limit = st.limits.max_history();
+                let utxos = st.index.utxos(&sh, limit + 1).map_err(index_err)?;
+                if utxos.len() > limit {
+                    return Err(history_too_large());
+                }
+                let mut out: Vec<Value> = utxos
+                    .iter()
+                    .filter(|u| st.mempool.spender(&u.txid, u.vout).is_none())
+                    .map(|u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": u.height, "value": u.value}))
+                    .collect();
+                out.extend(st.mempool.utxos(&sh.hashx()).into_iter().map(
+                    |u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": 0, "value": u.value}),
+                ));
+                Ok(json!(out))
+            })
+            .await
+        }
+        "blockchain.scripthash.subscribe" => {
+            p.check(method, &["scripthash"])?;
+            let sh = arg_scripthash(p)?;
+            let st = state.clone();
+            let status = blocking(move || script_status(&st, &sh)).await?;
+            state.subs.subscribe_script(ctx.id, sh, status.clone());
+            Ok(json!(status))
+        }
+        "blockchain.scripthash.unsubscribe" if v >= Version(1, 4, 2) => {
+            p.check(method, &["scripthash"])?;
+            let sh = arg_scripthash(p)?;
+            Ok(json!(state.subs.unsubscribe_script(ctx.id, &sh)))
+        }
+        "blockchain.transaction.get" => {
+            p.check(method, &["tx_hash", "verbose"])?;
+            let txid = arg_txid(p, 0, "tx_hash")?;
+            let verbose = arg_bool(p, 1, "verbose")?;
+            if verbose {
+                return state
+                    .daemon
+                    .call_json("getrawtransaction", json!([txid.to_display_hex(), 1]))
+                    .await
+                    .map_err(daemon_err);
+            }
+            transaction_raw(state, txid)
+                .await
+                .map(|raw| json!(const_hex::encode(raw)))
+        }
+        "blockchain.transaction.broadcast" => {
+            p.check(method, &["raw_tx"])?;
+            let raw = arg_hex(p, 0, "raw_tx")?;
+            match state.daemon.broadcast(&raw).await {
+                Ok(txid) => {
+                    state.mempool_wake.notify_one();
+                    Ok(json!(txid.to_display_hex()))
+                }
+                Err(DaemonError::Rpc { message, .. }) => Err(RpcError::bad_request(format!(
+                    "the transaction was rejected by network rules.\n\n{message}\n[{}]",
+                    const_hex::encode(&raw)
+                ))),
+                Err(e) => Err(daemon_err(e)),
+            }
+        }
+        "blockchain.transaction.broadcast_package" if v16 => {
+            p.check(method, &["raw_txs", "verbose"])?;
+            let txs = match p.get(0, "raw_txs") {
+                Some(Value::Array(a)) if a.iter().all(Value::is_string) && !a.is_empty() => {
+                    a.clone()
+                }
+                _ => {
+                    return Err(RpcError::bad_request(
+                        "raw_txs must be a non-empty list of hex strings",
+                    ));
+                }
+            };
+            let verbose = arg_bool(p, 1, "verbose")?;
+            let result = match state.daemon.call_json("submitpackage", json!([txs])).await {
+                Ok(r) => r,
+                Err(DaemonError::Rpc { code: -32601, .. }) => {
+                    return Err(RpcError::bad_request(
+                        "the node does not support package relay (submitpackage)",
+                    ));
+                }
+                Err(DaemonError::Rpc { message, .. }) => {
+                    return Err(RpcError::bad_request(format!(
+                        "the tx package was rejected by network rules.\n\n{message}."
+                    )));
+                }
+                Err(e) => return Err(daemon_err(e)),
+            };
+            state.mempool_wake.notify_one();
+            if verbose {
+                return Ok(result);
+            }
+            let success = result.get("package_msg").and_then(Value::as_str) == Some("success");
+            let mut out = json!({"success": success});
+            let errors: Vec<Value> = result
+                .get("tx-results")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.values()
+                        .filter_map(|r| {
+                            Some(
+                                json!({"txid": r.get("txid")?, "error": r.get("error")?.as_str()?}),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !errors.is_empty() {
+                out["errors"] = json!(errors);
+            }
+            Ok(out)
+        }
+        "blockchain.transaction.get_merkle" => {
+            p.check(method, &["tx_hash", "height"])?;
+            let txid = arg_txid(p, 0, "tx_hash")?;
+            let height = arg_u32(p, 1, "height", None)?;
+            let st = state.clone();
+            blocking(move || {
+                let txids = st
+                    .index
+                    .block_txids(height)
+                    .map_err(index_err)?
+                    .ok_or_else(|| {
+                        RpcError::bad_request(format!("height {height} out of range"))
+                    })?;
+                let pos = txids.iter().position(|t| *t == txid).ok_or_else(|| {
+                    RpcError::bad_request(format!("tx {txid} not in block at height {height}"))
+                })?;
+                let (branch, _) = branch_and_root(&txids, pos).ok_or_else(|| internal("branch"))?;
+                Ok(json!({"block_height": height, "merkle": hexes(&branch), "pos": pos}))
+            })
+            .await
+        }
+        "blockchain.transaction.id_from_pos" => {
+            p.check(method, &["height", "tx_pos", "merkle"])?;
+            let height = arg_u32(p, 0, "height", None)?;
+            let pos = arg_u32(p, 1, "tx_pos", None)? as usize;
+            let merkle = arg_bool(p, 2, "merkle")?;
+            let st = state.clone();
+            blocking(move || {
+                let txids = st
+                    .index
+                    .block_txids(height)
+                    .map_err(index_err)?
+                    .ok_or_else(|| {
+                        RpcError::bad_request(format!("height {height} out of range"))
+                    })?;
+                let txid = txids.get(pos).ok_or_else(|| {
+                    RpcError::bad_request(format!(
+                        "no tx at position {pos} in block at height {height}"
+                    ))
+                })?;
+                if !merkle {
+                    return Ok(json!(txid.to_display_hex()));
+                }
+                let (branch, _) = branch_and_root(&txids, pos).ok_or_else(|| internal("branch"))?;
+                Ok(json!({"tx_hash": txid.to_display_hex(), "merkle": hexes(&branch)}))
+            })
+            .await
+        }
+        "server.banner" => {
+            p.check(method, &[])?;
+            Ok(json!(state.identity.banner))
+        }
+        "server.donation_address" => {
+            p.check(method, &[])?;
+            Ok(json!(state.identity.donation_address))
+        }
+        "server.features" => {
+            p.check(method, &[])?;
+            Ok(features(state))
+        }
+        "server.peers.subscribe" => {
+            p.check(method, &[])?;
+            Ok(json!([]))
+        }
+        "server.add_peer" => Ok(json!(false)),
+        "server.ping" => {
+            p.check(method, &[])?;
+            Ok(Value::Null)
+        }
+        _ => Err(RpcError::new(
+            code::METHOD_NOT_FOUND,
+            format!("unknown method \"{method}\""),
+        )),
+    }
+}
+
+/// A raw transaction: from the node (mempool, or any with `txindex`), else from its block
+/// via the index (works without `txindex`).
+async fn transaction_raw(state: &Arc<ServerState>, txid: Txid) -> Result<Vec<u8>, RpcError> {
+    match state.daemon.raw_transactions(&[txid]).await {
+        Ok(mut v) => {
+            if let Some(Some(raw)) = v.pop() {
+                return Ok(raw);
+            }
+        }
+        Err(e) => tracing::debug!("getrawtransaction {txid}: {e}"),
+    }
+    let st = state.clone();
+    let pos = blocking(move || st.index.tx_position(&txid).map_err(index_err)).await?;
+    let Some((height, pos)) = pos else {
+        return Err(RpcError::new(
+            code::DAEMON_ERROR,
+            format!(
+                "daemon error: {{'code': -5, 'message': 'No such mempool or blockchain transaction {txid}'}}"
+            ),
+        ));
+    };
+    let hash = state
+        .index
+        .block_hash(height)
+        .ok_or_else(|| internal("block hash"))?;
+    let mut blocks = state.daemon.raw_blocks(&[hash]).await.map_err(daemon_err)?;
+    let raw = blocks.pop().ok_or_else(|| internal("no block"))?;
+    let block = electrumx_core::parse::ParsedBlock::parse(raw).map_err(internal)?;
+    let tx = block
+        .txs
+        .get(pos as usize)
+        .ok_or_else(|| internal("tx position"))?;
+    Ok(block.raw[tx.bytes.clone()].to_vec())
+}
+
+fn features(state: &ServerState) -> Value {
+    let mut hosts = serde_json::Map::new();
+    for svc in &state.identity.report_services {
+        if let Some((proto, rest)) = svc.split_once("://")
+            && let Some((host, port)) = rest.rsplit_once(':')
+            && let Ok(port) = port.parse::<u16>()
+        {
+            let key = match proto {
+                "tcp" => "tcp_port",
+                "ssl" => "ssl_port",
+                "ws" => "ws_port",
+                "wss" => "wss_port",
+                _ => continue,
+            };
+            let entry = hosts
+                .entry(host.to_string())
+                .or_insert_with(|| json!({"tcp_port": null, "ssl_port": null}));
+            entry[key] = json!(port);
+        }
+    }
+    json!({
+        "hosts": hosts,
+        "genesis_hash": state.coin.genesis_hash.to_display_hex(),
+        "hash_function": "sha256",
+        "server_version": server_version(),
+        "protocol_min": version::MIN.to_string(),
+        "protocol_max": version::MAX.to_string(),
+        "pruning": null,
+        "services": state.identity.report_services,
+    })
+}

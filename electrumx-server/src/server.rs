@@ -1,0 +1,178 @@
+//! The Electrum service: waits for the index to catch up, then listens, runs sessions,
+//! keeps the mempool mirror fresh and sends notifications.
+//!
+//! One task owns the follow-up of changes: on a new tip it notifies headers, refreshes the
+//! mempool at once, then re-evaluates only the touched scripts that someone subscribed to,
+//! computing each status once for all its subscribers; between blocks it polls the mempool.
+
+use crate::methods::{headers_notification, script_status};
+use crate::services::{Protocol, Service};
+use crate::state::ServerState;
+use electrumx_core::{Controller, HashX, IndexEvent};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the client services until `shutdown`. Returns once listeners and sessions ended.
+pub async fn run(
+    state: Arc<ServerState>,
+    controller: &Controller,
+    services: Vec<Service>,
+    mempool_poll: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client_services: Vec<Service> = services
+        .into_iter()
+        .filter(|s| s.protocol != Protocol::Rpc)
+        .collect();
+    if let Some(s) = client_services.iter().find(|s| s.protocol != Protocol::Tcp) {
+        anyhow::bail!(
+            "SERVICES: {s}: only tcp:// is served by this version (ssl, ws and wss are planned)"
+        );
+    }
+    let events = controller.subscribe();
+    if !controller.status().borrow().caught_up {
+        tracing::info!("clients are not served until the index has caught up with the node");
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = controller.wait_caught_up() => { r?; }
+    }
+    match state.mempool.refresh().await {
+        Ok(Some(u)) => tracing::info!(txs = u.added, "mempool loaded"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("mempool refresh failed: {e}"),
+    }
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let next_id = Arc::new(AtomicU64::new(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for svc in &client_services {
+        let listener = TcpListener::bind(svc.bind_addr())
+            .await
+            .map_err(|e| anyhow::anyhow!("SERVICES: cannot listen on {svc}: {e}"))?;
+        tracing::info!(
+            "listening for clients on {svc} ({})",
+            listener.local_addr()?
+        );
+        tasks.spawn(accept_loop(
+            listener,
+            state.clone(),
+            sessions.clone(),
+            next_id.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(follow_changes(
+        state.clone(),
+        events,
+        mempool_poll,
+        shutdown.clone(),
+    ));
+    shutdown.cancelled().await;
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    sessions: Arc<AtomicUsize>,
+    next_id: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    let mut children = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+            Some(_) = children.join_next(), if !children.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if sessions.load(Ordering::Relaxed) >= state.limits.max_sessions {
+            tracing::info!(%peer, "MAX_SESSIONS reached; refusing connection");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        sessions.fetch_add(1, Ordering::Relaxed);
+        let (st, count, stop) = (state.clone(), sessions.clone(), shutdown.clone());
+        children.spawn(async move {
+            crate::session::serve(st, stream, peer, id, stop).await;
+            count.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    // Sessions see the same shutdown token; wait for them to finish.
+    while children.join_next().await.is_some() {}
+}
+
+async fn follow_changes(
+    state: Arc<ServerState>,
+    mut events: tokio::sync::broadcast::Receiver<IndexEvent>,
+    mempool_poll: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(mempool_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut touched: HashSet<HashX> = HashSet::new();
+        let mut everything = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => match ev {
+                Ok(IndexEvent::NewTip { touched: t, .. }) => {
+                    touched.extend(t.iter().copied());
+                    // Take every event already queued in the same round.
+                    while let Ok(IndexEvent::NewTip { touched: t, .. }) = events.try_recv() {
+                        touched.extend(t.iter().copied());
+                    }
+                    if let Some(msg) = headers_notification(&state) {
+                        state.subs.notify_headers(&msg);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => everything = true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {}
+            _ = state.mempool_wake.notified() => {}
+        }
+        match state.mempool.refresh().await {
+            Ok(Some(u)) => touched.extend(u.touched),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("mempool refresh failed: {e}"),
+        }
+        let scripts = if everything {
+            state.subs.all_scripts()
+        } else {
+            state.subs.subscribed_among(&touched)
+        };
+        for sh in scripts {
+            let st = state.clone();
+            let status = match tokio::task::spawn_blocking(move || script_status(&st, &sh)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("status of {sh:?}: {}", e.message);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let msg = crate::jsonrpc::notification(
+                "blockchain.scripthash.subscribe",
+                serde_json::json!([sh.to_hex(), status]),
+            )
+            .to_string();
+            state.subs.notify_script(&sh, &status, &msg);
+        }
+    }
+}

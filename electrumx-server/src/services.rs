@@ -1,0 +1,168 @@
+//! `SERVICES` / `REPORT_SERVICES` in ElectrumX's syntax: `tcp://host:port,ssl://…,rpc://`.
+
+use std::fmt;
+
+/// A transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Electrum over TCP.
+    Tcp,
+    /// Electrum over TLS.
+    Ssl,
+    /// Electrum over WebSocket.
+    Ws,
+    /// Electrum over secure WebSocket.
+    Wss,
+    /// The admin RPC port.
+    Rpc,
+}
+
+impl Protocol {
+    fn parse(s: &str) -> Option<Protocol> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "ssl" => Protocol::Ssl,
+            "ws" => Protocol::Ws,
+            "wss" => Protocol::Wss,
+            "rpc" => Protocol::Rpc,
+            _ => return None,
+        })
+    }
+
+    /// The scheme name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Ssl => "ssl",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
+            Protocol::Rpc => "rpc",
+        }
+    }
+}
+
+/// One service: protocol, host (empty: all interfaces) and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Transport.
+    pub protocol: Protocol,
+    /// Host to bind or report; empty means all interfaces.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(
+                f,
+                "{}://[{}]:{}",
+                self.protocol.name(),
+                self.host,
+                self.port
+            )
+        } else {
+            write!(f, "{}://{}:{}", self.protocol.name(), self.host, self.port)
+        }
+    }
+}
+
+impl Service {
+    /// The address to bind: `host:port`, all interfaces for an empty host.
+    pub fn bind_addr(&self) -> String {
+        match self.host.as_str() {
+            "" => format!("0.0.0.0:{}", self.port),
+            h if h.contains(':') => format!("[{h}]:{}", self.port),
+            h => format!("{h}:{}", self.port),
+        }
+    }
+}
+
+/// Parses a comma-separated list; `var` names the setting in errors. Ports default to the
+/// coin's (`tcp`, `ssl`), 50003/50004 (`ws`, `wss`) and `localhost:8000` (`rpc`).
+pub fn parse_services(
+    s: &str,
+    var: &str,
+    tcp_port: u16,
+    ssl_port: u16,
+) -> Result<Vec<Service>, String> {
+    let mut out: Vec<Service> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (proto, rest) = item
+            .split_once("://")
+            .ok_or_else(|| format!("{var}: {item:?} lacks a protocol://"))?;
+        let protocol = Protocol::parse(proto)
+            .ok_or_else(|| format!("{var}: unknown protocol {proto:?} in {item:?}"))?;
+        let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
+            let (h, after) = stripped
+                .split_once(']')
+                .ok_or_else(|| format!("{var}: bad IPv6 address in {item:?}"))?;
+            (h.to_string(), after.strip_prefix(':').unwrap_or(""))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p),
+                None => (rest.to_string(), ""),
+            }
+        };
+        let port = if port.is_empty() {
+            match protocol {
+                Protocol::Tcp => tcp_port,
+                Protocol::Ssl => ssl_port,
+                Protocol::Ws => 50003,
+                Protocol::Wss => 50004,
+                Protocol::Rpc => 8000,
+            }
+        } else {
+            port.parse()
+                .map_err(|_| format!("{var}: bad port {port:?} in {item:?}"))?
+        };
+        let host = if host.is_empty() && protocol == Protocol::Rpc {
+            "localhost".to_string()
+        } else {
+            host
+        };
+        let svc = Service {
+            protocol,
+            host,
+            port,
+        };
+        if out
+            .iter()
+            .any(|o| o.protocol == svc.protocol && o.host == svc.host && o.port == svc.port)
+        {
+            return Err(format!("{var}: {svc} given twice"));
+        }
+        out.push(svc);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn electrumx_forms() {
+        let s = parse_services(
+            "tcp://:50001, ssl://example.com:50002,wss://[::1]:50004,rpc://",
+            "SERVICES",
+            50001,
+            50002,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].bind_addr(), "0.0.0.0:50001");
+        assert_eq!(s[1].host, "example.com");
+        assert_eq!(s[2].host, "::1");
+        assert_eq!(s[2].bind_addr(), "[::1]:50004");
+        assert_eq!((s[3].host.as_str(), s[3].port), ("localhost", 8000));
+        assert!(
+            parse_services("http://x:1", "SERVICES", 1, 2)
+                .unwrap_err()
+                .contains("SERVICES")
+        );
+        assert!(parse_services("tcp://x:notaport", "SERVICES", 1, 2).is_err());
+        assert!(parse_services("", "SERVICES", 1, 2).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,261 @@
+//! One client connection: newline-delimited JSON-RPC in, replies and notifications out.
+//!
+//! Reading and writing are separate tasks joined by a bounded queue: a client that stops
+//! reading fills its queue and is disconnected; it never holds up other sessions or the
+//! notifier. A message longer than `MAX_RECV` is dropped and the stream resynchronises at
+//! the next newline, as in ElectrumX.
+
+use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
+use crate::methods::{self, After, SessionCtx};
+use crate::state::ServerState;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Serves one connection until the client leaves, misbehaves, idles out, or `shutdown`.
+pub async fn serve<S>(
+    state: Arc<ServerState>,
+    stream: S,
+    peer: SocketAddr,
+    id: u64,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<String>(state.limits.send_queue);
+    let kill = shutdown.child_token();
+    state.subs.add_session(id, tx.clone(), kill.clone());
+    tracing::debug!(id, %peer, "session opened");
+
+    let writer_kill = kill.clone();
+    let writer_task = tokio::spawn(async move {
+        while let Some(mut msg) = rx.recv().await {
+            msg.push('\n');
+            if writer.write_all(msg.as_bytes()).await.is_err() {
+                break;
+            }
+            // Write whatever else is queued before flushing.
+            while let Ok(mut more) = rx.try_recv() {
+                more.push('\n');
+                if writer.write_all(more.as_bytes()).await.is_err() {
+                    writer_kill.cancel();
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
+                break;
+            }
+        }
+        writer_kill.cancel();
+        let _ = writer.shutdown().await;
+    });
+
+    let mut lines = LineReader::new(reader, state.limits.max_recv);
+    let mut ctx = SessionCtx {
+        id,
+        version: None,
+        client_name: String::new(),
+    };
+    loop {
+        let next = tokio::select! {
+            _ = kill.cancelled() => break,
+            r = tokio::time::timeout(state.limits.session_timeout, lines.next_line()) => r,
+        };
+        let line = match next {
+            Err(_) => {
+                tracing::debug!(id, "session idle too long; closing");
+                break;
+            }
+            Ok(Ok(Line::Eof)) | Ok(Err(_)) => break,
+            Ok(Ok(Line::TooLong)) => {
+                tracing::info!(
+                    id,
+                    "dropping message over {} bytes and re-synchronizing",
+                    state.limits.max_recv
+                );
+                continue;
+            }
+            Ok(Ok(Line::Text(line))) => line,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (reply, after) = handle_message(&state, &mut ctx, &line).await;
+        if let Some(reply) = reply
+            && tx.try_send(reply).is_err()
+        {
+            tracing::info!(id, "client not reading its replies; closing");
+            break;
+        }
+        if after == After::Disconnect {
+            break;
+        }
+    }
+    state.subs.remove_session(id);
+    drop(tx);
+    // Let queued replies (e.g. the error before a disconnect) go out.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer_task).await;
+    tracing::debug!(id, "session closed");
+}
+
+/// Handles one message (single or batch); returns the reply text, if any.
+pub async fn handle_message(
+    state: &Arc<ServerState>,
+    ctx: &mut SessionCtx,
+    text: &str,
+) -> (Option<String>, After) {
+    match jsonrpc::parse_message(text) {
+        Incoming::Single(r) => {
+            let (reply, after) = handle_one(state, ctx, r).await;
+            (reply.map(|v| fit(v, state.limits.max_send)), after)
+        }
+        Incoming::Batch(items) => {
+            if items.len() > state.limits.max_batch {
+                let err = RpcError::new(
+                    code::INVALID_REQUEST,
+                    format!("batch too large (over {})", state.limits.max_batch),
+                );
+                return (
+                    Some(jsonrpc::error_response(&Value::Null, &err, true).to_string()),
+                    After::Continue,
+                );
+            }
+            let mut replies = Vec::new();
+            let mut size = 2usize;
+            let mut after = After::Continue;
+            for item in items {
+                let (reply, a) = handle_one(state, ctx, item).await;
+                if let Some(mut r) = reply {
+                    let len = r.to_string().len();
+                    if size + len + 1 > state.limits.max_send {
+                        let id = r.get("id").cloned().unwrap_or(Value::Null);
+                        r = jsonrpc::error_response(&id, &too_large(state.limits.max_send), true);
+                    }
+                    size += r.to_string().len() + 1;
+                    replies.push(r);
+                }
+                if a == After::Disconnect {
+                    after = After::Disconnect;
+                    break;
+                }
+            }
+            let reply = (!replies.is_empty()).then(|| Value::Array(replies).to_string());
+            (reply, after)
+        }
+    }
+}
+
+fn too_large(max: usize) -> RpcError {
+    RpcError::new(
+        code::INVALID_REQUEST,
+        format!("response too large (over {max} bytes"),
+    )
+}
+
+/// Serializes a reply, replacing it by an error if it exceeds `MAX_SEND`.
+fn fit(reply: Value, max_send: usize) -> String {
+    let text = reply.to_string();
+    if text.len() <= max_send {
+        return text;
+    }
+    let id = reply.get("id").cloned().unwrap_or(Value::Null);
+    let v2 = reply.get("jsonrpc").is_some();
+    jsonrpc::error_response(&id, &too_large(max_send), v2).to_string()
+}
+
+async fn handle_one(
+    state: &Arc<ServerState>,
+    ctx: &mut SessionCtx,
+    parsed: Result<Request, (Option<Value>, RpcError)>,
+) -> (Option<Value>, After) {
+    let req = match parsed {
+        Ok(r) => r,
+        Err((id, err)) => {
+            let id = id.unwrap_or(Value::Null);
+            return (
+                Some(jsonrpc::error_response(&id, &err, true)),
+                After::Continue,
+            );
+        }
+    };
+    let work = methods::handle(state, ctx, &req.method, &req.params);
+    let (answer, after) = match tokio::time::timeout(state.limits.request_timeout, work).await {
+        Ok(r) => r,
+        Err(_) => (
+            Err(RpcError::new(
+                code::SERVER_BUSY,
+                "server busy - request timed out",
+            )),
+            After::Continue,
+        ),
+    };
+    let Some(id) = req.id else {
+        return (None, after);
+    };
+    let reply = match answer {
+        Ok(v) => jsonrpc::response(&id, v, req.v2),
+        Err(e) => jsonrpc::error_response(&id, &e, req.v2),
+    };
+    (Some(reply), after)
+}
+
+/// What the line reader produced.
+enum Line {
+    /// A complete message (without its newline).
+    Text(String),
+    /// A message longer than the limit was skipped up to its newline.
+    TooLong,
+    /// The client closed the connection.
+    Eof,
+}
+
+/// Newline framing with a length limit that, unlike a codec that fails for good, drops an
+/// oversized message and carries on with the next one.
+struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    max: usize,
+    discarding: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(inner: R, max: usize) -> Self {
+        LineReader {
+            inner,
+            buf: Vec::with_capacity(4096),
+            max,
+            discarding: false,
+        }
+    }
+
+    async fn next_line(&mut self) -> std::io::Result<Line> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let rest = self.buf.split_off(pos + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                if std::mem::take(&mut self.discarding) {
+                    return Ok(Line::TooLong);
+                }
+                if line.len() > self.max {
+                    return Ok(Line::TooLong);
+                }
+                return Ok(Line::Text(String::from_utf8_lossy(&line).into_owned()));
+            }
+            if self.buf.len() > self.max {
+                self.buf.clear();
+                self.discarding = true;
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.inner.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(Line::Eof);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! What every session shares: the index, the mempool, the node, the limits, the server's
+//! identity, and the subscription registry.
+
+use crate::subscriptions::Subscriptions;
+use electrumx_core::daemon::Daemon;
+use electrumx_core::{CoinParams, Index, Mempool};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Explicit limits, named after ElectrumX's settings.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest incoming message in bytes (`MAX_RECV`).
+    pub max_recv: usize,
+    /// Longest response in bytes (`MAX_SEND`).
+    pub max_send: usize,
+    /// Most requests in one batch.
+    pub max_batch: usize,
+    /// Most concurrent sessions (`MAX_SESSIONS`).
+    pub max_sessions: usize,
+    /// Idle time after which a session is closed (`SESSION_TIMEOUT`).
+    pub session_timeout: Duration,
+    /// Longest time one request may take (`REQUEST_TIMEOUT`).
+    pub request_timeout: Duration,
+    /// Messages queued for a session before it counts as not reading and is dropped.
+    pub send_queue: usize,
+}
+
+impl Limits {
+    /// The longest history a `get_history` answer may carry (ElectrumX's rule: about 99
+    /// bytes of JSON per entry).
+    pub fn max_history(&self) -> usize {
+        (self.max_send.saturating_sub(100) / 99).max(1)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_recv: 1_000_000,
+            max_send: 8_100_000,
+            max_batch: 100,
+            max_sessions: 1000,
+            session_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            send_queue: 1000,
+        }
+    }
+}
+
+/// How the server describes itself to clients.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    /// Banner text (`BANNER_FILE`, with `$VARIABLES` substituted).
+    pub banner: String,
+    /// `DONATION_ADDRESS`.
+    pub donation_address: String,
+    /// Services reported in `server.features` (`REPORT_SERVICES`), as `proto://host:port`.
+    pub report_services: Vec<String>,
+}
+
+/// The shared state of all sessions.
+pub struct ServerState {
+    /// Coin parameters.
+    pub coin: CoinParams,
+    /// The chain index.
+    pub index: Index,
+    /// The mempool mirror.
+    pub mempool: Arc<Mempool>,
+    /// The node.
+    pub daemon: Arc<dyn Daemon>,
+    /// Limits.
+    pub limits: Limits,
+    /// Identity.
+    pub identity: Identity,
+    /// Subscriptions of all sessions.
+    pub subs: Subscriptions,
+    /// Wakes the mempool loop (after a broadcast).
+    pub mempool_wake: tokio::sync::Notify,
+}
+
+/// Our software version string, as `server.version` and `server.features` report it.
+pub fn server_version() -> String {
+    format!("electrumx-rs {}", env!("CARGO_PKG_VERSION"))
+}

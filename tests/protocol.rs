@@ -1,0 +1,458 @@
+//! The Electrum protocol of the real binary against a real regtest node: conformance
+//! through a third-party client (the `electrum-client` crate), subscriptions and
+//! notifications after blocks, mempool and reorgs, and raw-socket checks of framing,
+//! version negotiation and error paths.
+
+use anyhow::Result;
+use bitcoin::hashes::{Hash, sha256};
+use electrum_client::{Client, ElectrumApi};
+use electrumx_core::{Hash32, ScriptHash};
+use electrumx_testkit::chaingen::{ChainGen, GenParams, ScriptKind};
+use electrumx_testkit::node::{RegtestNode, free_port};
+use electrumx_testkit::rawclient::RawConn;
+use electrumx_testkit::server::ServerProcess;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+struct Fixture {
+    node: RegtestNode,
+    chain: ChainGen,
+    server: ServerProcess,
+    port: u16,
+    _db: tempfile::TempDir,
+}
+
+async fn start(blocks: u32) -> Result<Fixture> {
+    let node = RegtestNode::start().await?;
+    let mut chain = ChainGen::new(GenParams {
+        seed: 42,
+        txs_per_block: 15,
+        wallets: 40,
+        ..GenParams::default()
+    });
+    chain.mine(&node, blocks).await?;
+    let db = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = ServerProcess::start(&[
+        ("DAEMON_URL", node.rpc_url()),
+        (
+            "DAEMON_COOKIE_FILE",
+            node.cookie_path().display().to_string(),
+        ),
+        ("DB_DIRECTORY", db.path().display().to_string()),
+        ("COIN", "BitcoinSV".into()),
+        ("NET", "regtest".into()),
+        ("SERVICES", format!("tcp://127.0.0.1:{port}")),
+        ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
+        ("DAEMON_POLL_INTERVAL_MEMPOOL", "100".into()),
+        ("MAX_RECV", "5000".into()),
+        ("LOG_LEVEL", "info".into()),
+    ])?;
+    server.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
+    Ok(Fixture {
+        node,
+        chain,
+        server,
+        port,
+        _db: db,
+    })
+}
+
+fn script_of(kind: ScriptKind) -> electrum_client::bitcoin::ScriptBuf {
+    electrum_client::bitcoin::ScriptBuf::from_bytes(kind.script())
+}
+
+fn status_of(entries: &[(String, i64)]) -> Option<String> {
+    if entries.is_empty() {
+        return None;
+    }
+    let pre: String = entries.iter().map(|(t, h)| format!("{t}:{h}:")).collect();
+    Some(const_hex::encode(
+        sha256::Hash::hash(pre.as_bytes()).to_byte_array(),
+    ))
+}
+
+/// Polls `f` until it returns `Some`, for up to 30 s.
+fn eventually<T>(mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    for _ in 0..300 {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("condition not reached within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn electrum_client_sees_history_balances_proofs_and_notifications() -> Result<()> {
+    let mut fx = start(130).await?;
+    let url = format!("tcp://127.0.0.1:{}", fx.port);
+    let client = tokio::task::block_in_place(|| Client::new(&url))?;
+    tokio::task::block_in_place(|| -> Result<()> {
+        assert_eq!(client.protocol_version()?, "1.6");
+        let features = client.server_features()?;
+        assert_eq!(
+            const_hex::encode(features.genesis_hash),
+            electrumx_testkit::chaingen::REGTEST_GENESIS
+        );
+        let tip = client.block_headers_subscribe()?;
+        assert_eq!(tip.height as u32, fx.chain.height());
+        let last = fx.chain.blocks.last().unwrap();
+        assert_eq!(tip.header.block_hash().to_byte_array(), last.hash.0);
+        let headers = client.block_headers(0, 10)?;
+        assert_eq!(headers.headers.len(), 10);
+        assert_eq!(
+            client.block_header(5)?.block_hash().to_byte_array(),
+            fx.chain.blocks[4].hash.0
+        );
+        // The node has no fee estimator: -1, not an error.
+        assert_eq!(client.estimate_fee(6, None)?, -1.0);
+        client.ping()?;
+
+        let ledger = fx.chain.ledger();
+        for w in 0..5 {
+            let kind = ScriptKind::Wallet(w);
+            let sh = ScriptHash::of_script(&kind.script());
+            let script = script_of(kind);
+            let history = client.script_get_history(&script)?;
+            let want = ledger.history.get(&sh).cloned().unwrap_or_default();
+            let got: Vec<(Hash32, u32)> = history
+                .iter()
+                .map(|h| (Hash32(h.tx_hash.to_byte_array()), h.height as u32))
+                .collect();
+            assert_eq!(got, want, "history of wallet {w}");
+            let balance = client.script_get_balance(&script)?;
+            assert_eq!(balance.confirmed, ledger.balance(&sh));
+            assert_eq!(balance.unconfirmed, 0);
+            let utxos = client.script_list_unspent(&script)?;
+            let total: u64 = utxos.iter().map(|u| u.value).sum();
+            assert_eq!(total, ledger.balance(&sh));
+        }
+
+        // Transactions and merkle proofs.
+        let block = &fx.chain.blocks[120];
+        let tx = &block.txs[1];
+        let txid = electrum_client::bitcoin::Txid::from_byte_array(tx.txid.0);
+        assert_eq!(client.transaction_get_raw(&txid)?, tx.raw);
+        let merkle = client.transaction_get_merkle(&txid, block.height as usize)?;
+        assert_eq!(merkle.pos, 1);
+        let mut acc = tx.txid;
+        let mut idx = merkle.pos;
+        for sib in &merkle.merkle {
+            // The client keeps branch hashes in display (reversed) order.
+            let mut sib = *sib;
+            sib.reverse();
+            let mut buf = [0u8; 64];
+            if idx & 1 == 1 {
+                buf[..32].copy_from_slice(&sib);
+                buf[32..].copy_from_slice(&acc.0);
+            } else {
+                buf[..32].copy_from_slice(&acc.0);
+                buf[32..].copy_from_slice(&sib);
+            }
+            acc = Hash32::sha256d(&buf);
+            idx >>= 1;
+        }
+        assert_eq!(
+            &acc.0[..],
+            &block.header[36..68],
+            "merkle branch proves inclusion"
+        );
+        assert_eq!(client.txid_from_pos(block.height as usize, 1)?, txid);
+        Ok(())
+    })?;
+
+    // Subscriptions to every wallet script; statuses match the ledger.
+    let ledger = fx.chain.ledger();
+    let mut first_status = std::collections::HashMap::new();
+    for w in 0..40u32 {
+        let kind = ScriptKind::Wallet(w);
+        let status = tokio::task::block_in_place(|| client.script_subscribe(&script_of(kind)))?;
+        let sh = ScriptHash::of_script(&kind.script());
+        let confirmed: Vec<(String, i64)> = ledger
+            .history
+            .get(&sh)
+            .into_iter()
+            .flatten()
+            .map(|(t, h)| (t.to_display_hex(), *h as i64))
+            .collect();
+        assert_eq!(
+            status.as_ref().map(|s| const_hex::encode(**s)),
+            status_of(&confirmed),
+            "wallet {w}"
+        );
+        first_status.insert(w, status);
+    }
+
+    // Mempool transactions: unconfirmed history with fees, and a notification.
+    let sent = fx.chain.send_to_mempool(&fx.node, 30).await?;
+    let kind = sent
+        .iter()
+        .flat_map(|t| t.outputs.iter().map(|(_, k)| *k))
+        .find(|k| matches!(k, ScriptKind::Wallet(_)))
+        .expect("a wallet output in the mempool");
+    let ScriptKind::Wallet(w) = kind else {
+        unreachable!()
+    };
+    let script = script_of(kind);
+    let sh = ScriptHash::of_script(&kind.script());
+    let paying = sent
+        .iter()
+        .filter(|t| t.outputs.iter().any(|(_, k)| *k == kind))
+        .count();
+    tokio::task::block_in_place(|| -> Result<()> {
+        let unconfirmed = eventually(|| {
+            let h = client.script_get_history(&script)?;
+            let u: Vec<_> = h.iter().filter(|e| e.height <= 0).cloned().collect();
+            Ok((u.len() >= paying).then_some(u))
+        })?;
+        assert!(
+            unconfirmed.iter().all(|e| e.fee.is_some()),
+            "mempool entries carry fees"
+        );
+        let balance = client.script_get_balance(&script)?;
+        assert_ne!(balance.unconfirmed, 0);
+        // The blocking client reads notifications while it waits for replies: ping to pump.
+        let notified = eventually(|| {
+            client.ping()?;
+            Ok(client.script_pop(&script)?)
+        })?;
+        assert_ne!(
+            Some(notified),
+            first_status[&w],
+            "a notification with the new status"
+        );
+        Ok(())
+    })?;
+
+    // Mining them: headers and script notifications, unconfirmed entries confirmed.
+    fx.chain.mine(&fx.node, 1).await?;
+    let new_tip = tokio::task::block_in_place(|| {
+        eventually(|| {
+            client.ping()?;
+            Ok(client
+                .block_headers_pop()?
+                .filter(|h| h.height as u32 == fx.chain.height()))
+        })
+    })?;
+    assert_eq!(new_tip.height as u32, fx.chain.height());
+    tokio::task::block_in_place(|| -> Result<()> {
+        let ledger = fx.chain.ledger();
+        eventually(|| {
+            let h = client.script_get_history(&script)?;
+            let got: Vec<(Hash32, u32)> = h
+                .iter()
+                .filter(|e| e.height > 0)
+                .map(|e| (Hash32(e.tx_hash.to_byte_array()), e.height as u32))
+                .collect();
+            Ok((got == ledger.history[&sh] && h.iter().all(|e| e.height > 0)).then_some(()))
+        })?;
+        Ok(())
+    })?;
+
+    // A reorg: the index follows, history matches the new chain.
+    fx.chain.reorg(&fx.node, 2).await?;
+    tokio::task::block_in_place(|| -> Result<()> {
+        let ledger = fx.chain.ledger();
+        eventually(|| {
+            let tip = client.block_headers_subscribe()?;
+            Ok(
+                (tip.header.block_hash().to_byte_array() == fx.chain.blocks.last().unwrap().hash.0)
+                    .then_some(()),
+            )
+        })?;
+        for w in 0..5 {
+            let kind = ScriptKind::Wallet(w);
+            let sh = ScriptHash::of_script(&kind.script());
+            let got: Vec<(Hash32, u32)> = client
+                .script_get_history(&script_of(kind))?
+                .iter()
+                .filter(|e| e.height > 0)
+                .map(|e| (Hash32(e.tx_hash.to_byte_array()), e.height as u32))
+                .collect();
+            assert_eq!(
+                got,
+                ledger.history.get(&sh).cloned().unwrap_or_default(),
+                "wallet {w} after reorg"
+            );
+        }
+        Ok(())
+    })?;
+
+    // Broadcast through the client; a bad transaction gets the node's reason.
+    let tx = fx.chain.mempool_txs(1).pop().expect("a spendable coin");
+    let txid = tokio::task::block_in_place(|| client.transaction_broadcast_raw(&tx.raw))?;
+    assert_eq!(txid.to_byte_array(), tx.txid.0);
+    let err =
+        tokio::task::block_in_place(|| client.transaction_broadcast_raw(&[0u8; 10])).unwrap_err();
+    assert!(err.to_string().contains("rejected"), "{err}");
+    drop(client);
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_socket_framing_negotiation_and_errors() -> Result<()> {
+    let mut fx = start(110).await?;
+    let port = fx.port;
+    tokio::task::block_in_place(|| -> Result<()> {
+        // A method before server.version: error 1, then disconnect.
+        let mut c = RawConn::connect(port)?;
+        assert_eq!(c.error_code("server.ping", json!([]))?, 1);
+        assert!(c.recv()?.is_none(), "disconnected");
+
+        // Unsupported version: error and disconnect.
+        let mut c = RawConn::connect(port)?;
+        assert_eq!(
+            c.error_code("server.version", json!(["t", ["1.8", "2.0"]]))?,
+            1
+        );
+        assert!(c.recv()?.is_none());
+
+        // Negotiation: a range picks the highest common version; extra args are tolerated.
+        let mut c = RawConn::connect(port)?;
+        let v = c.result("server.version", json!(["t", ["1.4", "1.6"], "extra", 9]))?;
+        assert_eq!(v[1], json!("1.6"));
+        assert_eq!(
+            c.error_code("server.version", json!(["t", "1.4"]))?,
+            1,
+            "only the first version is accepted"
+        );
+        // 1.6: block.headers as a list; relayfee gone; mempool.get_info present.
+        let h = c.result("blockchain.block.headers", json!([0, 3]))?;
+        assert_eq!(h["headers"].as_array().unwrap().len(), 3);
+        assert_eq!(c.error_code("blockchain.relayfee", json!([]))?, -32601);
+        assert!(
+            c.result("mempool.get_info", json!([]))?
+                .get("minrelaytxfee")
+                .is_some()
+        );
+
+        // 1.4: hex form and relayfee.
+        let mut c = RawConn::connect(port)?;
+        assert_eq!(
+            c.result("server.version", json!(["t", "1.4"]))?[1],
+            json!("1.4")
+        );
+        let h = c.result("blockchain.block.headers", json!([0, 2]))?;
+        assert_eq!(h["hex"].as_str().unwrap().len(), 320);
+        assert_eq!(h["max"], json!(2016));
+        assert!(c.result("blockchain.relayfee", json!([]))?.is_number());
+
+        // Errors: unknown method, bad params, invalid JSON, out of range, huge numbers, bad hex.
+        assert_eq!(c.error_code("no.such.method", json!([]))?, -32601);
+        assert_eq!(
+            c.error_code("blockchain.block.header", json!([1, 2, 3]))?,
+            -32602
+        );
+        assert_eq!(c.error_code("blockchain.block.header", json!([99999]))?, 1);
+        assert_eq!(c.error_code("blockchain.block.header", json!([-1]))?, 1);
+        assert_eq!(c.error_code("blockchain.block.header", json!([1e300]))?, 1);
+        assert_eq!(
+            c.error_code("blockchain.block.header", json!(["18446744073709551616"]))?,
+            1
+        );
+        assert_eq!(
+            c.error_code("blockchain.scripthash.get_balance", json!(["zz"]))?,
+            1
+        );
+        assert_eq!(
+            c.error_code("blockchain.transaction.get", json!(["00"]))?,
+            1
+        );
+        assert_eq!(
+            c.error_code("blockchain.transaction.get", json!([format!("{:064}", 0)]))?,
+            2
+        );
+        c.send_raw(b"{not json\n")?;
+        assert_eq!(c.recv()?.unwrap()["error"]["code"], json!(-32700));
+
+        // cp_height proof verifies to its root.
+        let r = c.result("blockchain.block.header", json!([5, 8]))?;
+        assert_eq!(r["branch"].as_array().unwrap().len(), 4);
+
+        // Framing: two requests in one write, one request split across writes, padding.
+        c.send_raw(
+            b"{\"jsonrpc\":\"2.0\",\"id\":100,\"method\":\"server.ping\"}\n{\"jsonrpc\":\"2.0\",\"id\":101,\"method\":\"server.ping\"}\n",
+        )?;
+        assert_eq!(c.recv()?.unwrap()["id"], json!(100));
+        assert_eq!(c.recv()?.unwrap()["id"], json!(101));
+        c.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":102,")?;
+        std::thread::sleep(Duration::from_millis(100));
+        c.send_raw(b"\"method\":\"server.ping\"}          \n")?;
+        assert_eq!(c.recv()?.unwrap()["id"], json!(102));
+        // JSON-RPC 1.0 request.
+        c.send_raw(b"{\"id\":103,\"method\":\"server.ping\",\"params\":[]}\n")?;
+        let r = c.recv()?.unwrap();
+        assert_eq!(r["id"], json!(103));
+        assert!(r.get("jsonrpc").is_none());
+        // Batches, with an invalid element answered in place.
+        c.send_raw(b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server.ping\"},{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"nope\"},7]\n")?;
+        let batch = c.recv()?.unwrap();
+        let items = batch.as_array().unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[1]["error"]["code"], json!(-32601));
+        c.send_raw(b"[]\n")?;
+        assert_eq!(c.recv()?.unwrap()["error"]["code"], json!(-32600));
+        // A message over MAX_RECV is dropped; the session goes on.
+        let mut big = vec![b' '; 6000];
+        big.push(b'\n');
+        c.send_raw(&big)?;
+        assert!(c.result("server.ping", json!([]))?.is_null());
+        Ok(())
+    })?;
+
+    // Mempool ordering: entries with unconfirmed parents (-1) after those with confirmed
+    // ones (0); the status covers both.
+    let sent = fx.chain.send_to_mempool(&fx.node, 60).await?;
+    tokio::task::block_in_place(|| -> Result<()> {
+        let mut c = RawConn::connect(port)?;
+        c.result("server.version", json!(["t", "1.6"]))?;
+        let mut checked = false;
+        for w in 0..40u32 {
+            let sh = ScriptHash::of_script(&ScriptKind::Wallet(w).script()).to_hex();
+            let mempool = eventually(|| {
+                let m = c.result("blockchain.scripthash.get_mempool", json!([sh]))?;
+                let want = sent
+                    .iter()
+                    .filter(|t| t.outputs.iter().any(|(_, k)| *k == ScriptKind::Wallet(w)))
+                    .count();
+                Ok((m.as_array().unwrap().len() >= want).then_some(m))
+            })?;
+            let heights: Vec<i64> = mempool
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["height"].as_i64().unwrap())
+                .collect();
+            assert!(
+                heights.windows(2).all(|p| p[0] >= p[1]),
+                "0 before -1: {heights:?}"
+            );
+            let history = c.result("blockchain.scripthash.get_history", json!([sh]))?;
+            let entries: Vec<(String, i64)> = history
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["tx_hash"].as_str().unwrap().to_string(),
+                        e["height"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            let status = c.result("blockchain.scripthash.subscribe", json!([sh]))?;
+            assert_eq!(status.as_str().map(String::from), status_of(&entries));
+            checked |= heights.contains(&-1);
+        }
+        let _ = checked;
+        let hist = c.result("mempool.get_fee_histogram", json!([]))?;
+        assert!(hist.is_array());
+        Ok(())
+    })?;
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
+    let _ = Value::Null;
+    Ok(())
+}
