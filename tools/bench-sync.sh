@@ -6,6 +6,7 @@
 #   3. ElectrumX 2.0.0 (PyPI e-x[leveldb], default CACHE_MB) syncing the same node from empty
 #      (skip with SKIP_ELECTRUMX=1).
 # Prints a Markdown table. Usage: tools/bench-sync.sh [BLOCKS] [TXS_PER_BLOCK] [WALLETS]
+# REORG_LIMIT, if set, is given to both servers (default: the coin's, 8000 on regtest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/electrumx-rs/target}"
@@ -45,7 +46,7 @@ echo "bench: fetch floor ${floor_s}s for $nblocks blocks, $bytes bytes" >&2
 
 read -r ours_s ours_rss < <(run_until_caught_up "$work/ours.log" "caught up with the node" \
     env DAEMON_URL="http://127.0.0.1:$port/" DAEMON_COOKIE_FILE="$cookie" DB_DIRECTORY="$work/ours-db" \
-    COIN=BitcoinSV NET=regtest PROGRESS_INTERVAL=1 "$bin/electrumx-server")
+    COIN=BitcoinSV NET=regtest PROGRESS_INTERVAL=1 ${REORG_LIMIT:+REORG_LIMIT=$REORG_LIMIT} "$bin/electrumx-server")
 ours_db=$(du -sb "$work/ours-db" | cut -f1)
 echo "bench: electrumx-server ${ours_s}s, peak RSS ${ours_rss} kB, DB $ours_db bytes" >&2
 
@@ -56,7 +57,7 @@ if [[ -z "${SKIP_ELECTRUMX:-}" ]]; then
     mkdir -p "$work/ex-db"
     read -r ex_s ex_rss < <(run_until_caught_up "$work/ex.log" "caught up to height" \
         env DAEMON_URL="http://$(cat "$cookie")@127.0.0.1:$port/" DB_DIRECTORY="$work/ex-db" DB_ENGINE=leveldb \
-        COIN=BitcoinSV NET=regtest ALLOW_ROOT=1 SERVICES= \
+        COIN=BitcoinSV NET=regtest ALLOW_ROOT=1 SERVICES= ${REORG_LIMIT:+REORG_LIMIT=$REORG_LIMIT} \
         LOG_FORMAT='%(created).3f %(levelname)s:%(name)s:%(message)s' "$venv/bin/electrumx_server")
     ex_db=$(du -sb "$work/ex-db" | cut -f1)
     echo "bench: ElectrumX ${ex_s}s, peak RSS ${ex_rss} kB, DB $ex_db bytes" >&2

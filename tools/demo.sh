@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, on regtest: starts a node, generates a chain (cached), and runs
-# electrumx-server against it until Ctrl-C. Everything lives under a temporary directory
+# electrumx-server against it, serving Electrum clients on 127.0.0.1:50001, until Ctrl-C. Everything lives under a temporary directory
 # that is removed at exit.
 #
 #   tools/demo.sh [BLOCKS] [TXS_PER_BLOCK]
@@ -26,12 +26,12 @@ cat >&2 <<MSG
 
   The index is in $work/db. To mine another block while it runs:
       tools/regtest-node.sh cli $work/node generate 1
-  Electrum wallets connect once the protocol service is enabled (SERVICES=tcp://127.0.0.1:50001):
+  Once the index has caught up, Electrum wallets connect to tcp://127.0.0.1:50001:
       electrum --regtest --oneserver --server 127.0.0.1:50001:t
 
 MSG
 DAEMON_URL="http://127.0.0.1:$port/" \
 DAEMON_COOKIE_FILE="$work/node/regtest/.cookie" \
 DB_DIRECTORY="$work/db" COIN=BitcoinSV NET=regtest \
-DAEMON_POLL_INTERVAL_BLOCKS=1000 \
+DAEMON_POLL_INTERVAL_BLOCKS=1000 SERVICES=tcp://127.0.0.1:50001 \
     "$bin/electrumx-server" || true

@@ -100,11 +100,15 @@ impl ServerProcess {
         Ok(())
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for the rest of its output.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().context("waiting")? {
+                // The reader threads end when the pipes close; collect what they read.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    self.log.push(line);
+                }
                 return Ok(s);
             }
             if Instant::now() > deadline {
