@@ -335,3 +335,40 @@ async fn a_database_of_another_network_is_refused() -> Result<()> {
     assert!(err.to_string().contains("genesis"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn blk_dat_files_with_blocks_out_of_order_are_read() -> Result<()> {
+    use electrumx_core::daemon::Daemon;
+    let dir = shared_dir().join("data/mainnet-blocks/run-0000000-0000438");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let blocks: Vec<Vec<u8>> = files
+        .iter()
+        .take(60)
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let tmp = tempfile::tempdir()?;
+    // Two files, blocks interleaved out of order, with Core's framing and a zeroed tail.
+    for (n, part) in [(0, 1), (1, 0)] {
+        let mut data = Vec::new();
+        for (i, b) in blocks.iter().enumerate().rev() {
+            if i % 2 == part {
+                data.extend_from_slice(&[0xf9, 0xbe, 0xb4, 0xd9]);
+                data.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                data.extend_from_slice(b);
+            }
+        }
+        data.extend_from_slice(&[0u8; 1000]);
+        std::fs::write(tmp.path().join(format!("blk0000{n}.dat")), data)?;
+    }
+    let coin = CoinParams::from_names("Bitcoin", "mainnet").unwrap();
+    let daemon = BlockFileDaemon::open(tmp.path(), coin.genesis_hash)?;
+    assert_eq!(daemon.height().await?, 59);
+    let hashes = daemon.block_hashes(0, 60).await?;
+    let raws = daemon.raw_blocks(&hashes).await?;
+    assert_eq!(raws, blocks);
+    Ok(())
+}

@@ -9,6 +9,7 @@ need_apt=()
 if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
     need_apt+=(libclang-dev)
 fi
+command -v unzip >/dev/null || need_apt+=(unzip)
 for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -18,6 +19,5 @@ if ((${#need_apt[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-command -v unzip >/dev/null || { echo "setup: unzip is needed" >&2; exit 1; }
 tools/regtest-node.sh path >/dev/null
 cargo fetch --locked -q 2>/dev/null || cargo fetch -q

@@ -277,7 +277,7 @@ impl Controller {
                 }
                 if s.stopped {
                     return Err(match &s.error {
-                        Some(e) => IndexError::ChainMismatch(e.clone()),
+                        Some(e) => IndexError::SyncStopped(e.clone()),
                         None => IndexError::ShuttingDown,
                     });
                 }
@@ -314,7 +314,7 @@ impl Controller {
                 .map_err(|_| IndexError::Corrupt("sync thread panicked".into()))?;
         }
         match self.inner.status.borrow().error.clone() {
-            Some(e) => Err(IndexError::ChainMismatch(e)),
+            Some(e) => Err(IndexError::SyncStopped(e)),
             None => Ok(()),
         }
     }

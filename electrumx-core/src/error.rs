@@ -145,6 +145,9 @@ pub enum IndexError {
     /// The index is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The sync loop stopped with an error (its message).
+    #[error("sync stopped: {0}")]
+    SyncStopped(String),
 }
 
 /// Result alias for index operations.

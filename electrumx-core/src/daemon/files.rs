@@ -68,23 +68,23 @@ impl BlockFileDaemon {
                 );
                 files.push(path);
             } else if name.starts_with("blk") && name.ends_with(".dat") {
-                let data = std::fs::read(&path).map_err(io)?;
-                let mut pos = 0usize;
-                while pos + 8 + HEADER_LEN <= data.len() {
-                    let magic = &data[pos..pos + 4];
-                    if magic == [0, 0, 0, 0] {
+                // Read only the framing and the header of each block, skipping its body.
+                let file = std::fs::File::open(&path).map_err(io)?;
+                let size = file.metadata().map_err(io)?.len();
+                let mut r = std::io::BufReader::new(file);
+                let mut pos = 0u64;
+                let mut frame = [0u8; 8 + HEADER_LEN];
+                while pos + frame.len() as u64 <= size {
+                    r.read_exact(&mut frame).map_err(io)?;
+                    if frame[..4] == [0, 0, 0, 0] {
                         break; // preallocated tail of the file
                     }
-                    let len =
-                        u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
+                    let len = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes")) as u64;
                     let start = pos + 8;
-                    let Some(end) = start.checked_add(len as usize).filter(|e| *e <= data.len())
-                    else {
+                    if len < HEADER_LEN as u64 || start + len > size {
                         break;
-                    };
-                    let header: [u8; HEADER_LEN] = data[start..start + HEADER_LEN]
-                        .try_into()
-                        .expect("80 bytes");
+                    }
+                    let header: [u8; HEADER_LEN] = frame[8..].try_into().expect("80 bytes");
                     let hash = Hash32::sha256d(&header);
                     children
                         .entry(prev_hash_of(&header))
@@ -94,11 +94,12 @@ impl BlockFileDaemon {
                         hash,
                         Location {
                             file: file_index,
-                            offset: start as u64,
-                            len,
+                            offset: start,
+                            len: len as u32,
                         },
                     );
-                    pos = end;
+                    pos = start + len;
+                    r.seek(SeekFrom::Start(pos)).map_err(io)?;
                 }
                 files.push(path);
             }
