@@ -23,6 +23,14 @@ struct Fixture {
 }
 
 async fn start(blocks: u32) -> Result<Fixture> {
+    start_with(blocks, |_| Vec::new()).await
+}
+
+/// Starts node, chain and server; `extra` adds settings given the TCP port.
+async fn start_with(
+    blocks: u32,
+    extra: impl FnOnce(u16) -> Vec<(&'static str, String)>,
+) -> Result<Fixture> {
     let node = RegtestNode::start().await?;
     let mut chain = ChainGen::new(GenParams {
         seed: 42,
@@ -33,21 +41,26 @@ async fn start(blocks: u32) -> Result<Fixture> {
     chain.mine(&node, blocks).await?;
     let db = tempfile::tempdir()?;
     let port = free_port();
-    let mut server = ServerProcess::start(&[
-        ("DAEMON_URL", node.rpc_url()),
-        (
-            "DAEMON_COOKIE_FILE",
-            node.cookie_path().display().to_string(),
-        ),
-        ("DB_DIRECTORY", db.path().display().to_string()),
-        ("COIN", "BitcoinSV".into()),
-        ("NET", "regtest".into()),
-        ("SERVICES", format!("tcp://127.0.0.1:{port}")),
-        ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
-        ("DAEMON_POLL_INTERVAL_MEMPOOL", "100".into()),
-        ("MAX_RECV", "5000".into()),
-        ("LOG_LEVEL", "info".into()),
-    ])?;
+    let mut server = ServerProcess::start(
+        &[
+            ("DAEMON_URL", node.rpc_url()),
+            (
+                "DAEMON_COOKIE_FILE",
+                node.cookie_path().display().to_string(),
+            ),
+            ("DB_DIRECTORY", db.path().display().to_string()),
+            ("COIN", "BitcoinSV".into()),
+            ("NET", "regtest".into()),
+            ("SERVICES", format!("tcp://127.0.0.1:{port}")),
+            ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
+            ("DAEMON_POLL_INTERVAL_MEMPOOL", "100".into()),
+            ("MAX_RECV", "5000".into()),
+            ("LOG_LEVEL", "info".into()),
+        ]
+        .into_iter()
+        .chain(extra(port))
+        .collect::<Vec<_>>(),
+    )?;
     server.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
     Ok(Fixture {
         node,
@@ -454,5 +467,280 @@ async fn raw_socket_framing_negotiation_and_errors() -> Result<()> {
     fx.server.signal("TERM")?;
     assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
     let _ = Value::Null;
+    Ok(())
+}
+
+/// Trusts exactly one certificate (self-signed test certificates, CA or not), while still
+/// checking the handshake signatures.
+#[derive(Debug)]
+struct PinnedCert {
+    der: Vec<u8>,
+    provider: std::sync::Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
+}
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[tokio_rustls::rustls::pki_types::CertificateDer<'_>],
+        _name: &tokio_rustls::rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: tokio_rustls::rustls::pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        if end_entity.as_ref() == self.der.as_slice() {
+            Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(tokio_rustls::rustls::Error::General(
+                "not the expected certificate".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS client that trusts exactly `cert_pem`.
+fn tls_connector(cert_pem: &str) -> Result<tokio_rustls::TlsConnector> {
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, pem::PemObject},
+    };
+    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .expect("a certificate")?
+        .to_vec();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(PinnedCert { der, provider }))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Sends `server.version` over TLS to `port`; returns the negotiated version.
+async fn tls_version(port: u16, cert_pem: &str) -> Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost")?;
+    let mut tls = tls_connector(cert_pem)?.connect(name, tcp).await?;
+    tls.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server.version\",\"params\":[\"t\",\"1.4\"]}\n").await?;
+    let mut line = String::new();
+    BufReader::new(tls).read_line(&mut line).await?;
+    let v: Value = serde_json::from_str(&line)?;
+    Ok(v["result"][1].as_str().unwrap_or_default().to_string())
+}
+
+fn openssl(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("openssl").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ws_and_wss_with_operator_key_formats_and_certificate_reload() -> Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let keys = tempfile::tempdir()?;
+    let path = |n: &str| keys.path().join(n).display().to_string();
+    // An RSA key in PKCS#1 form (`BEGIN RSA PRIVATE KEY`), as older openssl genrsa writes.
+    openssl(&["genrsa", "-traditional", "-out", &path("rsa.key"), "2048"])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &path("rsa.key"),
+        "-out",
+        &path("rsa.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    ])?;
+    assert!(std::fs::read_to_string(path("rsa.key"))?.contains("BEGIN RSA PRIVATE KEY"));
+    // An EC key in SEC1 form (`BEGIN EC PRIVATE KEY`).
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &path("ec.key"),
+    ])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &path("ec.key"),
+        "-out",
+        &path("ec.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    ])?;
+    assert!(std::fs::read_to_string(path("ec.key"))?.contains("BEGIN EC PRIVATE KEY"));
+    // A PKCS#8 key from rcgen.
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    std::fs::write(path("p8.key"), generated.signing_key.serialize_pem())?;
+    std::fs::write(path("p8.crt"), generated.cert.pem())?;
+    // The served files start as the RSA pair.
+    std::fs::copy(path("rsa.key"), path("server.key"))?;
+    std::fs::copy(path("rsa.crt"), path("server.crt"))?;
+
+    let (ssl, ws, wss) = (free_port(), free_port(), free_port());
+    let (cert, key) = (path("server.crt"), path("server.key"));
+    let mut fx = start_with(105, move |tcp| {
+        vec![
+            ("SERVICES", format!("tcp://127.0.0.1:{tcp},ssl://127.0.0.1:{ssl},ws://127.0.0.1:{ws},wss://127.0.0.1:{wss}")),
+            ("SSL_CERTFILE", cert),
+            ("SSL_KEYFILE", key),
+        ]
+    })
+    .await?;
+
+    assert_eq!(
+        tls_version(ssl, &std::fs::read_to_string(path("rsa.crt"))?).await?,
+        "1.4"
+    );
+    // A client that trusts only another certificate is refused.
+    assert!(
+        tls_version(ssl, &std::fs::read_to_string(path("ec.crt"))?)
+            .await
+            .is_err()
+    );
+
+    // Replace the files on disk: new connections get the new certificate, no restart.
+    for (k, c) in [("ec.key", "ec.crt"), ("p8.key", "p8.crt")] {
+        tokio::time::sleep(Duration::from_millis(1100)).await; // a visible mtime change
+        std::fs::copy(path(k), path("server.key"))?;
+        std::fs::copy(path(c), path("server.crt"))?;
+        let pem = std::fs::read_to_string(path(c))?;
+        assert_eq!(
+            tls_version(ssl, &pem).await?,
+            "1.4",
+            "after switching to {c}"
+        );
+    }
+
+    // WebSocket: one JSON message per frame, no newline.
+    let (mut sock, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{ws}/")).await?;
+    sock.send(Message::text(
+        r#"{"jsonrpc":"2.0","id":1,"method":"server.version","params":["t","1.6"]}"#,
+    ))
+    .await?;
+    let reply = sock.next().await.expect("a frame")?;
+    let text = reply.into_text()?.to_string();
+    assert!(!text.ends_with('\n'));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text)?["result"][1],
+        json!("1.6")
+    );
+    sock.send(Message::text(
+        r#"{"jsonrpc":"2.0","id":2,"method":"blockchain.headers.subscribe"}"#,
+    ))
+    .await?;
+    let tip: Value = serde_json::from_str(&sock.next().await.expect("a frame")?.into_text()?)?;
+    assert_eq!(tip["result"]["height"], json!(fx.chain.height()));
+
+    // Secure WebSocket: TLS, then the WebSocket handshake.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", wss)).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost")?;
+    let tls = tls_connector(&std::fs::read_to_string(path("p8.crt"))?)?
+        .connect(name, tcp)
+        .await?;
+    let (mut sock, _) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{wss}/"), tls).await?;
+    sock.send(Message::text(
+        r#"{"jsonrpc":"2.0","id":1,"method":"server.version","params":["t","1.4"]}"#,
+    ))
+    .await?;
+    let v: Value = serde_json::from_str(&sock.next().await.expect("a frame")?.into_text()?)?;
+    assert_eq!(v["result"][1], json!("1.4"));
+
+    // A new block is notified over the WebSocket subscription.
+    fx.chain.mine(&fx.node, 1).await?;
+    let (mut ws_sub, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{ws}/")).await?;
+    ws_sub
+        .send(Message::text(
+            r#"{"jsonrpc":"2.0","id":1,"method":"server.version","params":["t","1.4"]}"#,
+        ))
+        .await?;
+    ws_sub.next().await.expect("version reply")?;
+    ws_sub
+        .send(Message::text(
+            r#"{"jsonrpc":"2.0","id":2,"method":"blockchain.headers.subscribe"}"#,
+        ))
+        .await?;
+    let _ = ws_sub.next().await;
+    fx.chain.mine(&fx.node, 1).await?;
+    // Notifications arrive for each new tip; the last is the generated tip.
+    let want = json!(fx.chain.height());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws_sub.next())
+            .await?
+            .expect("a frame")?;
+        let note: Value = serde_json::from_str(&frame.into_text()?)?;
+        assert_eq!(note["method"], json!("blockchain.headers.subscribe"));
+        if note["params"][0]["height"] == want {
+            break;
+        }
+    }
+    drop(sock);
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }

@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+if ! ldconfig -p 2>/dev/null | grep 'libclang[-.0-9]*\.so' >/dev/null; then
     need_apt+=(libclang-dev)
 fi
 command -v unzip >/dev/null || need_apt+=(unzip)
+command -v openssl >/dev/null || need_apt+=(openssl)  # tests make operator-style TLS keys
 for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -68,6 +68,14 @@ pub struct Settings {
     #[arg(long, env = "SERVICES", default_value = "")]
     pub services: String,
 
+    /// TLS certificate chain (PEM) for ssl:// and wss:// services.
+    #[arg(long, env = "SSL_CERTFILE")]
+    pub ssl_certfile: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) for ssl:// and wss:// services.
+    #[arg(long, env = "SSL_KEYFILE")]
+    pub ssl_keyfile: Option<PathBuf>,
+
     /// Services to advertise in `server.features` (default: none).
     #[arg(long, env = "REPORT_SERVICES", default_value = "")]
     pub report_services: String,
@@ -115,6 +123,8 @@ pub struct Settings {
 
 /// Settings checked and resolved.
 pub struct Resolved {
+    /// TLS files, when a service needs them.
+    pub tls: Option<std::sync::Arc<crate::transport::TlsFiles>>,
     /// Services to run.
     pub services: Vec<crate::services::Service>,
     /// Services to advertise.
@@ -174,7 +184,29 @@ impl Settings {
             request_timeout: Duration::from_secs(self.request_timeout),
             ..crate::state::Limits::default()
         };
+        let needs_tls = services.iter().any(|s| {
+            matches!(
+                s.protocol,
+                crate::services::Protocol::Ssl | crate::services::Protocol::Wss
+            )
+        });
+        let tls = if needs_tls {
+            let cert = self
+                .ssl_certfile
+                .clone()
+                .ok_or("SSL_CERTFILE: required by ssl:// and wss:// services")?;
+            let key = self
+                .ssl_keyfile
+                .clone()
+                .ok_or("SSL_KEYFILE: required by ssl:// and wss:// services")?;
+            Some(std::sync::Arc::new(crate::transport::TlsFiles::load(
+                cert, key,
+            )?))
+        } else {
+            None
+        };
         Ok(Resolved {
+            tls,
             coin,
             daemon_urls,
             poll_interval: Duration::from_millis(self.daemon_poll_interval_blocks),

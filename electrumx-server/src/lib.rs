@@ -1,6 +1,6 @@
 //! # electrumx-server
 //!
-//! The Electrum protocol on top of [`electrumx_core`]: JSON-RPC framing, sessions, the
+//! The Electrum protocol on top of [`electrumx_core`]: JSON-RPC framing, sessions over TCP, TLS and WebSocket, the
 //! methods of protocol 1.4–1.6, subscriptions and notifications. The binary
 //! `electrumx-server` wires it to settings; embedders can run [`server::run`] themselves.
 
@@ -13,4 +13,5 @@ pub mod services;
 pub mod session;
 pub mod state;
 pub mod subscriptions;
+pub mod transport;
 pub mod version;

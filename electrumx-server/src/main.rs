@@ -120,8 +120,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);
         let token = serving.clone();
         let controller_ref = &controller;
+        let tls = resolved.tls.clone();
         Some(async move {
-            electrumx_server::server::run(state, controller_ref, services, poll, token).await
+            electrumx_server::server::run(state, controller_ref, services, tls, poll, token).await
         })
     };
     let mut status = controller.status();

@@ -8,6 +8,7 @@
 use crate::methods::{headers_notification, script_status};
 use crate::services::{Protocol, Service};
 use crate::state::ServerState;
+use crate::transport::{TlsFiles, websocket_bridge};
 use electrumx_core::{Controller, HashX, IndexEvent};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub async fn run(
     state: Arc<ServerState>,
     controller: &Controller,
     services: Vec<Service>,
+    tls: Option<Arc<TlsFiles>>,
     mempool_poll: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -29,10 +31,12 @@ pub async fn run(
         .into_iter()
         .filter(|s| s.protocol != Protocol::Rpc)
         .collect();
-    if let Some(s) = client_services.iter().find(|s| s.protocol != Protocol::Tcp) {
-        anyhow::bail!(
-            "SERVICES: {s}: only tcp:// is served by this version (ssl, ws and wss are planned)"
-        );
+    if tls.is_none()
+        && let Some(s) = client_services
+            .iter()
+            .find(|s| matches!(s.protocol, Protocol::Ssl | Protocol::Wss))
+    {
+        anyhow::bail!("SERVICES: {s} needs SSL_CERTFILE and SSL_KEYFILE");
     }
     let events = controller.subscribe();
     if !controller.status().borrow().caught_up {
@@ -58,8 +62,13 @@ pub async fn run(
             "listening for clients on {svc} ({})",
             listener.local_addr()?
         );
+        let conn = Conn {
+            protocol: svc.protocol,
+            tls: tls.clone(),
+        };
         tasks.spawn(accept_loop(
             listener,
+            conn,
             state.clone(),
             sessions.clone(),
             next_id.clone(),
@@ -77,8 +86,70 @@ pub async fn run(
     Ok(())
 }
 
+/// How to turn an accepted socket into a session.
+#[derive(Clone)]
+struct Conn {
+    protocol: Protocol,
+    tls: Option<Arc<TlsFiles>>,
+}
+
+/// Longest a TLS or WebSocket handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn open_session(
+    conn: Conn,
+    state: Arc<ServerState>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    id: u64,
+    stop: CancellationToken,
+) {
+    let max = state.limits.max_recv;
+    let tls_acceptor = || -> Option<tokio_rustls::TlsAcceptor> {
+        match conn.tls.as_ref()?.acceptor() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("TLS unavailable: {e}");
+                None
+            }
+        }
+    };
+    match conn.protocol {
+        Protocol::Tcp => crate::session::serve(state, stream, peer, id, stop).await,
+        Protocol::Ws => {
+            if let Ok(Some(pipe)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, websocket_bridge(stream, max)).await
+            {
+                crate::session::serve(state, pipe, peer, id, stop).await;
+            }
+        }
+        Protocol::Ssl | Protocol::Wss => {
+            let Some(acceptor) = tls_acceptor() else {
+                return;
+            };
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            if conn.protocol == Protocol::Ssl {
+                crate::session::serve(state, tls, peer, id, stop).await;
+            } else if let Ok(Some(pipe)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, websocket_bridge(tls, max)).await
+            {
+                crate::session::serve(state, pipe, peer, id, stop).await;
+            }
+        }
+        Protocol::Rpc => {}
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    conn: Conn,
     state: Arc<ServerState>,
     sessions: Arc<AtomicUsize>,
     next_id: Arc<AtomicU64>,
@@ -108,8 +179,9 @@ async fn accept_loop(
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         sessions.fetch_add(1, Ordering::Relaxed);
         let (st, count, stop) = (state.clone(), sessions.clone(), shutdown.clone());
+        let conn = conn.clone();
         children.spawn(async move {
-            crate::session::serve(st, stream, peer, id, stop).await;
+            open_session(conn, st, stream, peer, id, stop).await;
             count.fetch_sub(1, Ordering::Relaxed);
         });
     }
