@@ -71,7 +71,12 @@ struct State {
     by_hashx: HashMap<HashX, HashSet<Txid>>,
     spent: HashMap<(Txid, u32), Txid>,
     histogram: Vec<(f64, u64)>,
+    /// Most recently added txids, newest first.
+    recent: std::collections::VecDeque<Txid>,
 }
+
+/// How many recent additions are remembered for [`Mempool::recent`].
+const RECENT: usize = 50;
 
 /// What a refresh changed.
 #[derive(Clone, Debug, Default)]
@@ -333,6 +338,15 @@ impl Mempool {
         self.state.read().spent.get(&(*txid, vout)).copied()
     }
 
+    /// Whether a mempool transaction has an output at `vout` (spendable or not indexed).
+    pub fn has_output(&self, txid: &Txid, vout: u32) -> bool {
+        self.state
+            .read()
+            .txs
+            .get(txid)
+            .is_some_and(|d| (vout as usize) < d.outputs.len())
+    }
+
     /// A mempool transaction's entry.
     pub fn get(&self, txid: &Txid) -> Option<MempoolEntry> {
         self.state.read().txs.get(txid).map(|d| d.entry)
@@ -342,6 +356,16 @@ impl Mempool {
     /// binned as ElectrumX does (about 100 kvB a bin, growing by 10 %).
     pub fn fee_histogram(&self) -> Vec<(f64, u64)> {
         self.state.read().histogram.clone()
+    }
+
+    /// Up to `n` transactions most recently added to the mirror and still in it, newest first.
+    pub fn recent(&self, n: usize) -> Vec<MempoolEntry> {
+        let st = self.state.read();
+        st.recent
+            .iter()
+            .filter_map(|t| st.txs.get(t).map(|d| d.entry))
+            .take(n)
+            .collect()
     }
 
     /// Count, total virtual size and fees.
@@ -367,6 +391,8 @@ fn insert_tx(st: &mut State, data: TxData, update: &mut MempoolUpdate) {
     }
     update.added += 1;
     st.txs.insert(txid, data);
+    st.recent.push_front(txid);
+    st.recent.truncate(RECENT);
 }
 
 fn remove_tx(st: &mut State, txid: &Txid, update: &mut MempoolUpdate) {

@@ -4,6 +4,7 @@
 use crate::jsonrpc::{Params, RpcError, code};
 use crate::merkle::branch_and_root;
 use crate::state::{ServerState, server_version};
+use crate::subscriptions::{Outpoint, ScriptMethod};
 use crate::version::{self, Version};
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use electrumx_core::{ChainIndex, DaemonError, Hash32, HashX, IndexError, ScriptHash, Txid};
@@ -276,6 +277,7 @@ async fn dispatch(
     p: &Params,
 ) -> Answer {
     let v16 = v >= Version(1, 6, 0);
+    let v17 = v >= Version(1, 7, 0);
     match method {
         "blockchain.block.header" => {
             p.check(method, &["height", "cp_height"])?;
@@ -377,75 +379,19 @@ async fn dispatch(
                     .collect::<Vec<_>>()
             ))
         }
-        "blockchain.scripthash.get_balance" => {
-            p.check(method, &["scripthash"])?;
-            let sh = arg_scripthash(p)?;
-            let st = state.clone();
-            blocking(move || {
-                let confirmed = st.index.balance(&sh).map_err(index_err)?;
-                let unconfirmed = st.mempool.balance_delta(&sh.hashx());
-                Ok(json!({"confirmed": confirmed, "unconfirmed": unconfirmed}))
-            })
-            .await
-        }
-        "blockchain.scripthash.get_history" => {
-            p.check(method, &["scripthash"])?;
-            let sh = arg_scripthash(p)?;
-            let st = state.clone();
-            blocking(move || {
-                let limit = st.limits.max_history();
-                let confirmed = st.index.history(&sh, 0, limit + 1).map_err(index_err)?;
-                if confirmed.len() > limit {
-                    return Err(history_too_large());
-                }
-                let mut out: Vec<Value> = confirmed
-                    .iter()
-                    .map(|h| json!({"tx_hash": h.txid.to_display_hex(), "height": h.height}))
-                    .collect();
-                out.extend(mempool_entries(&st, &sh.hashx()));
-                Ok(json!(out))
-            })
-            .await
-        }
-        "blockchain.scripthash.get_mempool" => {
-            p.check(method, &["scripthash"])?;
-            let sh = arg_scripthash(p)?;
-            Ok(json!(mempool_entries(state, &sh.hashx())))
-        }
-        "blockchain.scripthash.listunspent" => {
-            p.check(method, &["scripthash"])?;
-            let sh = arg_scripthash(p)?;
-            let st = state.clone();
-            blocking(move || {
-                let limit = st.limits.max_history();
-                let utxos = st.index.utxos(&sh, limit + 1).map_err(index_err)?;
-                if utxos.len() > limit {
-                    return Err(history_too_large());
-                }
-                let mut out: Vec<Value> = utxos
-                    .iter()
-                    .filter(|u| st.mempool.spender(&u.txid, u.vout).is_none())
-                    .map(|u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": u.height, "value": u.value}))
-                    .collect();
-                out.extend(st.mempool.utxos(&sh.hashx()).into_iter().map(
-                    |u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": 0, "value": u.value}),
-                ));
-                Ok(json!(out))
-            })
-            .await
-        }
-        "blockchain.scripthash.subscribe" => {
-            p.check(method, &["scripthash"])?;
-            let sh = arg_scripthash(p)?;
-            let st = state.clone();
-            let status = blocking(move || script_status(&st, &sh)).await?;
-            state.subs.subscribe_script(ctx.id, sh, status.clone());
-            Ok(json!(status))
-        }
-        "blockchain.scripthash.unsubscribe" if v >= Version(1, 4, 2) => {
-            p.check(method, &["scripthash"])?;
-            let sh = arg_scripthash(p)?;
-            Ok(json!(state.subs.unsubscribe_script(ctx.id, &sh)))
+        m if script_method(m, v).is_some() => {
+            let (op, flavour) = script_method(m, v).expect("checked");
+            let arg_name = if flavour == ScriptMethod::ScriptPubKey {
+                "spk"
+            } else {
+                "scripthash"
+            };
+            p.check(method, &[arg_name])?;
+            let sh = match flavour {
+                ScriptMethod::ScriptHash => arg_scripthash(p)?,
+                ScriptMethod::ScriptPubKey => ScriptHash::of_script(&arg_hex(p, 0, "spk")?),
+            };
+            script_query(state, ctx, op, flavour, sh).await
         }
         "blockchain.transaction.get" => {
             p.check(method, &["tx_hash", "verbose"])?;
@@ -576,6 +522,98 @@ async fn dispatch(
             })
             .await
         }
+        "blockchain.outpoint.subscribe" | "blockchain.outpoint.get_status" if v17 => {
+            p.check(method, &["tx_hash", "txout_idx", "spk_hint"])?;
+            let txid = arg_txid(p, 0, "tx_hash")?;
+            let vout = arg_u32(p, 1, "txout_idx", None)?;
+            match p.get(2, "spk_hint") {
+                Some(Value::String(h)) if const_hex::decode(h).is_ok() => {}
+                Some(_) => return Err(RpcError::bad_request("spk_hint must be hex")),
+                None => {
+                    return Err(RpcError::new(
+                        code::INVALID_PARAMS,
+                        "missing argument \"spk_hint\"",
+                    ));
+                }
+            }
+            let st = state.clone();
+            let status = blocking(move || outpoint_status(&st, &(txid, vout))).await?;
+            if method == "blockchain.outpoint.subscribe" {
+                state
+                    .subs
+                    .subscribe_outpoint(ctx.id, (txid, vout), status.clone());
+            }
+            Ok(status)
+        }
+        "blockchain.outpoint.unsubscribe" if v17 => {
+            p.check(method, &["tx_hash", "txout_idx"])?;
+            let txid = arg_txid(p, 0, "tx_hash")?;
+            let vout = arg_u32(p, 1, "txout_idx", None)?;
+            Ok(json!(
+                state.subs.unsubscribe_outpoint(ctx.id, &(txid, vout))
+            ))
+        }
+        "blockchain.transaction.testmempoolaccept" if v17 => {
+            p.check(method, &["raw_txs"])?;
+            let txs = match p.get(0, "raw_txs") {
+                Some(Value::Array(a)) if a.iter().all(Value::is_string) && !a.is_empty() => {
+                    a.clone()
+                }
+                _ => {
+                    return Err(RpcError::bad_request(
+                        "raw_txs must be a non-empty list of hex strings",
+                    ));
+                }
+            };
+            let result = state
+                .daemon
+                .call_json("testmempoolaccept", json!([txs]))
+                .await
+                .map_err(daemon_err)?;
+            let items = result.as_array().cloned().unwrap_or_default();
+            Ok(json!(
+                items
+                    .iter()
+                    .map(|r| {
+                        let mut o = json!({"txid": r.get("txid"), "wtxid": r.get("wtxid").or(r.get("txid"))});
+                        if let Some(a) = r.get("allowed") {
+                            o["allowed"] = a.clone();
+                        }
+                        let reason = r.get("package-error").or(r.get("reject-details")).or(r.get("reject-reason"));
+                        if let Some(reason) = reason {
+                            o["reason"] = reason.clone();
+                        }
+                        o
+                    })
+                    .collect::<Vec<_>>()
+            ))
+        }
+        "mempool.recent" if v17 => {
+            p.check(method, &[])?;
+            Ok(json!(
+                state
+                    .mempool
+                    .recent(10)
+                    .into_iter()
+                    .map(
+                        |e| json!({"txid": e.txid.to_display_hex(), "fee": e.fee, "vsize": e.vsize})
+                    )
+                    .collect::<Vec<_>>()
+            ))
+        }
+        "server.ping" if v17 => {
+            p.check(method, &["pong_len", "data"])?;
+            let pong_len = arg_u32(p, 0, "pong_len", Some(0))? as usize;
+            if let Some(d) = p.get(1, "data")
+                && !d.is_string()
+            {
+                return Err(RpcError::bad_request("data must be a hex string"));
+            }
+            if pong_len > state.limits.max_send {
+                return Err(RpcError::bad_request("pong_len value too high"));
+            }
+            Ok(json!({"data": "0".repeat(pong_len)}))
+        }
         "server.banner" => {
             p.check(method, &[])?;
             Ok(json!(state.identity.banner))
@@ -586,7 +624,11 @@ async fn dispatch(
         }
         "server.features" => {
             p.check(method, &[])?;
-            Ok(features(state))
+            let mut f = features(state);
+            if v17 && let Some(o) = f.as_object_mut() {
+                o.remove("hash_function");
+            }
+            Ok(f)
         }
         "server.peers.subscribe" => {
             p.check(method, &[])?;
@@ -669,4 +711,141 @@ fn features(state: &ServerState) -> Value {
         "pruning": null,
         "services": state.identity.report_services,
     })
+}
+
+/// The script query a method name asks for, in the negotiated version's flavour.
+fn script_method(method: &str, v: Version) -> Option<(&str, ScriptMethod)> {
+    let v17 = v >= Version(1, 7, 0);
+    if let Some(op) = method.strip_prefix("blockchain.scripthash.") {
+        if v17 || (op == "unsubscribe" && v < Version(1, 4, 2)) {
+            return None;
+        }
+        return SCRIPT_OPS
+            .contains(&op)
+            .then_some((op, ScriptMethod::ScriptHash));
+    }
+    if let Some(op) = method.strip_prefix("blockchain.scriptpubkey.") {
+        return (v17 && SCRIPT_OPS.contains(&op)).then_some((op, ScriptMethod::ScriptPubKey));
+    }
+    None
+}
+
+const SCRIPT_OPS: [&str; 6] = [
+    "get_balance",
+    "get_history",
+    "get_mempool",
+    "listunspent",
+    "subscribe",
+    "unsubscribe",
+];
+
+async fn script_query(
+    state: &Arc<ServerState>,
+    ctx: &SessionCtx,
+    op: &str,
+    flavour: ScriptMethod,
+    sh: ScriptHash,
+) -> Answer {
+    // 1.7 wraps lists in objects.
+    let wrap = |key: &str, v: Value| {
+        if flavour == ScriptMethod::ScriptPubKey {
+            json!({ key: v })
+        } else {
+            v
+        }
+    };
+    match op {
+        "get_balance" => {
+            let st = state.clone();
+            blocking(move || {
+                let confirmed = st.index.balance(&sh).map_err(index_err)?;
+                let unconfirmed = st.mempool.balance_delta(&sh.hashx());
+                Ok(json!({"confirmed": confirmed, "unconfirmed": unconfirmed}))
+            })
+            .await
+        }
+        "get_history" => {
+            let st = state.clone();
+            let list = blocking(move || {
+                let limit = st.limits.max_history();
+                let confirmed = st.index.history(&sh, 0, limit + 1).map_err(index_err)?;
+                if confirmed.len() > limit {
+                    return Err(history_too_large());
+                }
+                let mut out: Vec<Value> = confirmed
+                    .iter()
+                    .map(|h| json!({"tx_hash": h.txid.to_display_hex(), "height": h.height}))
+                    .collect();
+                out.extend(mempool_entries(&st, &sh.hashx()));
+                Ok(json!(out))
+            })
+            .await?;
+            Ok(wrap("history", list))
+        }
+        "get_mempool" => Ok(wrap("history", json!(mempool_entries(state, &sh.hashx())))),
+        "listunspent" => {
+            let st = state.clone();
+            let list = blocking(move || {
+                let limit = st.limits.max_history();
+                let utxos = st.index.utxos(&sh, limit + 1).map_err(index_err)?;
+                if utxos.len() > limit {
+                    return Err(history_too_large());
+                }
+                let mut out: Vec<Value> = utxos
+                    .iter()
+                    .filter(|u| st.mempool.spender(&u.txid, u.vout).is_none())
+                    .map(|u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": u.height, "value": u.value}))
+                    .collect();
+                out.extend(st.mempool.utxos(&sh.hashx()).into_iter().map(
+                    |u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": 0, "value": u.value}),
+                ));
+                Ok(json!(out))
+            })
+            .await?;
+            Ok(wrap("utxos", list))
+        }
+        "subscribe" => {
+            let st = state.clone();
+            let status = blocking(move || script_status(&st, &sh)).await?;
+            state
+                .subs
+                .subscribe_script(ctx.id, sh, status.clone(), flavour);
+            Ok(json!(status))
+        }
+        "unsubscribe" => Ok(json!(state.subs.unsubscribe_script(ctx.id, &sh))),
+        _ => Err(RpcError::new(
+            code::METHOD_NOT_FOUND,
+            format!("unknown method \"{op}\""),
+        )),
+    }
+}
+
+/// An outpoint's status (protocol 1.7): `{}`, `{funder_height}` or with the spender.
+pub fn outpoint_status(state: &ServerState, op: &Outpoint) -> Result<Value, RpcError> {
+    let (txid, vout) = *op;
+    let funder_height: i64 = match state.index.tx_position(&txid).map_err(index_err)? {
+        Some((h, _)) => {
+            if !state.index.output_exists(&txid, vout).map_err(index_err)? {
+                return Ok(json!({}));
+            }
+            h as i64
+        }
+        None => match state.mempool.get(&txid) {
+            Some(e) if state.mempool.has_output(&txid, vout) => e.electrum_height(),
+            _ => return Ok(json!({})),
+        },
+    };
+    if let Some(s) = state.index.spender(&txid, vout).map_err(index_err)? {
+        return Ok(
+            json!({"funder_height": funder_height, "spender_txhash": s.txid.to_display_hex(), "spender_height": s.height}),
+        );
+    }
+    if let Some(spender) = state.mempool.spender(&txid, vout)
+        && let Some(e) = state.mempool.get(&spender)
+    {
+        return Ok(
+            json!({"funder_height": funder_height, "spender_txhash": spender.to_display_hex(), "spender_height": e.electrum_height()}),
+        );
+    }
+    Ok(json!({"funder_height": funder_height}))
 }

@@ -5,7 +5,7 @@
 //! mempool at once, then re-evaluates only the touched scripts that someone subscribed to,
 //! computing each status once for all its subscribers; between blocks it polls the mempool.
 
-use crate::methods::{headers_notification, script_status};
+use crate::methods::{headers_notification, outpoint_status, script_status};
 use crate::services::{Protocol, Service};
 use crate::state::ServerState;
 use crate::transport::{TlsFiles, websocket_bridge};
@@ -239,12 +239,23 @@ async fn follow_changes(
                 }
                 Err(_) => continue,
             };
-            let msg = crate::jsonrpc::notification(
-                "blockchain.scripthash.subscribe",
-                serde_json::json!([sh.to_hex(), status]),
-            )
-            .to_string();
-            state.subs.notify_script(&sh, &status, &msg);
+            state.subs.notify_script(&sh, &status);
+        }
+        // Outpoint statuses are a few lookups each: re-evaluate every subscribed one.
+        let outpoints = state.subs.all_outpoints();
+        if !outpoints.is_empty() {
+            let st = state.clone();
+            let statuses = tokio::task::spawn_blocking(move || {
+                outpoints
+                    .into_iter()
+                    .filter_map(|op| outpoint_status(&st, &op).ok().map(|s| (op, s)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (op, status) in statuses {
+                state.subs.notify_outpoint(&op, &status);
+            }
         }
     }
 }

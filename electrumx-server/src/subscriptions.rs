@@ -1,8 +1,11 @@
-//! The subscription registry: which session follows headers and which scripts, and the
-//! status each was last sent, so a notification goes out only when a status changed.
+//! The subscription registry: which session follows headers, which scripts (and through
+//! which method: `scripthash` before protocol 1.7, `scriptpubkey` from it) and which
+//! outpoints, with the status each was last sent, so a notification goes out only when a
+//! status changed. A session whose queue is full is disconnected.
 
-use electrumx_core::{HashX, ScriptHash};
+use electrumx_core::{HashX, ScriptHash, Txid};
 use parking_lot::Mutex;
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -10,11 +13,42 @@ use tokio_util::sync::CancellationToken;
 /// A session's outgoing message queue.
 pub type Outbox = mpsc::Sender<String>;
 
+/// An outpoint (funding txid, output index).
+pub type Outpoint = (Txid, u32);
+
+/// Which method a script subscription came through (decides the notification's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptMethod {
+    /// `blockchain.scripthash.subscribe` (protocol ≤ 1.6).
+    ScriptHash,
+    /// `blockchain.scriptpubkey.subscribe` (protocol 1.7).
+    ScriptPubKey,
+}
+
+impl ScriptMethod {
+    /// The notification method name.
+    pub fn notification(&self) -> &'static str {
+        match self {
+            ScriptMethod::ScriptHash => "blockchain.scripthash.subscribe",
+            ScriptMethod::ScriptPubKey => "blockchain.scriptpubkey.subscribe",
+        }
+    }
+}
+
 struct SessionSubs {
     outbox: Outbox,
     kill: CancellationToken,
     headers: bool,
-    scripts: HashMap<ScriptHash, Option<String>>,
+    scripts: HashMap<ScriptHash, (Option<String>, ScriptMethod)>,
+    outpoints: HashMap<Outpoint, Value>,
+}
+
+impl SessionSubs {
+    fn send(&self, msg: String) {
+        if self.outbox.try_send(msg).is_err() {
+            self.kill.cancel();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -32,15 +66,14 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Registers a session; `kill` is cancelled if the session stops reading its messages.
     pub fn add_session(&self, id: u64, outbox: Outbox, kill: CancellationToken) {
-        self.inner.lock().sessions.insert(
-            id,
-            SessionSubs {
-                outbox,
-                kill,
-                headers: false,
-                scripts: HashMap::new(),
-            },
-        );
+        let subs = SessionSubs {
+            outbox,
+            kill,
+            headers: false,
+            scripts: HashMap::new(),
+            outpoints: HashMap::new(),
+        };
+        self.inner.lock().sessions.insert(id, subs);
     }
 
     /// Forgets a session and its subscriptions.
@@ -48,13 +81,7 @@ impl Subscriptions {
         let mut reg = self.inner.lock();
         if let Some(s) = reg.sessions.remove(&id) {
             for sh in s.scripts.keys() {
-                let hx = sh.hashx();
-                if let Some(set) = reg.by_hashx.get_mut(&hx) {
-                    set.remove(&(id, *sh));
-                    if set.is_empty() {
-                        reg.by_hashx.remove(&hx);
-                    }
-                }
+                unlink(&mut reg, id, sh);
             }
         }
     }
@@ -67,10 +94,16 @@ impl Subscriptions {
     }
 
     /// Subscribes a session to a script, recording the status it was given.
-    pub fn subscribe_script(&self, id: u64, sh: ScriptHash, status: Option<String>) {
+    pub fn subscribe_script(
+        &self,
+        id: u64,
+        sh: ScriptHash,
+        status: Option<String>,
+        method: ScriptMethod,
+    ) {
         let mut reg = self.inner.lock();
         if let Some(s) = reg.sessions.get_mut(&id) {
-            s.scripts.insert(sh, status);
+            s.scripts.insert(sh, (status, method));
             reg.by_hashx.entry(sh.hashx()).or_default().insert((id, sh));
         }
     }
@@ -82,22 +115,35 @@ impl Subscriptions {
             .sessions
             .get_mut(&id)
             .is_some_and(|s| s.scripts.remove(sh).is_some());
-        if was && let Some(set) = reg.by_hashx.get_mut(&sh.hashx()) {
-            set.remove(&(id, *sh));
-            if set.is_empty() {
-                reg.by_hashx.remove(&sh.hashx());
-            }
+        if was {
+            unlink(&mut reg, id, sh);
         }
         was
     }
 
-    /// Number of script subscriptions of a session.
-    pub fn script_count(&self, id: u64) -> usize {
+    /// Subscribes a session to an outpoint with the status it was given.
+    pub fn subscribe_outpoint(&self, id: u64, op: Outpoint, status: Value) {
+        if let Some(s) = self.inner.lock().sessions.get_mut(&id) {
+            s.outpoints.insert(op, status);
+        }
+    }
+
+    /// Unsubscribes an outpoint; true if the session was subscribed.
+    pub fn unsubscribe_outpoint(&self, id: u64, op: &Outpoint) -> bool {
+        self.inner
+            .lock()
+            .sessions
+            .get_mut(&id)
+            .is_some_and(|s| s.outpoints.remove(op).is_some())
+    }
+
+    /// Number of script and outpoint subscriptions of a session.
+    pub fn count(&self, id: u64) -> usize {
         self.inner
             .lock()
             .sessions
             .get(&id)
-            .map_or(0, |s| s.scripts.len())
+            .map_or(0, |s| s.scripts.len() + s.outpoints.len())
     }
 
     /// The subscribed scripts among `touched`.
@@ -112,9 +158,30 @@ impl Subscriptions {
         out.into_iter().collect()
     }
 
-    /// Sends `message` for `sh` to each subscribed session whose last status differs from
-    /// `status`. A session whose queue is full is disconnected.
-    pub fn notify_script(&self, sh: &ScriptHash, status: &Option<String>, message: &str) {
+    /// Every subscribed script.
+    pub fn all_scripts(&self) -> Vec<ScriptHash> {
+        let reg = self.inner.lock();
+        let set: HashSet<ScriptHash> = reg
+            .sessions
+            .values()
+            .flat_map(|s| s.scripts.keys().copied())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Every subscribed outpoint.
+    pub fn all_outpoints(&self) -> Vec<Outpoint> {
+        let reg = self.inner.lock();
+        let set: HashSet<Outpoint> = reg
+            .sessions
+            .values()
+            .flat_map(|s| s.outpoints.keys().copied())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Notifies each session subscribed to `sh` whose last status differs from `status`.
+    pub fn notify_script(&self, sh: &ScriptHash, status: &Option<String>) {
         let mut reg = self.inner.lock();
         let ids: Vec<u64> = reg
             .by_hashx
@@ -130,14 +197,32 @@ impl Subscriptions {
             let Some(s) = reg.sessions.get_mut(&id) else {
                 continue;
             };
-            match s.scripts.get_mut(sh) {
-                Some(last) if last != status => {
-                    *last = status.clone();
-                    if s.outbox.try_send(message.to_string()).is_err() {
-                        s.kill.cancel();
-                    }
-                }
-                _ => {}
+            let Some((last, method)) = s.scripts.get_mut(sh) else {
+                continue;
+            };
+            if last != status {
+                *last = status.clone();
+                let msg = crate::jsonrpc::notification(
+                    method.notification(),
+                    serde_json::json!([sh.to_hex(), status]),
+                );
+                s.send(msg.to_string());
+            }
+        }
+    }
+
+    /// Notifies each session subscribed to `op` whose last status differs from `status`.
+    pub fn notify_outpoint(&self, op: &Outpoint, status: &Value) {
+        let mut reg = self.inner.lock();
+        for s in reg.sessions.values_mut() {
+            let Some(last) = s.outpoints.get_mut(op) else {
+                continue;
+            };
+            if last != status {
+                *last = status.clone();
+                let params = serde_json::json!([op.0.to_display_hex(), op.1, status]);
+                let msg = crate::jsonrpc::notification("blockchain.outpoint.subscribe", params);
+                s.send(msg.to_string());
             }
         }
     }
@@ -145,30 +230,30 @@ impl Subscriptions {
     /// Sends a header notification to every session that subscribed to headers.
     pub fn notify_headers(&self, message: &str) {
         let reg = self.inner.lock();
-        for s in reg.sessions.values() {
-            if s.headers && s.outbox.try_send(message.to_string()).is_err() {
-                s.kill.cancel();
-            }
+        for s in reg.sessions.values().filter(|s| s.headers) {
+            s.send(message.to_string());
         }
     }
 
-    /// Every subscribed script.
-    pub fn all_scripts(&self) -> Vec<ScriptHash> {
-        let reg = self.inner.lock();
-        let set: HashSet<ScriptHash> = reg
-            .sessions
-            .values()
-            .flat_map(|s| s.scripts.keys().copied())
-            .collect();
-        set.into_iter().collect()
-    }
-
-    /// Number of sessions and of script subscriptions.
+    /// Number of sessions and of subscriptions.
     pub fn counts(&self) -> (usize, usize) {
         let reg = self.inner.lock();
         (
             reg.sessions.len(),
-            reg.sessions.values().map(|s| s.scripts.len()).sum(),
+            reg.sessions
+                .values()
+                .map(|s| s.scripts.len() + s.outpoints.len())
+                .sum(),
         )
+    }
+}
+
+fn unlink(reg: &mut Registry, id: u64, sh: &ScriptHash) {
+    let hx = sh.hashx();
+    if let Some(set) = reg.by_hashx.get_mut(&hx) {
+        set.remove(&(id, *sh));
+        if set.is_empty() {
+            reg.by_hashx.remove(&hx);
+        }
     }
 }

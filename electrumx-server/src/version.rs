@@ -9,7 +9,7 @@ pub struct Version(pub u32, pub u32, pub u32);
 /// Oldest version served.
 pub const MIN: Version = Version(1, 4, 0);
 /// Newest version served.
-pub const MAX: Version = Version(1, 6, 0);
+pub const MAX: Version = Version(1, 7, 0);
 
 impl Version {
     /// Parses `"1.4"` or `"1.4.2"`.
@@ -70,6 +70,7 @@ mod tests {
             Some(Version(1, 6, 0))
         );
         assert_eq!(negotiate(Some(&json!(["1.4", "1.9"]))), Some(MAX));
+        assert_eq!(MAX.to_string(), "1.7");
         assert_eq!(negotiate(Some(&json!("1.4.2"))), Some(Version(1, 4, 2)));
         assert_eq!(negotiate(None), Some(MIN));
         assert_eq!(negotiate(Some(&json!(["1.8", "2.0"]))), None);
