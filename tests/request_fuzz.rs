@@ -1,0 +1,199 @@
+//! Property tests of the request parser and dispatcher: arbitrary bytes, arbitrary JSON and
+//! well-formed requests with arbitrary parameters, fed to a real server state (an index of
+//! the real regtest blocks in `../shared/data`, served from block files), never panic and
+//! always produce well-formed JSON-RPC replies. CI runs the default number of cases;
+//! `PROPTEST_CASES=100000` runs a longer campaign.
+
+use electrumx_core::daemon::BlockFileDaemon;
+use electrumx_core::{CoinParams, Controller, Mempool};
+use electrumx_server::methods::SessionCtx;
+use electrumx_server::session::handle_message;
+use electrumx_server::state::{Identity, Limits, ServerState};
+use electrumx_testkit::shared_dir;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::sync::{Arc, OnceLock};
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    state: Arc<ServerState>,
+    _controller: Controller,
+    _db: tempfile::TempDir,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let coin = CoinParams::from_names("Bitcoin", "regtest").unwrap();
+        let (controller, state) = rt.block_on(async {
+            let daemon = Arc::new(
+                BlockFileDaemon::open(
+                    &shared_dir().join("data/regtest-blocks/run-0000000-0000150"),
+                    coin.genesis_hash,
+                )
+                .unwrap(),
+            );
+            let controller = Controller::builder()
+                .coin(coin.clone())
+                .db_dir(db.path())
+                .daemon(daemon.clone())
+                .build()
+                .unwrap();
+            controller.start().unwrap();
+            controller.wait_caught_up().await.unwrap();
+            let index = controller.index();
+            let mempool = Arc::new(Mempool::new(
+                daemon.clone(),
+                Arc::new(index.clone()),
+                coin.clone(),
+            ));
+            let state = Arc::new(ServerState {
+                coin,
+                index,
+                mempool,
+                daemon,
+                limits: Limits {
+                    max_send: 350_000,
+                    ..Limits::default()
+                },
+                identity: Identity::default(),
+                subs: Default::default(),
+                mempool_wake: Default::default(),
+            });
+            (controller, state)
+        });
+        Env {
+            rt,
+            state,
+            _controller: controller,
+            _db: db,
+        }
+    })
+}
+
+const METHODS: &[&str] = &[
+    "server.version",
+    "server.ping",
+    "server.features",
+    "server.banner",
+    "server.donation_address",
+    "server.peers.subscribe",
+    "server.add_peer",
+    "blockchain.block.header",
+    "blockchain.block.headers",
+    "blockchain.headers.subscribe",
+    "blockchain.estimatefee",
+    "blockchain.relayfee",
+    "blockchain.scripthash.get_balance",
+    "blockchain.scripthash.get_history",
+    "blockchain.scripthash.get_mempool",
+    "blockchain.scripthash.listunspent",
+    "blockchain.scripthash.subscribe",
+    "blockchain.scripthash.unsubscribe",
+    "blockchain.scriptpubkey.get_history",
+    "blockchain.scriptpubkey.subscribe",
+    "blockchain.outpoint.subscribe",
+    "blockchain.outpoint.get_status",
+    "blockchain.outpoint.unsubscribe",
+    "blockchain.transaction.get",
+    "blockchain.transaction.get_merkle",
+    "blockchain.transaction.id_from_pos",
+    "blockchain.transaction.broadcast",
+    "blockchain.transaction.broadcast_package",
+    "blockchain.transaction.testmempoolaccept",
+    "mempool.get_fee_histogram",
+    "mempool.get_info",
+    "mempool.recent",
+    "no.such.method",
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[0-9a-f]{0,70}".prop_map(Value::from),
+        ".{0,20}".prop_map(Value::from),
+        Just(json!(
+            "a57522c3785e61850120aa9b698d67cc660e7468fd01091552f7e34d773ea0df"
+        )),
+        Just(json!("1.4")),
+        Just(json!(["1.4", "1.7"])),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::hash_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Feeds one message to a fresh session (optionally after a handshake at `version`).
+fn run(text: &str, version: Option<&str>) -> Option<String> {
+    let e = env();
+    e.rt.block_on(async {
+        let mut ctx = SessionCtx { id: 1, version: None, client_name: String::new() };
+        if let Some(v) = version {
+            let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
+            handle_message(&e.state, &mut ctx, &hello.to_string()).await;
+        }
+        handle_message(&e.state, &mut ctx, text).await.0
+    })
+}
+
+fn assert_wellformed(reply: Option<String>) {
+    if let Some(r) = reply {
+        let v: Value = serde_json::from_str(&r).expect("replies are JSON");
+        let items = match v {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        for item in items {
+            assert!(item.get("id").is_some(), "reply has an id: {item}");
+            assert!(
+                item.get("result").is_some() || item.get("error").is_some(),
+                "{item}"
+            );
+        }
+    }
+}
+
+proptest! {
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert_wellformed(run(&text, None));
+        assert_wellformed(run(&text, Some("1.7")));
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(v in json_value()) {
+        assert_wellformed(run(&v.to_string(), Some("1.4")));
+    }
+
+    #[test]
+    fn every_method_with_arbitrary_params_answers(
+        method in prop::sample::select(METHODS),
+        params in json_value(),
+        version in prop::sample::select(&["1.4", "1.4.2", "1.6", "1.7"][..]),
+        batch in any::<bool>(),
+    ) {
+        let req = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
+        let text = if batch { json!([req, req]).to_string() } else { req.to_string() };
+        let reply = run(&text, Some(version));
+        prop_assert!(reply.is_some());
+        assert_wellformed(reply);
+    }
+}
