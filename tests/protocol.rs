@@ -868,3 +868,64 @@ async fn protocol_1_7_scriptpubkey_outpoints_ping_and_recent() -> Result<()> {
     assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_histories_stream_status_and_hit_the_configured_limit() -> Result<()> {
+    // Two scripts share every spendable output: each gets tens of thousands of transactions.
+    let node = RegtestNode::start().await?;
+    let mut chain = ChainGen::new(GenParams {
+        seed: 9,
+        txs_per_block: 400,
+        wallets: 2,
+        p2pkh_rate: 0.0,
+        ..GenParams::default()
+    });
+    chain.mine(&node, 200).await?;
+    let db = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = ServerProcess::start(&[
+        ("DAEMON_URL", node.rpc_url()),
+        (
+            "DAEMON_COOKIE_FILE",
+            node.cookie_path().display().to_string(),
+        ),
+        ("DB_DIRECTORY", db.path().display().to_string()),
+        ("COIN", "BitcoinSV".into()),
+        ("NET", "regtest".into()),
+        ("SERVICES", format!("tcp://127.0.0.1:{port}")),
+        // 350,000 bytes: at most 3,534 history entries per answer.
+        ("MAX_SEND", "350000".into()),
+    ])?;
+    server.wait_for_line("listening for clients", 1, Duration::from_secs(180))?;
+    let ledger = chain.ledger();
+    let kind = ScriptKind::Wallet(0);
+    let sh = ScriptHash::of_script(&kind.script());
+    let history = &ledger.history[&sh];
+    assert!(history.len() > 20_000, "a big history: {}", history.len());
+    tokio::task::block_in_place(|| -> Result<()> {
+        let mut c = RawConn::connect(port)?;
+        c.result("server.version", json!(["t", "1.6"]))?;
+        // Too large to send: the spec's error, not a truncated or endless answer.
+        assert_eq!(
+            c.error_code("blockchain.scripthash.get_history", json!([sh.to_hex()]))?,
+            10001
+        );
+        // The status is computed by streaming the whole history, and is exact.
+        let entries: Vec<(String, i64)> = history
+            .iter()
+            .map(|(t, h)| (t.to_display_hex(), *h as i64))
+            .collect();
+        let status = c.result("blockchain.scripthash.subscribe", json!([sh.to_hex()]))?;
+        assert_eq!(status.as_str().map(String::from), status_of(&entries));
+        let balance = c.result("blockchain.scripthash.get_balance", json!([sh.to_hex()]))?;
+        assert_eq!(balance["confirmed"], json!(ledger.balance(&sh)));
+        // Other sessions are served meanwhile and afterwards.
+        let mut other = RawConn::connect(port)?;
+        other.result("server.version", json!(["t", "1.4"]))?;
+        assert!(other.result("server.ping", json!([]))?.is_null());
+        Ok(())
+    })?;
+    server.signal("TERM")?;
+    assert!(server.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}
