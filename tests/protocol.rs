@@ -929,3 +929,46 @@ async fn huge_histories_stream_status_and_hit_the_configured_limit() -> Result<(
     assert!(server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_limits_and_drop_client() -> Result<()> {
+    let mut fx = start_with(101, |_| {
+        vec![
+            ("COST_SOFT_LIMIT", "20".into()),
+            ("COST_HARD_LIMIT", "300".into()),
+            ("REQUEST_SLEEP", "50".into()),
+            ("DROP_CLIENT", "^badwallet".into()),
+        ]
+    })
+    .await?;
+    let port = fx.port;
+    tokio::task::block_in_place(|| -> Result<()> {
+        // DROP_CLIENT: refused by name, then disconnected.
+        let mut c = RawConn::connect(port)?;
+        assert_eq!(
+            c.error_code("server.version", json!(["badwallet 1.0", "1.4"]))?,
+            1
+        );
+        assert!(c.recv()?.is_none());
+        // A session that keeps sending bad requests is slowed, then closed with -101.
+        let mut c = RawConn::connect(port)?;
+        c.result("server.version", json!(["good", "1.4"]))?;
+        let mut closed = false;
+        for _ in 0..20 {
+            let r = c.call("blockchain.block.header", json!([999_999]))?;
+            if r["error"]["code"] == json!(-101) {
+                closed = c.recv()?.is_none();
+                break;
+            }
+        }
+        assert!(closed, "the abusive session was closed with -101");
+        // Others are unaffected.
+        let mut d = RawConn::connect(port)?;
+        d.result("server.version", json!(["good", "1.4"]))?;
+        assert!(d.result("server.ping", json!([]))?.is_null());
+        Ok(())
+    })?;
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}

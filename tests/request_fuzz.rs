@@ -65,6 +65,9 @@ fn env() -> &'static Env {
                 identity: Identity::default(),
                 subs: Default::default(),
                 mempool_wake: Default::default(),
+                cost: Default::default(),
+                cost_groups: Default::default(),
+                drop_client: None,
             });
             (controller, state)
         });
@@ -143,7 +146,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn run(text: &str, version: Option<&str>) -> Option<String> {
     let e = env();
     e.rt.block_on(async {
-        let mut ctx = SessionCtx { id: 1, version: None, client_name: String::new() };
+        let mut ctx = SessionCtx { id: 1, version: None, client_name: String::new(), pending_cost: 0.0 };
         if let Some(v) = version {
             let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
             handle_message(&e.state, &mut ctx, &hello.to_string()).await;

@@ -112,6 +112,38 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
 
+    /// Session cost at which requests start to be delayed (0 with COST_HARD_LIMIT 0: no limits).
+    #[arg(long, env = "COST_SOFT_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub cost_soft_limit: u64,
+
+    /// Session cost at which the session is closed with error -101.
+    #[arg(long, env = "COST_HARD_LIMIT", default_value_t = 10000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub cost_hard_limit: u64,
+
+    /// Milliseconds a request waits at the hard limit (proportionally less above the soft one).
+    #[arg(long, env = "REQUEST_SLEEP", default_value_t = 2500, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub request_sleep: u64,
+
+    /// Bytes sent or received that cost 1.0.
+    #[arg(long, env = "BANDWIDTH_UNIT_COST", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bandwidth_unit_cost: u64,
+
+    /// Accepted for ElectrumX compatibility; each session answers one request at a time.
+    #[arg(long, env = "INITIAL_CONCURRENT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub initial_concurrent: u64,
+
+    /// Prefix length grouping IPv4 sessions for costs.
+    #[arg(long, env = "SESSION_GROUP_BY_SUBNET_IPV4", default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub session_group_by_subnet_ipv4: u8,
+
+    /// Prefix length grouping IPv6 sessions for costs.
+    #[arg(long, env = "SESSION_GROUP_BY_SUBNET_IPV6", default_value_t = 48, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub session_group_by_subnet_ipv6: u8,
+
+    /// Regular expression: clients whose `server.version` name matches are refused.
+    #[arg(long, env = "DROP_CLIENT")]
+    pub drop_client: Option<String>,
+
     /// Milliseconds between mempool polls.
     #[arg(long, env = "DAEMON_POLL_INTERVAL_MEMPOOL", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     pub daemon_poll_interval_mempool: u64,
@@ -123,6 +155,10 @@ pub struct Settings {
 
 /// Settings checked and resolved.
 pub struct Resolved {
+    /// The cost model.
+    pub cost: crate::cost::CostConfig,
+    /// `DROP_CLIENT`, compiled.
+    pub drop_client: Option<regex::Regex>,
     /// TLS files, when a service needs them.
     pub tls: Option<std::sync::Arc<crate::transport::TlsFiles>>,
     /// Services to run.
@@ -205,7 +241,31 @@ impl Settings {
         } else {
             None
         };
+        if self.cost_hard_limit < self.cost_soft_limit {
+            return Err("COST_HARD_LIMIT: must not be below COST_SOFT_LIMIT".into());
+        }
+        let mut hard = self.cost_hard_limit as f64;
+        if hard > 0.0 && hard == self.cost_soft_limit as f64 {
+            hard += 1.0;
+        }
+        let cost = crate::cost::CostConfig {
+            soft: self.cost_soft_limit as f64,
+            hard,
+            request_sleep: Duration::from_millis(self.request_sleep),
+            bandwidth_unit: self.bandwidth_unit_cost as f64,
+            ipv4_prefix: self.session_group_by_subnet_ipv4,
+            ipv6_prefix: self.session_group_by_subnet_ipv6,
+        };
+        let drop_client = match &self.drop_client {
+            Some(re) => Some(
+                regex::Regex::new(re)
+                    .map_err(|e| format!("DROP_CLIENT: invalid regular expression: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Resolved {
+            cost,
+            drop_client,
             tls,
             coin,
             daemon_urls,

@@ -5,6 +5,7 @@
 //! `electrumx-server` wires it to settings; embedders can run [`server::run`] themselves.
 
 pub mod config;
+pub mod cost;
 pub mod jsonrpc;
 pub mod merkle;
 pub mod methods;

@@ -115,6 +115,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             identity,
             subs: Default::default(),
             mempool_wake: Default::default(),
+            cost: Arc::new(resolved.cost.clone()),
+            cost_groups: Default::default(),
+            drop_client: resolved.drop_client.clone(),
         });
         let services = resolved.services.clone();
         let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);

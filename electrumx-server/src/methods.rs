@@ -20,6 +20,8 @@ pub struct SessionCtx {
     pub version: Option<Version>,
     /// Client name from `server.version`.
     pub client_name: String,
+    /// Cost of the requests handled since the session last collected it.
+    pub pending_cost: f64,
 }
 
 /// What a handler asks the session to do besides answering.
@@ -220,7 +222,7 @@ pub async fn handle(
     p: &Params,
 ) -> (Answer, After) {
     if method == "server.version" {
-        return server_version_method(ctx, p);
+        return server_version_method(state, ctx, p);
     }
     let Some(version) = ctx.version else {
         return (
@@ -236,7 +238,7 @@ pub async fn handle(
     )
 }
 
-fn server_version_method(ctx: &mut SessionCtx, p: &Params) -> (Answer, After) {
+fn server_version_method(state: &ServerState, ctx: &mut SessionCtx, p: &Params) -> (Answer, After) {
     if ctx.version.is_some() {
         return (
             Err(RpcError::bad_request("server.version already sent")),
@@ -245,6 +247,12 @@ fn server_version_method(ctx: &mut SessionCtx, p: &Params) -> (Answer, After) {
     }
     if let Some(Value::String(name)) = p.get(0, "client_name") {
         ctx.client_name = name.chars().take(100).collect();
+    }
+    if let Some(re) = &state.drop_client
+        && re.is_match(&ctx.client_name)
+    {
+        let msg = format!("unsupported client: {}", ctx.client_name);
+        return (Err(RpcError::bad_request(msg)), After::Disconnect);
     }
     match version::negotiate(p.get(1, "protocol_version")) {
         Some(v) => {

@@ -5,6 +5,7 @@
 //! notifier. A message longer than `MAX_RECV` is dropped and the stream resynchronises at
 //! the next newline, as in ElectrumX.
 
+use crate::cost::{SessionCost, Throttle, error_cost, method_cost};
 use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
 use crate::methods::{self, After, SessionCtx};
 use crate::state::ServerState;
@@ -59,7 +60,9 @@ pub async fn serve<S>(
         id,
         version: None,
         client_name: String::new(),
+        pending_cost: 0.0,
     };
+    let mut cost = SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip());
     loop {
         let next = tokio::select! {
             _ = kill.cancelled() => break,
@@ -84,7 +87,24 @@ pub async fn serve<S>(
         if line.trim().is_empty() {
             continue;
         }
+        match cost.throttle(state.subs.count(id)) {
+            Throttle::Proceed => {}
+            Throttle::Sleep(d) => tokio::time::sleep(d).await,
+            Throttle::Disconnect => {
+                tracing::info!(id, %peer, "closing session: excessive resource usage");
+                let err = RpcError::new(code::EXCESSIVE_RESOURCE_USAGE, "excessive resource usage");
+                // Answer the request that went over the limit, by its id if it has one.
+                let req_id = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
+                let reply = jsonrpc::error_response(&req_id.unwrap_or(Value::Null), &err, true);
+                let _ = tx.try_send(reply.to_string());
+                break;
+            }
+        }
         let (reply, after) = handle_message(&state, &mut ctx, &line).await;
+        cost.charge(std::mem::take(&mut ctx.pending_cost));
+        cost.charge_bytes(line.len() + reply.as_ref().map_or(0, String::len));
         if let Some(reply) = reply
             && tx.try_send(reply).is_err()
         {
@@ -175,6 +195,7 @@ async fn handle_one(
     let req = match parsed {
         Ok(r) => r,
         Err((id, err)) => {
+            ctx.pending_cost += error_cost(err.code);
             let id = id.unwrap_or(Value::Null);
             return (
                 Some(jsonrpc::error_response(&id, &err, true)),
@@ -182,6 +203,7 @@ async fn handle_one(
             );
         }
     };
+    ctx.pending_cost += method_cost(&req.method);
     let work = methods::handle(state, ctx, &req.method, &req.params);
     let (answer, after) = match tokio::time::timeout(state.limits.request_timeout, work).await {
         Ok(r) => r,
@@ -198,7 +220,10 @@ async fn handle_one(
     };
     let reply = match answer {
         Ok(v) => jsonrpc::response(&id, v, req.v2),
-        Err(e) => jsonrpc::error_response(&id, &e, req.v2),
+        Err(e) => {
+            ctx.pending_cost += error_cost(e.code);
+            jsonrpc::error_response(&id, &e, req.v2)
+        }
     };
     (Some(reply), after)
 }

@@ -77,6 +77,12 @@ pub struct ServerState {
     pub subs: Subscriptions,
     /// Wakes the mempool loop (after a broadcast).
     pub mempool_wake: tokio::sync::Notify,
+    /// The cost model's settings.
+    pub cost: Arc<crate::cost::CostConfig>,
+    /// Cost groups (per subnet) of all sessions.
+    pub cost_groups: Arc<crate::cost::CostGroups>,
+    /// `DROP_CLIENT`: client names to refuse.
+    pub drop_client: Option<regex::Regex>,
 }
 
 /// Our software version string, as `server.version` and `server.features` report it.
