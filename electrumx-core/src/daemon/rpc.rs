@@ -173,6 +173,7 @@ impl RpcDaemon {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(16)
+            .tcp_nodelay(true)
             .build()
             .map_err(|e| DaemonError::Config(e.to_string()))?;
         Ok(RpcDaemon {

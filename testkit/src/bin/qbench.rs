@@ -1,0 +1,295 @@
+//! `qbench`: query latency and throughput of an Electrum server. Runs, for each query kind
+//! and each concurrency level, sessions that send requests back to back, and prints a
+//! Markdown table of p50/p99 latency and requests per second.
+//!
+//! Usage: `qbench PORT [--concurrency 1,16,256] [--requests N] [--heavy-requests N]`
+//!
+//! Scripts are the chain generator's wallets (`chaingen`): wallet 5 is heavy (tens of
+//! thousands of transactions), wallet 100 medium, wallet 150000 light (Zipf skew). Transactions are read from the server
+//! itself (`id_from_pos`).
+
+use anyhow::{Context, Result, bail};
+use electrumx_core::ScriptHash;
+use electrumx_testkit::chaingen::ScriptKind;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Conn {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    line: String,
+}
+
+impl Conn {
+    async fn open(port: u16) -> Result<Conn> {
+        let s = TcpStream::connect(("127.0.0.1", port)).await?;
+        s.set_nodelay(true)?;
+        let (r, w) = s.into_split();
+        let mut c = Conn {
+            reader: BufReader::new(r),
+            writer: w,
+            id: 0,
+            line: String::new(),
+        };
+        c.call("server.version", json!(["qbench", "1.4"])).await?;
+        Ok(c)
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.id += 1;
+        let mut req = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
+            .to_string();
+        req.push('\n');
+        self.writer.write_all(req.as_bytes()).await?;
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line).await? == 0 {
+                bail!("connection closed");
+            }
+            let v: Value = serde_json::from_str(&self.line)?;
+            if v.get("id") == Some(&json!(self.id)) {
+                if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+                    bail!("{method}: {e}");
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+}
+
+/// The heavy script's wallet number.
+const HEAVY: u32 = 5;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let port: u16 = args.get(1).context("usage: qbench PORT")?.parse()?;
+    let levels: Vec<usize> = arg(&args, "--concurrency")
+        .unwrap_or_else(|| "1,16,256".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let requests: usize = arg(&args, "--requests")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2000);
+    let heavy_requests: usize = arg(&args, "--heavy-requests")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(8);
+
+    let mut probe = Conn::open(port).await?;
+    let tip = probe
+        .call("blockchain.headers.subscribe", json!([]))
+        .await?["height"]
+        .as_u64()
+        .context("tip")? as u32;
+    // Transactions to ask for: position 1 of blocks spread over the chain.
+    let mut txs = Vec::new();
+    for i in 0..50u32 {
+        let h = 101 + (tip - 101) * i / 50;
+        if let Ok(t) = probe
+            .call("blockchain.transaction.id_from_pos", json!([h, 1]))
+            .await
+        {
+            txs.push((t.as_str().unwrap_or_default().to_string(), h));
+        }
+    }
+    let sh = |w: u32| ScriptHash::of_script(&ScriptKind::Wallet(w).script()).to_hex();
+    let heavy_len = probe
+        .call("blockchain.scripthash.get_history", json!([sh(HEAVY)]))
+        .await
+        .map(|v| v.as_array().map_or(0, Vec::len));
+    let medium_len = probe
+        .call("blockchain.scripthash.get_history", json!([sh(100)]))
+        .await?
+        .as_array()
+        .map_or(0, Vec::len);
+    let light_len = probe
+        .call("blockchain.scripthash.get_history", json!([sh(150_000)]))
+        .await?
+        .as_array()
+        .map_or(0, Vec::len);
+    eprintln!(
+        "qbench: tip {tip}; history sizes: heavy {:?}, medium {medium_len}, light {light_len}",
+        heavy_len.as_ref().map_err(|e| e.to_string())
+    );
+
+    type Make = Box<dyn Fn(usize) -> (String, Value)>;
+    let kinds: Vec<(String, Make, usize)> = vec![
+        (
+            "get_history light".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.get_history".into(),
+                    json!([sh(150_000)]),
+                )
+            }),
+            requests,
+        ),
+        (
+            "get_history medium".into(),
+            Box::new(move |_| ("blockchain.scripthash.get_history".into(), json!([sh(100)]))),
+            requests,
+        ),
+        (
+            "get_history heavy".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.get_history".into(),
+                    json!([sh(HEAVY)]),
+                )
+            }),
+            heavy_requests,
+        ),
+        (
+            "listunspent light".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.listunspent".into(),
+                    json!([sh(150_000)]),
+                )
+            }),
+            requests,
+        ),
+        (
+            "listunspent heavy".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.listunspent".into(),
+                    json!([sh(HEAVY)]),
+                )
+            }),
+            heavy_requests,
+        ),
+        (
+            "get_balance light".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.get_balance".into(),
+                    json!([sh(150_000)]),
+                )
+            }),
+            requests,
+        ),
+        (
+            "get_balance heavy".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.get_balance".into(),
+                    json!([sh(HEAVY)]),
+                )
+            }),
+            heavy_requests,
+        ),
+        (
+            "transaction.get".into(),
+            {
+                let txs = txs.clone();
+                Box::new(move |i| {
+                    (
+                        "blockchain.transaction.get".into(),
+                        json!([txs[i % txs.len()].0]),
+                    )
+                })
+            },
+            requests,
+        ),
+        (
+            "get_merkle".into(),
+            {
+                let txs = txs.clone();
+                Box::new(move |i| {
+                    (
+                        "blockchain.transaction.get_merkle".into(),
+                        json!([txs[i % txs.len()].0, txs[i % txs.len()].1]),
+                    )
+                })
+            },
+            requests,
+        ),
+        (
+            "block.headers (2016)".into(),
+            Box::new(move |i| {
+                (
+                    "blockchain.block.headers".into(),
+                    json!([(i * 7) % (tip as usize / 2), 2016]),
+                )
+            }),
+            requests / 4,
+        ),
+    ];
+
+    println!("| query | sessions | requests | p50 ms | p99 ms | req/s | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, make, total) in &kinds {
+        for &level in &levels {
+            // Heavy queries run with as many sessions as they have requests, at most.
+            if *total < level {
+                continue;
+            }
+            let per = total / level;
+            let mut conns = Vec::with_capacity(level);
+            for _ in 0..level {
+                conns.push(Conn::open(port).await?);
+            }
+            let work: Vec<Vec<(String, Value)>> = (0..level)
+                .map(|s| (0..per).map(|k| make(s * per + k)).collect())
+                .collect();
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (mut c, reqs) in conns.into_iter().zip(work) {
+                tasks.spawn(async move {
+                    let mut lat = Vec::with_capacity(reqs.len());
+                    let mut errors = 0usize;
+                    for (m, p) in reqs {
+                        let t = Instant::now();
+                        if c.call(&m, p).await.is_err() {
+                            errors += 1;
+                        }
+                        lat.push(t.elapsed());
+                    }
+                    (lat, errors)
+                });
+            }
+            let mut all = Vec::new();
+            let mut errors = 0;
+            while let Some(r) = tasks.join_next().await {
+                let (lat, e) = r?;
+                all.extend(lat);
+                errors += e;
+            }
+            let wall = started.elapsed();
+            all.sort();
+            println!(
+                "| {name} | {level} | {} | {} | {} | {:.0} | {errors} |",
+                all.len(),
+                ms(percentile(&all, 0.5)),
+                ms(percentile(&all, 0.99)),
+                all.len() as f64 / wall.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
