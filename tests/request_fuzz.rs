@@ -68,6 +68,7 @@ fn env() -> &'static Env {
                 cost: Default::default(),
                 cost_groups: Default::default(),
                 drop_client: None,
+                history_cache: electrumx_server::cache::HistoryCache::new(100_000),
             });
             (controller, state)
         });

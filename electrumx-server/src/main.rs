@@ -118,6 +118,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             cost: Arc::new(resolved.cost.clone()),
             cost_groups: Default::default(),
             drop_client: resolved.drop_client.clone(),
+            history_cache: electrumx_server::cache::HistoryCache::new(2_000_000),
         });
         let services = resolved.services.clone();
         let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);

@@ -135,23 +135,27 @@ pub fn script_status(state: &ServerState, sh: &ScriptHash) -> Result<Option<Stri
     let mut engine = sha256::Hash::engine();
     let mut n = 0usize;
     let mut line = String::with_capacity(80);
-    state
-        .index
-        .visit_history(sh, &mut |item| {
-            line.clear();
-            line.push_str(&item.txid.to_display_hex());
-            line.push(':');
-            line.push_str(&item.height.to_string());
-            line.push(':');
-            engine.input(line.as_bytes());
-            n += 1;
-            ControlFlow::Continue(())
-        })
-        .map_err(index_err)?;
-    for e in state.mempool.history(&sh.hashx()) {
-        let piece = format!("{}:{}:", e.txid.to_display_hex(), e.electrum_height());
-        engine.input(piece.as_bytes());
+    let mut add = |txid: &Hash32, height: i64| {
+        line.clear();
+        line.push_str(&txid.to_display_hex());
+        line.push(':');
+        line.push_str(&height.to_string());
+        line.push(':');
+        engine.input(line.as_bytes());
         n += 1;
+    };
+    match state.history_cache.get(&sh.hashx()) {
+        Some(cached) => cached.iter().for_each(|h| add(&h.txid, h.height as i64)),
+        None => state
+            .index
+            .visit_history(sh, &mut |item| {
+                add(&item.txid, item.height as i64);
+                ControlFlow::Continue(())
+            })
+            .map_err(index_err)?,
+    }
+    for e in state.mempool.history(&sh.hashx()) {
+        add(&e.txid, e.electrum_height());
     }
     if n == 0 {
         return Ok(None);
@@ -775,11 +779,7 @@ async fn script_query(
         "get_history" => {
             let st = state.clone();
             let list = blocking(move || {
-                let limit = st.limits.max_history();
-                let confirmed = st.index.history(&sh, 0, limit + 1).map_err(index_err)?;
-                if confirmed.len() > limit {
-                    return Err(history_too_large());
-                }
+                let confirmed = confirmed_history(&st, &sh)?;
                 let mut out: Vec<Value> = confirmed
                     .iter()
                     .map(|h| json!({"tx_hash": h.txid.to_display_hex(), "height": h.height}))
@@ -826,6 +826,32 @@ async fn script_query(
             format!("unknown method \"{op}\""),
         )),
     }
+}
+
+/// A script's confirmed history, from the cache or the index (and then cached); "history
+/// too large" above the `MAX_SEND`-derived limit.
+fn confirmed_history(
+    state: &ServerState,
+    sh: &ScriptHash,
+) -> Result<Arc<Vec<electrumx_core::HistoryItem>>, RpcError> {
+    let limit = state.limits.max_history();
+    if let Some(h) = state.history_cache.get(&sh.hashx()) {
+        return if h.len() > limit {
+            Err(history_too_large())
+        } else {
+            Ok(h)
+        };
+    }
+    let generation = state.history_cache.generation();
+    let history = state.index.history(sh, 0, limit + 1).map_err(index_err)?;
+    if history.len() > limit {
+        return Err(history_too_large());
+    }
+    let history = Arc::new(history);
+    state
+        .history_cache
+        .insert(sh.hashx(), history.clone(), generation);
+    Ok(history)
 }
 
 /// An outpoint's status (protocol 1.7): `{}`, `{funder_height}` or with the spender.

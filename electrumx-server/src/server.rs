@@ -209,11 +209,15 @@ async fn follow_changes(
                     while let Ok(IndexEvent::NewTip { touched: t, .. }) = events.try_recv() {
                         touched.extend(t.iter().copied());
                     }
+                    state.history_cache.invalidate(&touched);
                     if let Some(msg) = headers_notification(&state) {
                         state.subs.notify_headers(&msg);
                     }
                 }
-                Err(RecvError::Lagged(_)) => everything = true,
+                Err(RecvError::Lagged(_)) => {
+                    state.history_cache.clear();
+                    everything = true;
+                }
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {}

@@ -83,6 +83,8 @@ pub struct ServerState {
     pub cost_groups: Arc<crate::cost::CostGroups>,
     /// `DROP_CLIENT`: client names to refuse.
     pub drop_client: Option<regex::Regex>,
+    /// Recently asked confirmed histories.
+    pub history_cache: crate::cache::HistoryCache,
 }
 
 /// Our software version string, as `server.version` and `server.features` report it.
