@@ -214,6 +214,24 @@ pub fn response(id: &Value, result: Value, v2: bool) -> Value {
     }
 }
 
+/// A success reply around an already serialized result (large lists are written directly).
+pub fn raw_response(id: &Value, raw_result: &str, v2: bool) -> String {
+    let mut out = String::with_capacity(raw_result.len() + 64);
+    out.push('{');
+    if v2 {
+        out.push_str("\"jsonrpc\":\"2.0\",");
+    }
+    out.push_str("\"id\":");
+    out.push_str(&id.to_string());
+    out.push_str(",\"result\":");
+    out.push_str(raw_result);
+    if !v2 {
+        out.push_str(",\"error\":null");
+    }
+    out.push('}');
+    out
+}
+
 /// An error reply.
 pub fn error_response(id: &Value, err: &RpcError, v2: bool) -> Value {
     let e = json!({"code": err.code, "message": err.message});

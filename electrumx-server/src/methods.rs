@@ -35,6 +35,14 @@ pub enum After {
 
 type Answer = Result<Value, RpcError>;
 
+/// A method's result: a JSON value, or JSON text already written (long lists).
+pub enum Reply {
+    /// A value, serialized with the reply.
+    Value(Value),
+    /// Serialized JSON.
+    Raw(String),
+}
+
 fn internal(e: impl std::fmt::Display) -> RpcError {
     tracing::warn!("internal error: {e}");
     RpcError::new(code::INTERNAL_ERROR, "internal server error")
@@ -169,15 +177,6 @@ fn history_too_large() -> RpcError {
     RpcError::new(code::HISTORY_TOO_LARGE, "history too large")
 }
 
-fn mempool_entries(state: &ServerState, hashx: &HashX) -> Vec<Value> {
-    state
-        .mempool
-        .history(hashx)
-        .into_iter()
-        .map(|e| json!({"tx_hash": e.txid.to_display_hex(), "height": e.electrum_height(), "fee": e.fee}))
-        .collect()
-}
-
 fn header_json(height: u32, header: &[u8]) -> Value {
     json!({"height": height, "hex": const_hex::encode(header)})
 }
@@ -224,9 +223,10 @@ pub async fn handle(
     ctx: &mut SessionCtx,
     method: &str,
     p: &Params,
-) -> (Answer, After) {
+) -> (Result<Reply, RpcError>, After) {
     if method == "server.version" {
-        return server_version_method(state, ctx, p);
+        let (answer, after) = server_version_method(state, ctx, p);
+        return (answer.map(Reply::Value), after);
     }
     let Some(version) = ctx.version else {
         return (
@@ -236,10 +236,39 @@ pub async fn handle(
             After::Disconnect,
         );
     };
+    if let Some((op, flavour)) = script_method(method, version) {
+        return (
+            script_method_call(state, ctx, method, op, flavour, p).await,
+            After::Continue,
+        );
+    }
     (
-        dispatch(state, ctx, version, method, p).await,
+        dispatch(state, ctx, version, method, p)
+            .await
+            .map(Reply::Value),
         After::Continue,
     )
+}
+
+async fn script_method_call(
+    state: &Arc<ServerState>,
+    ctx: &SessionCtx,
+    method: &str,
+    op: &str,
+    flavour: ScriptMethod,
+    p: &Params,
+) -> Result<Reply, RpcError> {
+    let arg_name = if flavour == ScriptMethod::ScriptPubKey {
+        "spk"
+    } else {
+        "scripthash"
+    };
+    p.check(method, &[arg_name])?;
+    let sh = match flavour {
+        ScriptMethod::ScriptHash => arg_scripthash(p)?,
+        ScriptMethod::ScriptPubKey => ScriptHash::of_script(&arg_hex(p, 0, "spk")?),
+    };
+    script_query(state, ctx, op, flavour, sh).await
 }
 
 fn server_version_method(state: &ServerState, ctx: &mut SessionCtx, p: &Params) -> (Answer, After) {
@@ -390,20 +419,6 @@ async fn dispatch(
                     .map(|(rate, size)| json!([rate, size]))
                     .collect::<Vec<_>>()
             ))
-        }
-        m if script_method(m, v).is_some() => {
-            let (op, flavour) = script_method(m, v).expect("checked");
-            let arg_name = if flavour == ScriptMethod::ScriptPubKey {
-                "spk"
-            } else {
-                "scripthash"
-            };
-            p.check(method, &[arg_name])?;
-            let sh = match flavour {
-                ScriptMethod::ScriptHash => arg_scripthash(p)?,
-                ScriptMethod::ScriptPubKey => ScriptHash::of_script(&arg_hex(p, 0, "spk")?),
-            };
-            script_query(state, ctx, op, flavour, sh).await
         }
         "blockchain.transaction.get" => {
             p.check(method, &["tx_hash", "verbose"])?;
@@ -757,13 +772,13 @@ async fn script_query(
     op: &str,
     flavour: ScriptMethod,
     sh: ScriptHash,
-) -> Answer {
+) -> Result<Reply, RpcError> {
     // 1.7 wraps lists in objects.
-    let wrap = |key: &str, v: Value| {
+    let wrap = move |key: &str, list: String| {
         if flavour == ScriptMethod::ScriptPubKey {
-            json!({ key: v })
+            format!("{{\"{key}\":{list}}}")
         } else {
-            v
+            list
         }
     };
     match op {
@@ -772,7 +787,9 @@ async fn script_query(
             blocking(move || {
                 let confirmed = st.index.balance(&sh).map_err(index_err)?;
                 let unconfirmed = st.mempool.balance_delta(&sh.hashx());
-                Ok(json!({"confirmed": confirmed, "unconfirmed": unconfirmed}))
+                Ok(Reply::Value(
+                    json!({"confirmed": confirmed, "unconfirmed": unconfirmed}),
+                ))
             })
             .await
         }
@@ -780,17 +797,21 @@ async fn script_query(
             let st = state.clone();
             let list = blocking(move || {
                 let confirmed = confirmed_history(&st, &sh)?;
-                let mut out: Vec<Value> = confirmed
-                    .iter()
-                    .map(|h| json!({"tx_hash": h.txid.to_display_hex(), "height": h.height}))
-                    .collect();
-                out.extend(mempool_entries(&st, &sh.hashx()));
-                Ok(json!(out))
+                let mut w = ListWriter::with_capacity(confirmed.len() * 90);
+                for h in confirmed.iter() {
+                    w.entry(&h.txid, &[("height", h.height as i64)]);
+                }
+                mempool_list(&st, &sh.hashx(), &mut w);
+                Ok(w.finish())
             })
             .await?;
-            Ok(wrap("history", list))
+            Ok(Reply::Raw(wrap("history", list)))
         }
-        "get_mempool" => Ok(wrap("history", json!(mempool_entries(state, &sh.hashx())))),
+        "get_mempool" => {
+            let mut w = ListWriter::with_capacity(256);
+            mempool_list(state, &sh.hashx(), &mut w);
+            Ok(Reply::Raw(wrap("history", w.finish())))
+        }
         "listunspent" => {
             let st = state.clone();
             let list = blocking(move || {
@@ -799,18 +820,34 @@ async fn script_query(
                 if utxos.len() > limit {
                     return Err(history_too_large());
                 }
-                let mut out: Vec<Value> = utxos
+                let mut w = ListWriter::with_capacity(utxos.len() * 110);
+                for u in utxos
                     .iter()
                     .filter(|u| st.mempool.spender(&u.txid, u.vout).is_none())
-                    .map(|u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": u.height, "value": u.value}))
-                    .collect();
-                out.extend(st.mempool.utxos(&sh.hashx()).into_iter().map(
-                    |u| json!({"tx_hash": u.txid.to_display_hex(), "tx_pos": u.vout, "height": 0, "value": u.value}),
-                ));
-                Ok(json!(out))
+                {
+                    w.entry(
+                        &u.txid,
+                        &[
+                            ("tx_pos", u.vout as i64),
+                            ("height", u.height as i64),
+                            ("value", u.value as i64),
+                        ],
+                    );
+                }
+                for u in st.mempool.utxos(&sh.hashx()) {
+                    w.entry(
+                        &u.txid,
+                        &[
+                            ("tx_pos", u.vout as i64),
+                            ("height", 0),
+                            ("value", u.value as i64),
+                        ],
+                    );
+                }
+                Ok(w.finish())
             })
             .await?;
-            Ok(wrap("utxos", list))
+            Ok(Reply::Raw(wrap("utxos", list)))
         }
         "subscribe" => {
             let st = state.clone();
@@ -818,13 +855,64 @@ async fn script_query(
             state
                 .subs
                 .subscribe_script(ctx.id, sh, status.clone(), flavour);
-            Ok(json!(status))
+            Ok(Reply::Value(json!(status)))
         }
-        "unsubscribe" => Ok(json!(state.subs.unsubscribe_script(ctx.id, &sh))),
+        "unsubscribe" => Ok(Reply::Value(json!(
+            state.subs.unsubscribe_script(ctx.id, &sh)
+        ))),
         _ => Err(RpcError::new(
             code::METHOD_NOT_FOUND,
             format!("unknown method \"{op}\""),
         )),
+    }
+}
+
+/// Writes a JSON list of `{"tx_hash": …, key: n, …}` objects without building values.
+struct ListWriter {
+    out: String,
+    first: bool,
+}
+
+impl ListWriter {
+    fn with_capacity(n: usize) -> Self {
+        let mut out = String::with_capacity(n + 2);
+        out.push('[');
+        ListWriter { out, first: true }
+    }
+
+    fn entry(&mut self, txid: &Hash32, fields: &[(&str, i64)]) {
+        use std::fmt::Write;
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push_str("{\"tx_hash\":\"");
+        let mut rev = txid.0;
+        rev.reverse();
+        let mut buf = [0u8; 64];
+        const_hex::encode_to_slice(rev, &mut buf).expect("64 hex digits");
+        self.out
+            .push_str(std::str::from_utf8(&buf).expect("hex is ASCII"));
+        self.out.push('"');
+        for (k, v) in fields {
+            let _ = write!(self.out, ",\"{k}\":{v}");
+        }
+        self.out.push('}');
+    }
+
+    fn finish(mut self) -> String {
+        self.out.push(']');
+        self.out
+    }
+}
+
+/// Appends a script's mempool entries (with fees) to a list.
+fn mempool_list(state: &ServerState, hashx: &HashX, w: &mut ListWriter) {
+    for e in state.mempool.history(hashx) {
+        w.entry(
+            &e.txid,
+            &[("height", e.electrum_height()), ("fee", e.fee as i64)],
+        );
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::cost::{SessionCost, Throttle, error_cost, method_cost};
 use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
-use crate::methods::{self, After, SessionCtx};
+use crate::methods::{self, After, Reply, SessionCtx};
 use crate::state::ServerState;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -128,10 +128,11 @@ pub async fn handle_message(
     ctx: &mut SessionCtx,
     text: &str,
 ) -> (Option<String>, After) {
+    let max_send = state.limits.max_send;
     match jsonrpc::parse_message(text) {
         Incoming::Single(r) => {
             let (reply, after) = handle_one(state, ctx, r).await;
-            (reply.map(|v| fit(v, state.limits.max_send)), after)
+            (reply.map(|r| r.fit(max_send)), after)
         }
         Incoming::Batch(items) => {
             if items.len() > state.limits.max_batch {
@@ -144,27 +145,26 @@ pub async fn handle_message(
                     After::Continue,
                 );
             }
-            let mut replies = Vec::new();
-            let mut size = 2usize;
+            let mut out = String::from("[");
             let mut after = After::Continue;
             for item in items {
                 let (reply, a) = handle_one(state, ctx, item).await;
-                if let Some(mut r) = reply {
-                    let len = r.to_string().len();
-                    if size + len + 1 > state.limits.max_send {
-                        let id = r.get("id").cloned().unwrap_or(Value::Null);
-                        r = jsonrpc::error_response(&id, &too_large(state.limits.max_send), true);
+                if let Some(r) = reply {
+                    // Each element that would overflow MAX_SEND becomes an error, as in ElectrumX.
+                    let room = max_send.saturating_sub(out.len() + 2);
+                    let text = r.fit(room);
+                    if out.len() > 1 {
+                        out.push(',');
                     }
-                    size += r.to_string().len() + 1;
-                    replies.push(r);
+                    out.push_str(&text);
                 }
                 if a == After::Disconnect {
                     after = After::Disconnect;
                     break;
                 }
             }
-            let reply = (!replies.is_empty()).then(|| Value::Array(replies).to_string());
-            (reply, after)
+            out.push(']');
+            ((out.len() > 2).then_some(out), after)
         }
     }
 }
@@ -176,31 +176,35 @@ fn too_large(max: usize) -> RpcError {
     )
 }
 
-/// Serializes a reply, replacing it by an error if it exceeds `MAX_SEND`.
-fn fit(reply: Value, max_send: usize) -> String {
-    let text = reply.to_string();
-    if text.len() <= max_send {
-        return text;
+/// A serialized reply with what it takes to replace it by an error.
+struct ReplyText {
+    id: Value,
+    v2: bool,
+    text: String,
+}
+
+impl ReplyText {
+    /// The reply, or a "response too large" error if it exceeds `max` bytes.
+    fn fit(self, max: usize) -> String {
+        if self.text.len() <= max {
+            return self.text;
+        }
+        jsonrpc::error_response(&self.id, &too_large(max), self.v2).to_string()
     }
-    let id = reply.get("id").cloned().unwrap_or(Value::Null);
-    let v2 = reply.get("jsonrpc").is_some();
-    jsonrpc::error_response(&id, &too_large(max_send), v2).to_string()
 }
 
 async fn handle_one(
     state: &Arc<ServerState>,
     ctx: &mut SessionCtx,
     parsed: Result<Request, (Option<Value>, RpcError)>,
-) -> (Option<Value>, After) {
+) -> (Option<ReplyText>, After) {
     let req = match parsed {
         Ok(r) => r,
         Err((id, err)) => {
             ctx.pending_cost += error_cost(err.code);
             let id = id.unwrap_or(Value::Null);
-            return (
-                Some(jsonrpc::error_response(&id, &err, true)),
-                After::Continue,
-            );
+            let text = jsonrpc::error_response(&id, &err, true).to_string();
+            return (Some(ReplyText { id, v2: true, text }), After::Continue);
         }
     };
     ctx.pending_cost += method_cost(&req.method);
@@ -218,14 +222,22 @@ async fn handle_one(
     let Some(id) = req.id else {
         return (None, after);
     };
-    let reply = match answer {
-        Ok(v) => jsonrpc::response(&id, v, req.v2),
+    let text = match answer {
+        Ok(Reply::Value(v)) => jsonrpc::response(&id, v, req.v2).to_string(),
+        Ok(Reply::Raw(raw)) => jsonrpc::raw_response(&id, &raw, req.v2),
         Err(e) => {
             ctx.pending_cost += error_cost(e.code);
-            jsonrpc::error_response(&id, &e, req.v2)
+            jsonrpc::error_response(&id, &e, req.v2).to_string()
         }
     };
-    (Some(reply), after)
+    (
+        Some(ReplyText {
+            id,
+            v2: req.v2,
+            text,
+        }),
+        after,
+    )
 }
 
 /// What the line reader produced.
