@@ -372,3 +372,102 @@ async fn blk_dat_files_with_blocks_out_of_order_are_read() -> Result<()> {
     assert_eq!(raws, blocks);
     Ok(())
 }
+
+#[test]
+fn fee_histogram_vectors_match_electrumx() {
+    let v = json("vectors/electrumx-fee-histogram.json");
+    for case in v["vectors"].as_array().unwrap() {
+        let hist: Vec<(f64, u64)> = case["histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_u64().unwrap()))
+            .rev()
+            .collect();
+        let mut sorted = hist.clone();
+        sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let got = electrumx_core::mempool::compress_histogram(
+            &sorted,
+            case["bin_size"].as_u64().unwrap(),
+        );
+        let want: Vec<(f64, u64)> = case["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_u64().unwrap()))
+            .collect();
+        assert_eq!(got, want, "bin size {}", case["bin_size"]);
+    }
+}
+
+#[test]
+fn checkpoint_proofs_and_merkle_branches_match_the_vectors() {
+    use electrumx_server::merkle::branch_and_root;
+    // cp_height proofs over mainnet headers 0..10236.
+    let headers =
+        std::fs::read(shared_dir().join("data/headers/mainnet-0000000-0010236.bin")).unwrap();
+    let hashes: Vec<Hash32> = headers.chunks_exact(80).map(Hash32::sha256d).collect();
+    for case in json("vectors/derived/header-checkpoint-proofs.json")["vectors"]
+        .as_array()
+        .unwrap()
+    {
+        let (h, cp) = (
+            case["height"].as_u64().unwrap() as usize,
+            case["cp_height"].as_u64().unwrap() as usize,
+        );
+        let (branch, root) = branch_and_root(&hashes[..=cp], h).unwrap();
+        assert_eq!(
+            const_hex::encode(&headers[h * 80..h * 80 + 80]),
+            case["header"].as_str().unwrap()
+        );
+        assert_eq!(root.to_display_hex(), case["root"].as_str().unwrap());
+        let want: Vec<String> = case["branch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().into())
+            .collect();
+        assert_eq!(
+            branch
+                .iter()
+                .map(|b| b.to_display_hex())
+                .collect::<Vec<_>>(),
+            want
+        );
+    }
+    // Transaction merkle branches in large modern blocks.
+    for case in json("vectors/derived/merkle-branches.json")["vectors"]
+        .as_array()
+        .unwrap()
+    {
+        let raw = std::fs::read(
+            shared_dir()
+                .join("data")
+                .join(case["block_file"].as_str().unwrap()),
+        )
+        .unwrap();
+        let block = ParsedBlock::parse(raw).unwrap();
+        let txids: Vec<Hash32> = block.txs.iter().map(|t| t.txid).collect();
+        let pos = case["get_merkle"]["pos"].as_u64().unwrap() as usize;
+        assert_eq!(
+            txids[pos].to_display_hex(),
+            case["tx_hash"].as_str().unwrap()
+        );
+        let (branch, _) = branch_and_root(&txids, pos).unwrap();
+        let want: Vec<String> = case["get_merkle"]["merkle"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().into())
+            .collect();
+        assert_eq!(
+            branch
+                .iter()
+                .map(|b| b.to_display_hex())
+                .collect::<Vec<_>>(),
+            want,
+            "{}",
+            case["why"]
+        );
+    }
+}

@@ -417,25 +417,52 @@ fn remove_tx(st: &mut State, txid: &Txid, update: &mut MempoolUpdate) {
     update.removed += 1;
 }
 
-/// ElectrumX's compact fee histogram.
+/// Size of the first fee histogram bin in vbytes (ElectrumX's
+/// `MEMPOOL_COMPACT_HISTOGRAM_BINSIZE` for Bitcoin).
+pub const HISTOGRAM_BIN_SIZE: u64 = 100_000;
+
+/// The fee histogram of mempool entries: fee rates floored to 0.1 sat/vB, then compressed.
 fn compute_histogram<'a>(entries: impl Iterator<Item = &'a MempoolEntry>) -> Vec<(f64, u64)> {
-    let mut rates: Vec<(f64, u64)> = entries
-        .filter(|e| e.vsize > 0)
-        .map(|e| (e.fee as f64 / e.vsize as f64, e.vsize as u64))
+    // Keyed by tenths of a sat/vB.
+    let mut by_rate: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for e in entries.filter(|e| e.vsize > 0) {
+        *by_rate
+            .entry(e.fee.saturating_mul(10) / e.vsize as u64)
+            .or_default() += e.vsize as u64;
+    }
+    let hist: Vec<(f64, u64)> = by_rate
+        .into_iter()
+        .rev()
+        .map(|(r, size)| (r as f64 / 10.0, size))
         .collect();
-    rates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    compress_histogram(&hist, HISTOGRAM_BIN_SIZE)
+}
+
+/// ElectrumX's histogram compression. `hist` holds `(fee rate, vsize)` pairs from the
+/// highest rate down; bins start at `bin_size` vbytes and grow by 10 % each. A rate whose own
+/// size exceeds twice the bin first closes the bin before it; what is left below the last
+/// bin is dropped.
+pub fn compress_histogram(hist: &[(f64, u64)], bin_size: u64) -> Vec<(f64, u64)> {
     let mut out = Vec::new();
-    let mut bin_size = 100_000.0;
+    let mut bin = bin_size as f64;
     let mut cum: u64 = 0;
-    let mut r = 0.0;
-    for (rate, size) in rates {
-        cum += size;
-        if cum as f64 + r > bin_size {
-            out.push((rate, cum));
-            r += cum as f64 - bin_size;
+    let mut prev: Option<f64> = None;
+    for &(rate, size) in hist {
+        if size as f64 > 2.0 * bin
+            && let Some(p) = prev
+            && cum > 0
+        {
+            out.push((p, cum));
             cum = 0;
-            bin_size *= 1.1;
+            bin *= 1.1;
         }
+        cum += size;
+        if cum as f64 > bin {
+            out.push((rate, cum));
+            cum = 0;
+            bin *= 1.1;
+        }
+        prev = Some(rate);
     }
     out
 }
@@ -445,7 +472,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_bins_like_electrumx() {
+    fn histogram_floors_rates_and_descends() {
         let e = |fee, vsize| MempoolEntry {
             txid: Txid::default(),
             fee,
@@ -455,8 +482,10 @@ mod tests {
         let entries: Vec<_> = (0..300).map(|i| e(1000 + i * 10, 1000)).collect();
         let h = compute_histogram(entries.iter());
         assert!(!h.is_empty());
-        assert!(h.windows(2).all(|w| w[0].0 >= w[1].0), "rates descend");
-        assert!(h[0].1 > 100_000 - 1000 && h[0].1 <= 101_000);
+        assert!(
+            h.windows(2).all(|w| w[0].0 > w[1].0),
+            "rates strictly descend"
+        );
         assert!(compute_histogram(std::iter::empty()).is_empty());
     }
 }
