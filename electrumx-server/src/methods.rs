@@ -211,6 +211,15 @@ fn cp_proof(
     branch_and_root(&leaves, height as usize).ok_or_else(|| internal("cp proof"))
 }
 
+/// The txids of the block at `height`, or "out of range".
+fn block_txids(state: &ServerState, height: u32) -> Result<Vec<Txid>, RpcError> {
+    state
+        .index
+        .block_txids(height)
+        .map_err(index_err)?
+        .ok_or_else(|| RpcError::bad_request(format!("height {height} out of range")))
+}
+
 fn hexes(hs: &[Hash32]) -> Vec<String> {
     hs.iter().map(|h| h.to_display_hex()).collect()
 }
@@ -507,13 +516,7 @@ async fn dispatch(
             let height = arg_u32(p, 1, "height", None)?;
             let st = state.clone();
             blocking(move || {
-                let txids = st
-                    .index
-                    .block_txids(height)
-                    .map_err(index_err)?
-                    .ok_or_else(|| {
-                        RpcError::bad_request(format!("height {height} out of range"))
-                    })?;
+                let txids = block_txids(&st, height)?;
                 let pos = txids.iter().position(|t| *t == txid).ok_or_else(|| {
                     RpcError::bad_request(format!("tx {txid} not in block at height {height}"))
                 })?;
@@ -529,13 +532,7 @@ async fn dispatch(
             let merkle = arg_bool(p, 2, "merkle")?;
             let st = state.clone();
             blocking(move || {
-                let txids = st
-                    .index
-                    .block_txids(height)
-                    .map_err(index_err)?
-                    .ok_or_else(|| {
-                        RpcError::bad_request(format!("height {height} out of range"))
-                    })?;
+                let txids = block_txids(&st, height)?;
                 let txid = txids.get(pos).ok_or_else(|| {
                     RpcError::bad_request(format!(
                         "no tx at position {pos} in block at height {height}"

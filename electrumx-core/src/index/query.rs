@@ -144,6 +144,22 @@ impl Index {
         ro
     }
 
+    /// An iterator over the keys of `cf` that start with `prefix`, positioned at the first.
+    fn prefix_iter<'v>(
+        &'v self,
+        view: &'v View<'_>,
+        cf_name: &str,
+        prefix: &[u8],
+    ) -> rocksdb::DBRawIterator<'v> {
+        let ro = Self::read_opts(view, prefix_end(prefix));
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(cf_name), ro);
+        it.seek(prefix);
+        it
+    }
+
     /// Tx numbers of a script's history from the `offset`-th, in chain order, handed to `f` in
     /// batches of [`TXID_BATCH`] with their txids.
     fn scan_history(
@@ -154,10 +170,7 @@ impl Index {
         f: &mut BatchVisitor<'_>,
     ) -> Result<()> {
         let hashx = script.hashx();
-        let db = self.store.db();
-        let ro = Self::read_opts(view, prefix_end(&hashx.0));
-        let mut it = db.raw_iterator_cf_opt(self.store.cf(cf::HISTORY), ro);
-        it.seek(hashx.0);
+        let mut it = self.prefix_iter(view, cf::HISTORY, &hashx.0);
         let mut skipped = 0usize;
         let mut txnums: Vec<u64> = Vec::with_capacity(TXID_BATCH);
         let mut batch: Vec<(u64, Txid)> = Vec::with_capacity(TXID_BATCH);
@@ -219,11 +232,8 @@ impl Index {
     }
 
     fn find_txnum(&self, view: &View<'_>, txid: &Txid) -> Result<Option<u64>> {
-        let db = self.store.db();
         let prefix = &txid.0[..keys::TXID_PREFIX_LEN];
-        let ro = Self::read_opts(view, prefix_end(prefix));
-        let mut it = db.raw_iterator_cf_opt(self.store.cf(cf::TXID_INDEX), ro);
-        it.seek(prefix);
+        let mut it = self.prefix_iter(view, cf::TXID_INDEX, prefix);
         let mut candidates = Vec::new();
         while let Some(k) = it.key() {
             candidates.push(keys::txnum_from(&k[keys::TXID_PREFIX_LEN..]));
@@ -380,12 +390,7 @@ impl ChainIndex for Index {
     fn history_len(&self, script: &ScriptHash, cap: usize) -> Result<usize> {
         let view = self.view();
         let hashx = script.hashx();
-        let ro = Self::read_opts(&view, prefix_end(&hashx.0));
-        let mut it = self
-            .store
-            .db()
-            .raw_iterator_cf_opt(self.store.cf(cf::HISTORY), ro);
-        it.seek(hashx.0);
+        let mut it = self.prefix_iter(&view, cf::HISTORY, &hashx.0);
         let total = view.tx_counts.last().copied().unwrap_or(0);
         let mut n = 0;
         while let Some(k) = it.key() {
@@ -404,12 +409,7 @@ impl ChainIndex for Index {
     fn utxos(&self, script: &ScriptHash, limit: usize) -> Result<Vec<Utxo>> {
         let view = self.view();
         let hashx = script.hashx();
-        let ro = Self::read_opts(&view, prefix_end(&hashx.0));
-        let mut it = self
-            .store
-            .db()
-            .raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
-        it.seek(hashx.0);
+        let mut it = self.prefix_iter(&view, cf::UTXOS, &hashx.0);
         let mut raw: Vec<(u64, u32, u64)> = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if raw.len() >= limit {
@@ -451,12 +451,7 @@ impl ChainIndex for Index {
     fn balance(&self, script: &ScriptHash) -> Result<u64> {
         let view = self.view();
         let hashx = script.hashx();
-        let ro = Self::read_opts(&view, prefix_end(&hashx.0));
-        let mut it = self
-            .store
-            .db()
-            .raw_iterator_cf_opt(self.store.cf(cf::UTXOS), ro);
-        it.seek(hashx.0);
+        let mut it = self.prefix_iter(&view, cf::UTXOS, &hashx.0);
         let mut sum = 0u64;
         while let Some(v) = it.value() {
             let v: [u8; 8] = v
