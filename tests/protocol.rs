@@ -972,3 +972,71 @@ async fn cost_limits_and_drop_client() -> Result<()> {
     assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() -> Result<()> {
+    let mut fx = start(110).await?;
+    let port = fx.port;
+    let sent = fx.chain.send_to_mempool(&fx.node, 8).await?;
+    // A wallet paid by the first sent transaction, and every sent tx paying it.
+    let kind = sent[0]
+        .outputs
+        .iter()
+        .map(|(_, k)| *k)
+        .find(|k| matches!(k, ScriptKind::Wallet(_)))
+        .unwrap();
+    let sh = ScriptHash::of_script(&kind.script()).to_hex();
+    let paying: Vec<String> = sent
+        .iter()
+        .filter(|t| t.outputs.iter().any(|(_, k)| *k == kind))
+        .map(|t| t.txid.to_display_hex())
+        .collect();
+    let heights_of = |c: &mut RawConn| -> Result<Vec<(String, i64)>> {
+        let h = c.result("blockchain.scripthash.get_history", json!([sh]))?;
+        Ok(h.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| paying.contains(&e["tx_hash"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["tx_hash"].as_str().unwrap().to_string(),
+                    e["height"].as_i64().unwrap(),
+                )
+            })
+            .collect())
+    };
+    let mut c = tokio::task::block_in_place(|| -> Result<RawConn> {
+        let mut c = RawConn::connect(port)?;
+        c.result("server.version", json!(["t", "1.6"]))?;
+        // Seen unconfirmed: height 0 (or -1 with an unconfirmed parent).
+        eventually(|| {
+            let h = heights_of(&mut c)?;
+            Ok((h.len() == paying.len() && h.iter().all(|(_, ht)| *ht <= 0)).then_some(()))
+        })?;
+        Ok(c)
+    })?;
+    // Mined: confirmed at the new height.
+    fx.chain.mine(&fx.node, 1).await?;
+    let mined = fx.chain.height() as i64;
+    tokio::task::block_in_place(|| {
+        eventually(|| {
+            let h = heights_of(&mut c)?;
+            Ok((h.len() == paying.len() && h.iter().all(|(_, ht)| *ht == mined)).then_some(()))
+        })
+    })?;
+    // That block is replaced by a longer branch without it: back in the mempool.
+    fx.chain.reorg_empty(&fx.node, 1).await?;
+    tokio::task::block_in_place(|| {
+        eventually(|| {
+            let tip = c.result("blockchain.headers.subscribe", json!([]))?;
+            let h = heights_of(&mut c)?;
+            Ok((tip["height"] == json!(fx.chain.height())
+                && h.len() == paying.len()
+                && h.iter().all(|(_, ht)| *ht <= 0))
+            .then_some(()))
+        })
+    })?;
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}

@@ -182,6 +182,7 @@ pub struct ChainGen {
     immature: VecDeque<(u32, Coin)>,
     branch: u32,
     next_p2pkh: u32,
+    empty_blocks: bool,
 }
 
 impl ChainGen {
@@ -206,6 +207,7 @@ impl ChainGen {
             immature: VecDeque::new(),
             branch: 0,
             next_p2pkh: 0,
+            empty_blocks: false,
         }
     }
 
@@ -316,7 +318,7 @@ impl ChainGen {
         let height = self.height() + 1;
         self.mature_coins(height);
         let mut txs: Vec<GenTx> = std::mem::take(&mut self.mempool);
-        if !self.pool.is_empty() {
+        if !self.pool.is_empty() && !self.empty_blocks {
             let n = self
                 .rng
                 .random_range(self.params.txs_per_block / 2..=self.params.txs_per_block * 3 / 2);
@@ -456,6 +458,16 @@ impl ChainGen {
             bail!("after the competing branch the node's tip is {best}, not {ours}");
         }
         Ok(())
+    }
+
+    /// Like [`ChainGen::reorg`], but the competing branch has only coinbases, so the
+    /// transactions of the replaced blocks conflict with nothing and return to the node's
+    /// mempool.
+    pub async fn reorg_empty(&mut self, node: &RegtestNode, k: u32) -> Result<()> {
+        self.empty_blocks = true;
+        let r = self.reorg(node, k).await;
+        self.empty_blocks = false;
+        r
     }
 
     /// Sends `n` new transactions to the node's mempool.
