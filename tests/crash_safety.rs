@@ -76,7 +76,7 @@ async fn kill_9_during_sync_and_at_the_tip_always_restarts_cleanly() -> Result<(
     for _ in 0..5 {
         let mut server = ServerProcess::start(&env)?;
         let flushes = rng.random_range(1..=3);
-        let line = server.wait_for_line("flushed to disk", flushes, Duration::from_secs(120));
+        let line = server.wait_for_line("flush to disk", flushes, Duration::from_secs(120));
         std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
         server.kill9()?;
         line?;
@@ -141,7 +141,7 @@ async fn sigterm_mid_sync_flushes_and_exits_zero_then_resumes() -> Result<()> {
     let db = tempfile::tempdir()?;
     let env = server_env(&node, db.path());
     let mut server = ServerProcess::start(&env)?;
-    server.wait_for_line("flushed to disk", 2, Duration::from_secs(120))?;
+    server.wait_for_line("flush to disk", 2, Duration::from_secs(120))?;
     server.signal("TERM")?;
     let status = server.wait_exit(Duration::from_secs(30))?;
     assert!(

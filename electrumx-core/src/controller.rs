@@ -457,6 +457,7 @@ impl SyncLoop {
         }
         drop(prefetcher);
         self.flush_logged()?;
+        self.processor.wait_inflight()?;
         Ok(())
     }
 
@@ -479,12 +480,14 @@ impl SyncLoop {
         }
         let started = Instant::now();
         let bytes = self.processor.cache_bytes();
+        // Waits for the previous flush (it is reported here), then starts this one; at the
+        // tip the flush is synchronous.
         self.processor.flush(self.caught_up)?;
         tracing::info!(
             height = self.processor.block_count().saturating_sub(1),
             cache_mb = bytes >> 20,
-            secs = format!("{:.2}", started.elapsed().as_secs_f64()),
-            "flushed to disk"
+            waited_secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "flush to disk started (the previous one is committed)"
         );
         self.update_status(None);
         Ok(())

@@ -46,7 +46,7 @@ impl PendingWrites {
 
     /// Builds the batch: every family's writes in key order, plus the unspent `coins`
     /// created since the last flush.
-    pub fn into_batch(self, coins: &mut FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
+    pub fn into_batch(self, coins: &FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
         let PendingWrites {
             txids,
             mut txid_index,
@@ -81,7 +81,7 @@ impl PendingWrites {
             Vec::with_capacity(coins.len() + outpoint_deletes.len());
         let mut utxos: Vec<([u8; UTXO_KEY_LEN], Option<[u8; 8]>)> =
             Vec::with_capacity(coins.len() + utxo_deletes.len());
-        for (k, c) in coins.drain() {
+        for (k, c) in coins.iter() {
             outpoints.push((
                 keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
                 Some(keys::outpoint_value(&c.hashx, c.value)),

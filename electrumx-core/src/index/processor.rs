@@ -97,6 +97,8 @@ pub struct BlockProcessor {
     coins: FastMap<OutKey, CoinInfo>,
     spent_db_keys: HashSet<[u8; keys::OUTPOINT_KEY_LEN]>,
     pending: ChainState,
+    /// A flush being written on another thread while indexing goes on (initial sync only).
+    inflight: Option<Inflight>,
     tx_count: u64,
     /// Height of the node's tip as last seen; undo data is kept within `reorg_limit` of it.
     daemon_height: u32,
@@ -107,6 +109,17 @@ pub struct BlockProcessor {
     db_lookups: Vec<([u8; keys::OUTPOINT_PREFIX_LEN], OutKey)>,
     resolved: FastMap<OutKey, (CoinInfo, [u8; keys::OUTPOINT_KEY_LEN])>,
     tx_hashxs: Vec<HashX>,
+}
+
+/// A flush running on its own thread. Until it is joined, its coins and spent keys stay
+/// visible to lookups: the database may or may not show its writes yet.
+struct Inflight {
+    handle: std::thread::JoinHandle<Result<()>>,
+    coins: Arc<FastMap<OutKey, CoinInfo>>,
+    spent_db_keys: Arc<HashSet<[u8; keys::OUTPOINT_KEY_LEN]>>,
+    hashes: Vec<BlockHash>,
+    base: u32,
+    bytes: usize,
 }
 
 /// What [`BlockProcessor::advance`] found.
@@ -130,6 +143,7 @@ impl BlockProcessor {
             coins: FastMap::default(),
             spent_db_keys: HashSet::new(),
             pending: ChainState::default(),
+            inflight: None,
             tx_count,
             daemon_height: 0,
             touched: Touched::default(),
@@ -163,7 +177,21 @@ impl BlockProcessor {
 
     /// Number of blocks indexed, flushed or not.
     pub fn block_count(&self) -> u32 {
-        (self.store.chain().read().headers.len() + self.pending.headers.len()) as u32
+        self.committed_base() + self.local_hashes_len() as u32
+    }
+
+    /// Number of blocks before the in-flight and pending ones: those committed when the
+    /// in-flight flush started (it may have committed since; its blocks are still counted
+    /// as in flight until it is joined).
+    fn committed_base(&self) -> u32 {
+        match &self.inflight {
+            Some(f) => f.base,
+            None => self.store.chain().read().headers.len() as u32,
+        }
+    }
+
+    fn local_hashes_len(&self) -> usize {
+        self.inflight.as_ref().map_or(0, |f| f.hashes.len()) + self.pending.hashes.len()
     }
 
     /// Transactions indexed, flushed or not.
@@ -173,42 +201,63 @@ impl BlockProcessor {
 
     /// Hash of the tip, flushed or not.
     pub fn tip_hash(&self) -> Option<BlockHash> {
-        self.pending
-            .hashes
-            .last()
-            .copied()
-            .or_else(|| self.store.chain().read().hashes.last().copied())
+        self.block_count()
+            .checked_sub(1)
+            .and_then(|h| self.hash_at(h))
     }
 
     /// Hash at `height` among the indexed blocks (flushed or not).
     pub fn hash_at(&self, height: u32) -> Option<BlockHash> {
-        let chain = self.store.chain().read();
-        let flushed = chain.hashes.len() as u32;
-        if height < flushed {
-            Some(chain.hashes[height as usize])
-        } else {
-            self.pending
+        let base = self.committed_base();
+        if height < base {
+            return self
+                .store
+                .chain()
+                .read()
                 .hashes
-                .get((height - flushed) as usize)
-                .copied()
+                .get(height as usize)
+                .copied();
+        }
+        let i = (height - base) as usize;
+        let inflight: &[BlockHash] = self.inflight.as_ref().map_or(&[], |f| &f.hashes);
+        match inflight.get(i) {
+            Some(h) => Some(*h),
+            None => self.pending.hashes.get(i - inflight.len()).copied(),
         }
     }
 
     /// Bytes held in memory awaiting a flush.
     pub fn cache_bytes(&self) -> usize {
-        self.coins.len() * COIN_ENTRY_BYTES + self.writes.bytes() + self.spent_db_keys.len() * 48
+        self.coins.len() * COIN_ENTRY_BYTES
+            + self.writes.bytes()
+            + self.spent_db_keys.len() * 48
+            + self.inflight.as_ref().map_or(0, |f| f.bytes)
     }
 
     /// True when the caches have outgrown their budget. The budget (`CACHE_MB`) bounds the
-    /// sync's whole memory: at a flush the pending writes exist up to [`FLUSH_MEMORY_FACTOR`]
-    /// times (our buffers, the RocksDB write batch, the memtable it lands in).
+    /// sync's whole memory: a flush holds its writes up to [`FLUSH_MEMORY_FACTOR`] times (our
+    /// buffers, the RocksDB write batch, the memtable it lands in), and one flush may be in
+    /// flight while the next window fills, so a window gets a sixth of the budget.
     pub fn should_flush(&self) -> bool {
-        self.cache_bytes().saturating_mul(FLUSH_MEMORY_FACTOR) >= self.opts.cache_bytes
+        let window = self.coins.len() * COIN_ENTRY_BYTES
+            + self.writes.bytes()
+            + self.spent_db_keys.len() * 48;
+        window.saturating_mul(FLUSH_MEMORY_FACTOR * 2) >= self.opts.cache_bytes
     }
 
     /// True if there is anything unflushed.
     pub fn has_pending(&self) -> bool {
-        !self.pending.headers.is_empty()
+        !self.pending.headers.is_empty() || self.inflight.is_some()
+    }
+
+    /// Waits for the in-flight flush, if any, and reports its outcome.
+    pub fn wait_inflight(&mut self) -> Result<()> {
+        if let Some(f) = self.inflight.take() {
+            f.handle
+                .join()
+                .map_err(|_| IndexError::Corrupt("flush thread panicked".into()))??;
+        }
+        Ok(())
     }
 
     /// Applies a block on top of the current tip.
@@ -251,8 +300,24 @@ impl BlockProcessor {
                     txid: input.prev_txid,
                     vout: input.prev_vout,
                 };
+                let in_flight = self
+                    .inflight
+                    .as_ref()
+                    .and_then(|f| f.coins.get(&key).copied());
                 let (coin, db_key) = match self.coins.remove(&key) {
                     Some(c) => (c, None),
+                    // Written by the in-flight flush: delete it like any flushed output.
+                    None if in_flight.is_some() => {
+                        let c = in_flight.expect("checked");
+                        (
+                            c,
+                            Some(keys::outpoint_key(
+                                &key.txid.0[..TXID_PREFIX_LEN],
+                                key.vout,
+                                c.txnum,
+                            )),
+                        )
+                    }
                     None => match self.resolved.remove(&key) {
                         Some((c, k)) => (c, Some(k)),
                         None => {
@@ -363,7 +428,11 @@ impl BlockProcessor {
                     .block_txids
                     .get(&input.prev_txid)
                     .is_some_and(|&j| (j as usize) < i);
-                if !in_block && !self.coins.contains_key(&key) {
+                let in_flight = self
+                    .inflight
+                    .as_ref()
+                    .is_some_and(|f| f.coins.contains_key(&key));
+                if !in_block && !in_flight && !self.coins.contains_key(&key) {
                     self.db_lookups
                         .push((keys::outpoint_prefix(&key.txid, key.vout), key));
                 }
@@ -392,7 +461,11 @@ impl BlockProcessor {
                 let k: [u8; keys::OUTPOINT_KEY_LEN] = k
                     .try_into()
                     .map_err(|_| IndexError::Corrupt("outpoint key length".into()))?;
-                if !self.spent_db_keys.contains(&k) {
+                let spent_in_flight = self
+                    .inflight
+                    .as_ref()
+                    .is_some_and(|f| f.spent_db_keys.contains(&k));
+                if !self.spent_db_keys.contains(&k) && !spent_in_flight {
                     let (hashx, value) = keys::decode_outpoint_value(v)
                         .ok_or_else(|| IndexError::Corrupt("outpoint value".into()))?;
                     let txnum = keys::txnum_from(&k[keys::OUTPOINT_PREFIX_LEN..]);
@@ -432,32 +505,54 @@ impl BlockProcessor {
         Ok(())
     }
 
-    /// Commits everything pending in one atomic batch. `sync` asks for an fsync (at the tip).
+    /// Commits everything pending in one atomic batch. `sync` asks for an fsync and waits
+    /// for the commit (at the tip); otherwise (initial sync) the batch is built and written
+    /// on another thread while indexing continues, after any earlier one has finished.
     pub fn flush(&mut self, sync: bool) -> Result<()> {
-        if !self.has_pending() {
+        self.wait_inflight()?;
+        if self.pending.headers.is_empty() {
             return Ok(());
         }
-        let t0 = std::time::Instant::now();
-        let batch = std::mem::take(&mut self.writes).into_batch(&mut self.coins, &self.store);
-        tracing::debug!(
-            secs = t0.elapsed().as_secs_f64(),
-            bytes = batch.size_in_bytes(),
-            "flush: batch built"
-        );
-        self.spent_db_keys.clear();
+        let bytes = self.cache_bytes();
+        let writes = std::mem::take(&mut self.writes);
+        let coins = Arc::new(std::mem::take(&mut self.coins));
+        let spent = Arc::new(std::mem::take(&mut self.spent_db_keys));
         let mut meta = self.store.meta();
         meta.block_count = self.block_count();
         meta.tx_count = self.tx_count;
+        let base = self.committed_base();
         let pending = std::mem::take(&mut self.pending);
-        self.store.commit(batch, meta, sync, move |chain| {
-            chain.headers.extend(pending.headers);
-            chain.hashes.extend(pending.hashes);
-            chain.tx_counts.extend(pending.tx_counts);
-        })?;
-        // Shrink maps that grew large during initial sync.
-        if self.coins.capacity() > 1 << 16 {
-            self.coins = FastMap::default();
+        let hashes = pending.hashes.clone();
+        let store = self.store.clone();
+        let commit_coins = coins.clone();
+        let commit = move || -> Result<()> {
+            let t0 = std::time::Instant::now();
+            let batch = writes.into_batch(&commit_coins, &store);
+            tracing::debug!(
+                secs = t0.elapsed().as_secs_f64(),
+                bytes = batch.size_in_bytes(),
+                "flush: batch built"
+            );
+            store.commit(batch, meta, sync, move |chain| {
+                chain.headers.extend(pending.headers);
+                chain.hashes.extend(pending.hashes);
+                chain.tx_counts.extend(pending.tx_counts);
+            })
+        };
+        if sync {
+            return commit();
         }
+        let handle = std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(commit)?;
+        self.inflight = Some(Inflight {
+            handle,
+            coins,
+            spent_db_keys: spent,
+            hashes,
+            base,
+            bytes,
+        });
         Ok(())
     }
 

@@ -322,7 +322,7 @@ impl Store {
         sync: bool,
         update: impl FnOnce(&mut ChainState),
     ) -> Result<()> {
-        new_meta.flush_count += 1;
+        new_meta.flush_count = self.meta.read().flush_count + 1;
         let bytes = serde_json::to_vec(&new_meta).expect("state serializes");
         batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
         let mut wo = rocksdb::WriteOptions::default();
