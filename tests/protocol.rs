@@ -1051,3 +1051,42 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
     assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_holds_up_nobody() -> Result<()> {
+    let mut fx = start_with(105, |_| vec![("SEND_QUEUE", "8".into())]).await?;
+    let port = fx.port;
+    tokio::task::block_in_place(|| -> Result<()> {
+        let mut watcher = RawConn::connect(port)?;
+        watcher.result("server.version", json!(["w", "1.4"]))?;
+        watcher.result("blockchain.headers.subscribe", json!([]))?;
+        // Ask for megabytes of headers and never read the answers.
+        let mut greedy = RawConn::connect(port)?;
+        let mut reqs = String::new();
+        reqs.push_str("{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"server.version\",\"params\":[\"g\",\"1.4\"]}\n");
+        for i in 1..400 {
+            reqs.push_str(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"blockchain.block.headers\",\"params\":[0,2016]}}\n"));
+        }
+        // The server may close the connection while we are still writing.
+        let _ = greedy.send_raw(reqs.as_bytes());
+        // Meanwhile others are served.
+        assert!(watcher.result("server.ping", json!([]))?.is_null());
+        Ok(())
+    })?;
+    // And the server log says the greedy one was dropped.
+    fx.server
+        .wait_for_line("not reading its replies", 1, Duration::from_secs(60))?;
+    // Blocks are still processed and notified to the others.
+    fx.chain.mine(&fx.node, 1).await?;
+    let mut c = tokio::task::block_in_place(|| RawConn::connect(port))?;
+    tokio::task::block_in_place(|| -> Result<()> {
+        c.result("server.version", json!(["x", "1.4"]))?;
+        eventually(|| {
+            let tip = c.result("blockchain.headers.subscribe", json!([]))?;
+            Ok((tip["height"] == json!(fx.chain.height())).then_some(()))
+        })
+    })?;
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}

@@ -100,6 +100,10 @@ pub struct Settings {
     #[arg(long, env = "MAX_SESSIONS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_sessions: u64,
 
+    /// Messages queued for one session before it counts as not reading and is dropped.
+    #[arg(long, env = "SEND_QUEUE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub send_queue: u64,
+
     /// Most requests in one JSON-RPC batch.
     #[arg(long, env = "MAX_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_batch: u64,
@@ -218,7 +222,7 @@ impl Settings {
             max_sessions: self.max_sessions as usize,
             session_timeout: Duration::from_secs(self.session_timeout),
             request_timeout: Duration::from_secs(self.request_timeout),
-            ..crate::state::Limits::default()
+            send_queue: self.send_queue as usize,
         };
         let needs_tls = services.iter().any(|s| {
             matches!(
