@@ -345,7 +345,7 @@ impl BlockProcessor {
                 self.tx_hashxs.push(coin.hashx);
                 if keep_undo {
                     undo.spent.push(SpentOutput {
-                        created: created(&key.txid, key.vout, coin.txnum, coin.hashx),
+                        created: created(key.vout, coin.txnum, coin.hashx),
                         value: coin.value,
                         spender_txnum: txnum,
                     });
@@ -373,7 +373,7 @@ impl BlockProcessor {
                 );
                 self.tx_hashxs.push(hashx);
                 if keep_undo {
-                    undo.created.push(created(&tx.txid, vout, txnum, hashx));
+                    undo.created.push(created(vout, txnum, hashx));
                 }
             }
             self.tx_hashxs.sort_unstable();
@@ -600,13 +600,31 @@ impl BlockProcessor {
                 }
             }
         }
+        // Txid prefixes of the outputs involved, from their tx numbers.
+        let mut prefixes: std::collections::HashMap<u64, [u8; TXID_PREFIX_LEN]> =
+            std::collections::HashMap::new();
+        let mut prefix_of = |txnum: u64| -> Result<[u8; TXID_PREFIX_LEN]> {
+            if let Some(p) = prefixes.get(&txnum) {
+                return Ok(*p);
+            }
+            let txid = db
+                .get_cf(store.cf(cf::TXIDS), keys::txids_key(txnum))?
+                .ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {txnum}")))?;
+            let mut p = [0u8; TXID_PREFIX_LEN];
+            p.copy_from_slice(
+                txid.get(..TXID_PREFIX_LEN)
+                    .ok_or_else(|| IndexError::Corrupt("txid length".into()))?,
+            );
+            prefixes.insert(txnum, p);
+            Ok(p)
+        };
         let mut batch = WriteBatch::default();
         for (h, rec) in &records {
             for s in &rec.spent {
                 let c = &s.created;
                 batch.put_cf(
                     store.cf(cf::OUTPOINTS),
-                    keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum),
+                    keys::outpoint_key(&prefix_of(c.txnum)?, c.vout, c.txnum),
                     keys::outpoint_value(&c.hashx, s.value),
                 );
                 batch.put_cf(
@@ -626,7 +644,7 @@ impl BlockProcessor {
             for c in &rec.created {
                 batch.delete_cf(
                     store.cf(cf::OUTPOINTS),
-                    keys::outpoint_key(&c.txid_prefix, c.vout, c.txnum),
+                    keys::outpoint_key(&prefix_of(c.txnum)?, c.vout, c.txnum),
                 );
                 batch.delete_cf(
                     store.cf(cf::UTXOS),
@@ -671,15 +689,8 @@ impl BlockProcessor {
     }
 }
 
-fn created(txid: &Txid, vout: u32, txnum: u64, hashx: HashX) -> CreatedOutput {
-    let mut txid_prefix = [0u8; TXID_PREFIX_LEN];
-    txid_prefix.copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
-    CreatedOutput {
-        txid_prefix,
-        vout,
-        txnum,
-        hashx,
-    }
+fn created(vout: u32, txnum: u64, hashx: HashX) -> CreatedOutput {
+    CreatedOutput { vout, txnum, hashx }
 }
 
 fn txid_from(bytes: &[u8]) -> Result<Txid> {

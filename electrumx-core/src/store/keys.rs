@@ -112,11 +112,10 @@ pub fn height_key(height: u32) -> [u8; 4] {
     height.to_be_bytes()
 }
 
-/// An output created by a block, as its undo record lists it.
+/// An output created by a block, as its undo record lists it. (Its txid is found from the
+/// tx number in `txids` when the block is taken back, so records stay small.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreatedOutput {
-    /// First bytes of the funding txid.
-    pub txid_prefix: [u8; TXID_PREFIX_LEN],
     /// Output index.
     pub vout: u32,
     /// Funding tx number.
@@ -136,7 +135,7 @@ pub struct SpentOutput {
     pub spender_txnum: u64,
 }
 
-const CREATED_LEN: usize = TXID_PREFIX_LEN + 4 + TXNUM_LEN + HASHX_LEN;
+const CREATED_LEN: usize = 4 + TXNUM_LEN + HASHX_LEN;
 const SPENT_LEN: usize = CREATED_LEN + 8 + TXNUM_LEN;
 
 /// Undo information of one block: what to delete and what to restore to take it back.
@@ -202,7 +201,6 @@ fn read_u32(b: &mut &[u8]) -> Option<u32> {
 }
 
 fn encode_created(v: &mut Vec<u8>, c: &CreatedOutput) {
-    v.extend_from_slice(&c.txid_prefix);
     v.extend_from_slice(&c.vout.to_be_bytes());
     v.extend_from_slice(&txnum_bytes(c.txnum));
     v.extend_from_slice(&c.hashx.0);
@@ -210,15 +208,12 @@ fn encode_created(v: &mut Vec<u8>, c: &CreatedOutput) {
 
 fn decode_created(b: &mut &[u8]) -> Option<CreatedOutput> {
     let s = b.get(..CREATED_LEN)?;
-    let mut txid_prefix = [0u8; TXID_PREFIX_LEN];
-    txid_prefix.copy_from_slice(&s[..TXID_PREFIX_LEN]);
-    let vout = u32::from_be_bytes(s[TXID_PREFIX_LEN..TXID_PREFIX_LEN + 4].try_into().ok()?);
-    let txnum = txnum_from(&s[TXID_PREFIX_LEN + 4..]);
+    let vout = u32::from_be_bytes(s[..4].try_into().ok()?);
+    let txnum = txnum_from(&s[4..]);
     let mut h = [0u8; HASHX_LEN];
-    h.copy_from_slice(&s[TXID_PREFIX_LEN + 4 + TXNUM_LEN..]);
+    h.copy_from_slice(&s[4 + TXNUM_LEN..]);
     *b = &b[CREATED_LEN..];
     Some(CreatedOutput {
-        txid_prefix,
         vout,
         txnum,
         hashx: HashX(h),
@@ -240,7 +235,6 @@ mod tests {
     #[test]
     fn undo_round_trip() {
         let c = CreatedOutput {
-            txid_prefix: [1; 8],
             vout: 7,
             txnum: 99,
             hashx: HashX([3; 11]),

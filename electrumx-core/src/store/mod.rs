@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Format version of the database; a mismatch refuses to open.
-pub const DB_FORMAT_VERSION: u32 = 1;
+pub const DB_FORMAT_VERSION: u32 = 2;
 
 /// Column family names.
 pub mod cf {
