@@ -136,6 +136,21 @@ fn arg_hex(p: &Params, i: usize, name: &str) -> Result<Vec<u8>, RpcError> {
     const_hex::decode(s).map_err(|_| RpcError::bad_request(format!("{name} is not valid hex")))
 }
 
+fn arg_hex_list(p: &Params, i: usize, name: &str) -> Result<Vec<Value>, RpcError> {
+    match p.get(i, name) {
+        Some(Value::Array(a))
+            if !a.is_empty()
+                && a.iter()
+                    .all(|v| v.as_str().is_some_and(|s| const_hex::decode(s).is_ok())) =>
+        {
+            Ok(a.clone())
+        }
+        _ => Err(RpcError::bad_request(format!(
+            "{name} must be a non-empty list of hex strings"
+        ))),
+    }
+}
+
 // ----- shared computations -----
 
 /// A script's status (§5 of the protocol): `None` without history.
@@ -461,16 +476,7 @@ async fn dispatch(
         }
         "blockchain.transaction.broadcast_package" if v16 => {
             p.check(method, &["raw_txs", "verbose"])?;
-            let txs = match p.get(0, "raw_txs") {
-                Some(Value::Array(a)) if a.iter().all(Value::is_string) && !a.is_empty() => {
-                    a.clone()
-                }
-                _ => {
-                    return Err(RpcError::bad_request(
-                        "raw_txs must be a non-empty list of hex strings",
-                    ));
-                }
-            };
+            let txs = arg_hex_list(p, 0, "raw_txs")?;
             let verbose = arg_bool(p, 1, "verbose")?;
             let result = match state.daemon.call_json("submitpackage", json!([txs])).await {
                 Ok(r) => r,
@@ -579,16 +585,7 @@ async fn dispatch(
         }
         "blockchain.transaction.testmempoolaccept" if v17 => {
             p.check(method, &["raw_txs"])?;
-            let txs = match p.get(0, "raw_txs") {
-                Some(Value::Array(a)) if a.iter().all(Value::is_string) && !a.is_empty() => {
-                    a.clone()
-                }
-                _ => {
-                    return Err(RpcError::bad_request(
-                        "raw_txs must be a non-empty list of hex strings",
-                    ));
-                }
-            };
+            let txs = arg_hex_list(p, 0, "raw_txs")?;
             let result = state
                 .daemon
                 .call_json("testmempoolaccept", json!([txs]))

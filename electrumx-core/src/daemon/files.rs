@@ -52,14 +52,11 @@ impl BlockFileDaemon {
             if name.ends_with(".bin") {
                 let len = std::fs::metadata(&path).map_err(io)?.len();
                 let header = read_at(&path, 0, HEADER_LEN)?;
-                let hash = Hash32::sha256d(&header);
                 let header: [u8; HEADER_LEN] = header.try_into().expect("80 bytes");
-                children
-                    .entry(prev_hash_of(&header))
-                    .or_default()
-                    .push(hash);
-                locations.insert(
-                    hash,
+                add_block(
+                    &mut children,
+                    &mut locations,
+                    &header,
                     Location {
                         file: file_index,
                         offset: 0,
@@ -85,13 +82,10 @@ impl BlockFileDaemon {
                         break;
                     }
                     let header: [u8; HEADER_LEN] = frame[8..].try_into().expect("80 bytes");
-                    let hash = Hash32::sha256d(&header);
-                    children
-                        .entry(prev_hash_of(&header))
-                        .or_default()
-                        .push(hash);
-                    locations.insert(
-                        hash,
+                    add_block(
+                        &mut children,
+                        &mut locations,
+                        &header,
                         Location {
                             file: file_index,
                             offset: start,
@@ -118,6 +112,18 @@ impl BlockFileDaemon {
             locations,
         })
     }
+}
+
+/// Records a block found on disk: its location, and its place under its parent.
+fn add_block(
+    children: &mut HashMap<BlockHash, Vec<BlockHash>>,
+    locations: &mut HashMap<BlockHash, Location>,
+    header: &[u8; HEADER_LEN],
+    location: Location,
+) {
+    let hash = Hash32::sha256d(header);
+    children.entry(prev_hash_of(header)).or_default().push(hash);
+    locations.insert(hash, location);
 }
 
 /// The longest chain from `genesis` through the `children` links (iterative depth search).
