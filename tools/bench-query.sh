@@ -41,8 +41,7 @@ kill -INT "${pids[-1]}"; wait "${pids[-1]}" || true
 fi
 
 [[ -n "${SKIP_ELECTRUMX:-}" ]] && exit 0
-venv="$HOME/.cache/electrumx-rs/ex-venv"
-[[ -x "$venv/bin/electrumx_server" ]] || { python3 -m venv "$venv"; "$venv/bin/pip" install -q 'e-x[leveldb]==2.0.0'; }
+venv="$(tools/electrumx-venv.sh)"
 for padding in off on; do
     # With the padding delay a small reply waits up to 1 s: fewer requests suffice.
     n="$requests"; [[ $padding == on ]] && n=$(( (requests + 9) / 10 ))

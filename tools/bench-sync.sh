@@ -52,8 +52,7 @@ echo "bench: electrumx-server ${ours_s}s, peak RSS ${ours_rss} kB, DB $ours_db b
 
 ex_s="-"; ex_rss="-"; ex_db="-"
 if [[ -z "${SKIP_ELECTRUMX:-}" ]]; then
-    venv="$HOME/.cache/electrumx-rs/ex-venv"
-    [[ -x "$venv/bin/electrumx_server" ]] || { python3 -m venv "$venv"; "$venv/bin/pip" install -q 'e-x[leveldb]==2.0.0'; }
+    venv="$(tools/electrumx-venv.sh)"
     mkdir -p "$work/ex-db"
     read -r ex_s ex_rss < <(run_until_caught_up "$work/ex.log" "caught up to height" \
         env DAEMON_URL="http://$(cat "$cookie")@127.0.0.1:$port/" DB_DIRECTORY="$work/ex-db" DB_ENGINE=leveldb \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine of this kind:
-# libclang (bindgen, for RocksDB), the regtest node (PyPI wheel, cached), Rust crates.
+# libclang (bindgen, for RocksDB), the regtest node (PyPI wheel, cached), ngircd and
+# ElectrumX (the reference the tests compare with), Rust crates.
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ if ! ldconfig -p 2>/dev/null | grep 'libclang[-.0-9]*\.so' >/dev/null; then
 fi
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v openssl >/dev/null || need_apt+=(openssl)  # tests make operator-style TLS keys
+[[ -x /usr/sbin/ngircd ]] || command -v ngircd >/dev/null || need_apt+=(ngircd)  # the IRC tests' server
+python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv python3-pip)  # ElectrumX for tests
 for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -21,4 +24,5 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 tools/regtest-node.sh path >/dev/null
+tools/electrumx-venv.sh >/dev/null
 cargo fetch --locked -q 2>/dev/null || cargo fetch -q

@@ -43,3 +43,17 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The virtualenv holding ElectrumX 2.0.0 (`electrumx_rpc`, `electrumx_server`), made by
+/// `tools/electrumx-venv.sh` (which `tools/setup.sh` runs) on first use.
+pub fn electrumx_venv() -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new(workspace_root().join("tools/electrumx-venv.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "tools/electrumx-venv.sh failed: {}",
+        out.status
+    );
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
