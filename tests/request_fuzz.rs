@@ -7,8 +7,9 @@
 use electrumx_core::daemon::BlockFileDaemon;
 use electrumx_core::{CoinParams, Controller, Mempool};
 use electrumx_server::methods::SessionCtx;
+use electrumx_server::services::Protocol;
 use electrumx_server::session::handle_message;
-use electrumx_server::state::{Identity, Limits, ServerState};
+use electrumx_server::state::{Limits, ServerState};
 use electrumx_testkit::shared_dir;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -53,23 +54,13 @@ fn env() -> &'static Env {
                 Arc::new(index.clone()),
                 coin.clone(),
             ));
-            let state = Arc::new(ServerState {
-                coin,
-                index,
-                mempool,
-                daemon,
-                limits: Limits {
-                    max_send: 350_000,
-                    ..Limits::default()
-                },
-                identity: Identity::default(),
-                subs: Default::default(),
-                mempool_wake: Default::default(),
-                cost: Default::default(),
-                cost_groups: Default::default(),
-                drop_client: None,
-                history_cache: electrumx_server::cache::HistoryCache::new(100_000),
-            });
+            let mut state = ServerState::new(coin, index, mempool, daemon);
+            state.limits = Limits {
+                max_send: 350_000,
+                ..Limits::default()
+            };
+            state.history_cache = electrumx_server::cache::HistoryCache::new(100_000);
+            let state = Arc::new(state);
             (controller, state)
         });
         Env {
@@ -147,12 +138,16 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn run(text: &str, version: Option<&str>) -> Option<String> {
     let e = env();
     e.rt.block_on(async {
-        let mut ctx = SessionCtx { id: 1, version: None, client_name: String::new(), pending_cost: 0.0 };
+        let mut ctx = SessionCtx::new(1);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let entry = e.state.sessions.open(1, Protocol::Tcp, peer, None, Default::default());
         if let Some(v) = version {
             let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
-            handle_message(&e.state, &mut ctx, &hello.to_string()).await;
+            handle_message(&e.state, &mut ctx, &hello.to_string(), &entry).await;
         }
-        handle_message(&e.state, &mut ctx, text).await.0
+        let reply = handle_message(&e.state, &mut ctx, text, &entry).await.0;
+        e.state.sessions.close(1);
+        reply
     })
 }
 

@@ -72,6 +72,14 @@ impl Coin {
         }
     }
 
+    /// The coin's ticker (ElectrumX's `SHORTNAME`): `BTC`, `BSV`.
+    pub fn ticker(&self) -> &'static str {
+        match self {
+            Coin::Bitcoin => "BTC",
+            Coin::BitcoinSV => "BSV",
+        }
+    }
+
     /// ElectrumX's spelling.
     pub fn name(&self) -> &'static str {
         match self {
@@ -113,6 +121,41 @@ impl fmt::Display for CoinParams {
 }
 
 impl CoinParams {
+    /// The output script an address of this coin pays to: base58 P2PKH/P2SH with this
+    /// network's version bytes, or bech32/bech32m segwit with its human-readable part.
+    /// `None` if `address` is not a valid address of this network.
+    pub fn address_script(&self, address: &str) -> Option<Vec<u8>> {
+        if let Ok(data) = bitcoin::base58::decode_check(address)
+            && data.len() == 21
+        {
+            let hash = &data[1..];
+            return if data[0] == self.p2pkh_version {
+                let mut s = vec![0x76, 0xa9, 0x14];
+                s.extend_from_slice(hash);
+                s.extend_from_slice(&[0x88, 0xac]);
+                Some(s)
+            } else if data[0] == self.p2sh_version {
+                let mut s = vec![0xa9, 0x14];
+                s.extend_from_slice(hash);
+                s.push(0x87);
+                Some(s)
+            } else {
+                None
+            };
+        }
+        let hrp = self.bech32_hrp?;
+        let (got_hrp, version, program) = bitcoin::bech32::segwit::decode(address).ok()?;
+        if !got_hrp.as_str().eq_ignore_ascii_case(hrp) {
+            return None;
+        }
+        let v = version.to_u8();
+        let mut s = Vec::with_capacity(program.len() + 2);
+        s.push(if v == 0 { 0 } else { 0x50 + v });
+        s.push(program.len() as u8);
+        s.extend_from_slice(&program);
+        Some(s)
+    }
+
     /// Parameters for a `COIN`/`NET` pair given by name; `None` names the unsupported part.
     pub fn from_names(coin: &str, net: &str) -> Result<CoinParams, String> {
         let c = Coin::from_name(coin).ok_or_else(|| {
@@ -207,6 +250,56 @@ impl CoinParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_map_to_their_scripts() {
+        let m = CoinParams::from_names("Bitcoin", "mainnet").unwrap();
+        // The genesis coinbase's owner, as P2PKH.
+        let p2pkh = m
+            .address_script("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa")
+            .unwrap();
+        assert_eq!(
+            const_hex::encode(&p2pkh),
+            "76a91462e907b15cbf27d5425399ebf6f0fb50ebb88f1888ac"
+        );
+        let p2sh = m
+            .address_script("3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy")
+            .unwrap();
+        assert_eq!(p2sh.len(), 23);
+        assert_eq!((p2sh[0], p2sh[22]), (0xa9, 0x87));
+        // BIP-173 / BIP-350 vectors.
+        let v0 = m
+            .address_script("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4")
+            .unwrap();
+        assert_eq!(
+            const_hex::encode(&v0),
+            "0014751e76e8199196d454941c45d1b3a323f1433bd6"
+        );
+        let v1 = m
+            .address_script("bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0")
+            .unwrap();
+        assert_eq!(v1[0], 0x51);
+        assert_eq!(v1.len(), 34);
+        // Wrong network, wrong checksum, garbage.
+        assert!(
+            m.address_script("mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn")
+                .is_none()
+        );
+        assert!(
+            m.address_script("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb")
+                .is_none()
+        );
+        assert!(
+            m.address_script("tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx")
+                .is_none()
+        );
+        assert!(m.address_script("not an address").is_none());
+        let t = CoinParams::from_names("BitcoinSV", "regtest").unwrap();
+        assert!(
+            t.address_script("mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn")
+                .is_some()
+        );
+    }
 
     #[test]
     fn electrumx_names_resolve() {

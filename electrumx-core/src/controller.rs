@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,40 @@ pub struct SyncStatus {
     pub error: Option<String>,
     /// True once the sync loop has ended (stopped or failed).
     pub stopped: bool,
+}
+
+/// Sync progress as the block processor sees it (blocks applied in memory, possibly not yet
+/// flushed), for progress bars and metrics. Cheap to read at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Blocks applied (the processed height is this minus one).
+    pub blocks: u32,
+    /// Transactions applied.
+    pub txs: u64,
+    /// The node's height as last seen.
+    pub daemon_height: u32,
+    /// Bytes held in the sync caches.
+    pub cache_bytes: u64,
+    /// Blocks applied since this process started.
+    pub blocks_this_run: u64,
+    /// Transactions applied since this process started.
+    pub txs_this_run: u64,
+    /// Flushes of the sync caches since this process started.
+    pub flushes: u64,
+    /// Reorgs handled since this process started.
+    pub reorgs: u64,
+}
+
+#[derive(Default)]
+struct ProgressCounters {
+    blocks: AtomicU64,
+    txs: AtomicU64,
+    daemon_height: AtomicU64,
+    cache_bytes: AtomicU64,
+    blocks_this_run: AtomicU64,
+    txs_this_run: AtomicU64,
+    flushes: AtomicU64,
+    reorgs: AtomicU64,
 }
 
 /// Builder of a [`Controller`].
@@ -170,6 +205,7 @@ impl ControllerBuilder {
                 cancel: CancellationToken::new(),
                 wake: Arc::new(Notify::new()),
                 reorg_request: Mutex::new(None),
+                counters: ProgressCounters::default(),
             }),
             thread: Mutex::new(None),
         })
@@ -188,6 +224,7 @@ struct Inner {
     cancel: CancellationToken,
     wake: Arc<Notify>,
     reorg_request: Mutex<Option<u32>>,
+    counters: ProgressCounters,
 }
 
 /// Owns the index's lifecycle (see the module docs).
@@ -319,6 +356,32 @@ impl Controller {
         }
     }
 
+    /// The deepest reorg the index can undo.
+    pub fn reorg_limit(&self) -> u32 {
+        self.inner.proc_opts.reorg_limit
+    }
+
+    /// Where the sync stands right now (updated after every block).
+    pub fn progress(&self) -> SyncProgress {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SyncProgress {
+            blocks: get(&c.blocks) as u32,
+            txs: get(&c.txs),
+            daemon_height: get(&c.daemon_height) as u32,
+            cache_bytes: get(&c.cache_bytes),
+            blocks_this_run: get(&c.blocks_this_run),
+            txs_this_run: get(&c.txs_this_run),
+            flushes: get(&c.flushes),
+            reorgs: get(&c.reorgs),
+        }
+    }
+
+    /// The database's size on disk, in bytes.
+    pub fn db_size(&self) -> u64 {
+        self.inner.store.disk_size()
+    }
+
     /// A token cancelled when the controller stops.
     pub fn cancellation(&self) -> CancellationToken {
         self.inner.cancel.clone()
@@ -363,6 +426,10 @@ impl SyncLoop {
             last_txs: processor.tx_count(),
             started: Instant::now(),
         };
+        let c = &inner.counters;
+        c.blocks
+            .store(processor.block_count() as u64, Ordering::Relaxed);
+        c.txs.store(processor.tx_count(), Ordering::Relaxed);
         SyncLoop {
             inner,
             runtime,
@@ -370,6 +437,36 @@ impl SyncLoop {
             caught_up: false,
             progress,
         }
+    }
+
+    /// Publishes the processor's counters after a block was applied.
+    fn count_block(&self) {
+        let c = &self.inner.counters;
+        let txs = self.processor.tx_count();
+        let before = c.txs.swap(txs, Ordering::Relaxed);
+        c.txs_this_run
+            .fetch_add(txs.saturating_sub(before), Ordering::Relaxed);
+        c.blocks
+            .store(self.processor.block_count() as u64, Ordering::Relaxed);
+        c.blocks_this_run.fetch_add(1, Ordering::Relaxed);
+        c.cache_bytes
+            .store(self.processor.cache_bytes() as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes the processor's position after blocks were taken back.
+    fn count_block_range(&self) {
+        let c = &self.inner.counters;
+        c.blocks
+            .store(self.processor.block_count() as u64, Ordering::Relaxed);
+        c.txs.store(self.processor.tx_count(), Ordering::Relaxed);
+    }
+
+    fn set_daemon_height(&mut self, height: u32) {
+        self.processor.set_daemon_height(height);
+        self.inner
+            .counters
+            .daemon_height
+            .store(height as u64, Ordering::Relaxed);
     }
 
     fn start_prefetcher(&self) -> Prefetcher {
@@ -386,7 +483,7 @@ impl SyncLoop {
 
     fn run(mut self) -> Result<()> {
         let daemon_height = self.block_on(self.inner.daemon.height())?;
-        self.processor.set_daemon_height(daemon_height);
+        self.set_daemon_height(daemon_height);
         let meta = self.inner.store.meta();
         tracing::info!(
             coin = %self.inner.coin,
@@ -409,6 +506,8 @@ impl SyncLoop {
                 drop(prefetcher);
                 self.processor.collect_touched(self.caught_up);
                 self.processor.backup_to(fork)?;
+                self.inner.counters.reorgs.fetch_add(1, Ordering::Relaxed);
+                self.count_block_range();
                 self.publish(Some(fork));
                 prefetcher = self.start_prefetcher();
             }
@@ -420,8 +519,9 @@ impl SyncLoop {
                 Prefetched::Block(pb, _permit) => {
                     let height = pb.height;
                     match self.processor.advance(&pb)? {
-                        Advance::Applied => {}
+                        Advance::Applied => self.count_block(),
                         Advance::Reorg => {
+                            self.inner.counters.reorgs.fetch_add(1, Ordering::Relaxed);
                             drop(prefetcher);
                             let fork = self.handle_reorg(height)?;
                             self.publish(Some(fork));
@@ -438,7 +538,7 @@ impl SyncLoop {
                     self.log_progress(false);
                 }
                 Prefetched::CaughtUp(h) => {
-                    self.processor.set_daemon_height(h);
+                    self.set_daemon_height(h);
                     if !self.caught_up {
                         self.flush_logged()?;
                         self.processor.mark_synced()?;
@@ -483,6 +583,10 @@ impl SyncLoop {
         // Waits for the previous flush (it is reported here), then starts this one; at the
         // tip the flush is synchronous.
         self.processor.flush(self.caught_up)?;
+        let c = &self.inner.counters;
+        c.flushes.fetch_add(1, Ordering::Relaxed);
+        c.cache_bytes
+            .store(self.processor.cache_bytes() as u64, Ordering::Relaxed);
         tracing::info!(
             height = self.processor.block_count().saturating_sub(1),
             cache_mb = bytes >> 20,
@@ -536,6 +640,7 @@ impl SyncLoop {
         );
         self.processor.collect_touched(self.caught_up);
         self.processor.backup_to(fork)?;
+        self.count_block_range();
         self.update_status(None);
         Ok(fork)
     }

@@ -14,6 +14,7 @@
 //! - [`store`]: the RocksDB layout and the commit protocol.
 //! - [`mempool`]: mirror of the node's mempool (fees, touched scripts, fee histogram).
 //! - [`controller`]: builder-style lifecycle: open, sync, follow the tip, publish events, stop.
+//! - [`stats`]: counters and latency histograms for monitoring.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,10 +47,11 @@ pub mod index;
 pub mod mempool;
 pub mod parse;
 pub mod prefetch;
+pub mod stats;
 pub mod store;
 
 pub use coin::{Coin, CoinParams, Network};
-pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncStatus};
+pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncProgress, SyncStatus};
 pub use error::{DaemonError, IndexError, ParseError};
 pub use hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
 pub use index::{ChainIndex, HistoryItem, Index, Utxo};

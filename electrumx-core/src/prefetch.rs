@@ -141,7 +141,9 @@ impl FetchTask {
                 tokio::select! {
                     _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
                     _ = tokio::time::sleep(self.opts.poll_interval) => {}
-                    _ = self.wake.notified() => {}
+                    // Woken on purpose (a block notification, an admin reorg request): say
+                    // where the tip is again so the sync loop runs and sees the request.
+                    _ = self.wake.notified() => announced_tip = None,
                 }
                 continue;
             }

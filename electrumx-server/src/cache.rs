@@ -18,6 +18,34 @@ struct Inner {
     entries: usize,
     tick: u64,
     generation: u64,
+    lookups: u64,
+    hits: u64,
+}
+
+/// Counters of a cache, for `getinfo` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups since start.
+    pub lookups: u64,
+    /// Lookups that found an entry.
+    pub hits: u64,
+    /// Scripts held.
+    pub entries: u64,
+    /// History items held.
+    pub items: u64,
+}
+
+impl CacheStats {
+    /// ElectrumX's `getinfo` line: `N lookups, N hits, N entries, hitrate X`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} lookups, {} hits, {} entries, hitrate {:.4}",
+            self.lookups,
+            self.hits,
+            self.entries,
+            self.hits as f64 / self.lookups.max(1) as f64
+        )
+    }
 }
 
 /// The history cache (see the module docs).
@@ -44,11 +72,27 @@ impl HistoryCache {
     pub fn get(&self, hashx: &HashX) -> Option<Arc<Vec<HistoryItem>>> {
         let mut inner = self.inner.lock();
         inner.tick += 1;
+        inner.lookups += 1;
         let tick = inner.tick;
-        inner.map.get_mut(hashx).map(|(h, used)| {
+        let found = inner.map.get_mut(hashx).map(|(h, used)| {
             *used = tick;
             h.clone()
-        })
+        });
+        if found.is_some() {
+            inner.hits += 1;
+        }
+        found
+    }
+
+    /// Lookups, hits and size.
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.inner.lock();
+        CacheStats {
+            lookups: inner.lookups,
+            hits: inner.hits,
+            entries: inner.map.len() as u64,
+            items: inner.entries as u64,
+        }
     }
 
     /// Stores a history computed during `generation` (ignored if the chain changed since).

@@ -207,6 +207,16 @@ impl Settings {
             coin.default_tcp_port,
             coin.default_ssl_port,
         )?;
+        if let Some(s) = report_services.iter().find(|s| {
+            matches!(
+                s.protocol,
+                crate::services::Protocol::Rpc | crate::services::Protocol::Metrics
+            )
+        }) {
+            return Err(format!(
+                "REPORT_SERVICES: {s} is an admin service and cannot be advertised"
+            ));
+        }
         if let Some(f) = &self.banner_file
             && !f.is_file()
         {

@@ -73,6 +73,17 @@ pub struct CostGroups {
     groups: Mutex<HashMap<String, Group>>,
 }
 
+impl CostGroups {
+    /// Per group: the summed cost of its live sessions and its retained cost.
+    pub fn snapshot(&self) -> HashMap<String, (f64, f64)> {
+        self.groups
+            .lock()
+            .iter()
+            .map(|(name, g)| (name.clone(), (g.members.values().sum(), g.retained)))
+            .collect()
+    }
+}
+
 /// The group key of an address, or `None` if it is exempt (loopback, private, link-local).
 pub fn group_of(ip: IpAddr, cfg: &CostConfig) -> Option<String> {
     match ip {

@@ -11,7 +11,9 @@ use clap::Parser;
 use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::prefetch::PrefetchOptions;
 use electrumx_core::{Controller, Mempool};
-use electrumx_server::config::Settings;
+use electrumx_server::config::{Resolved, Settings};
+use electrumx_server::local_rpc::{self, AdminContext};
+use electrumx_server::services::{Protocol, Service};
 use electrumx_server::state::{Identity, ServerState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +60,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.db_directory.display()
     );
     let cancel = CancellationToken::new();
+    let mut rpc_daemon = None;
     let daemon: Arc<dyn Daemon> = match &settings.blocks_dir {
         Some(dir) => {
             Arc::new(BlockFileDaemon::open(dir, resolved.coin.genesis_hash).context("BLOCKS_DIR")?)
@@ -66,7 +69,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             let mut cfg = RpcDaemonConfig::new(resolved.daemon_urls.clone());
             cfg.cookie_file = settings.daemon_cookie_file.clone();
             cfg.request_timeout = Duration::from_secs(settings.daemon_timeout);
-            Arc::new(RpcDaemon::new(cfg, cancel.clone()).context("DAEMON_URL")?)
+            let d = Arc::new(RpcDaemon::new(cfg, cancel.clone()).context("DAEMON_URL")?);
+            rpc_daemon = Some(d.clone());
+            d
         }
     };
     let mut builder = Controller::builder()
@@ -83,51 +88,52 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(limit) = settings.reorg_limit {
         builder = builder.reorg_limit(limit);
     }
-    let controller = builder.build().context("opening the index")?;
+    let controller = Arc::new(builder.build().context("opening the index")?);
     controller.start()?;
     let serving = CancellationToken::new();
-    let server_task = if resolved.services.is_empty() {
-        tracing::info!("SERVICES is empty: indexing only, no client service");
-        None
-    } else {
-        let daemon = controller.daemon();
-        let index = controller.index();
-        let mempool = Arc::new(Mempool::new(
-            daemon.clone(),
-            Arc::new(index.clone()),
-            resolved.coin.clone(),
-        ));
-        let identity = Identity {
-            banner: banner(&settings, &daemon).await,
-            donation_address: settings.donation_address.clone(),
-            report_services: resolved
-                .report_services
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+    let stop_requested = CancellationToken::new();
+    let state = server_state(&settings, &resolved, &controller).await;
+    let admin = Arc::new(AdminContext {
+        controller: controller.clone(),
+        state: state.clone(),
+        rpc_daemon,
+        configured_daemon_url: settings.daemon_url.clone().unwrap_or_default(),
+        stop: stop_requested.clone(),
+    });
+    // The admin services run from the start, before the index has caught up.
+    let mut admin_tasks = tokio::task::JoinSet::new();
+    for svc in &resolved.services {
+        let listener = match svc.protocol {
+            Protocol::Rpc | Protocol::Metrics => bind_admin(svc).await?,
+            _ => continue,
         };
-        let state = Arc::new(ServerState {
-            coin: resolved.coin.clone(),
-            index,
-            mempool,
-            daemon,
-            limits: resolved.limits.clone(),
-            identity,
-            subs: Default::default(),
-            mempool_wake: Default::default(),
-            cost: Arc::new(resolved.cost.clone()),
-            cost_groups: Default::default(),
-            drop_client: resolved.drop_client.clone(),
-            history_cache: electrumx_server::cache::HistoryCache::new(2_000_000),
-        });
+        let (ctx, token) = (admin.clone(), serving.clone());
+        if svc.protocol == Protocol::Rpc {
+            admin_tasks.spawn(local_rpc::serve(listener, ctx, token));
+        } else {
+            admin_tasks.spawn(electrumx_server::metrics_service::serve(
+                listener, ctx, token,
+            ));
+        }
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tokio::spawn(progress_bar(controller.clone(), serving.clone()));
+    }
+    let clients = resolved
+        .services
+        .iter()
+        .any(|s| !matches!(s.protocol, Protocol::Rpc | Protocol::Metrics));
+    let server_task = if clients {
         let services = resolved.services.clone();
         let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);
-        let token = serving.clone();
-        let controller_ref = &controller;
-        let tls = resolved.tls.clone();
+        let (token, tls, controller) = (serving.clone(), resolved.tls.clone(), controller.clone());
+        let state = state.clone();
         Some(async move {
-            electrumx_server::server::run(state, controller_ref, services, tls, poll, token).await
+            electrumx_server::server::run(state, &controller, services, tls, poll, token).await
         })
+    } else {
+        tracing::info!("no client service in SERVICES: indexing only");
+        None
     };
     let mut status = controller.status();
     let sync_ended = async {
@@ -145,6 +151,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let outcome: anyhow::Result<()> = tokio::select! {
         sig = shutdown_signal() => { tracing::info!("{sig} received: flushing and stopping"); Ok(()) }
+        _ = stop_requested.cancelled() => { tracing::info!("stop requested over LocalRPC: flushing and stopping"); Ok(()) }
         _ = sync_ended => {
             Err(anyhow::anyhow!("{}", controller.status().borrow().error.clone().unwrap_or_else(|| "sync loop ended".into())))
         }
@@ -152,6 +159,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     serving.cancel();
     cancel.cancel();
+    admin_tasks.abort_all();
     let stopped = tokio::select! {
         r = controller.stop() => r,
         sig = shutdown_signal() => {
@@ -164,6 +172,81 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     stopped.context("stopping the index")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Binds an admin service (LocalRPC, metrics), warning loudly when it is reachable from
+/// other machines: neither has authentication.
+async fn bind_admin(svc: &Service) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(svc.bind_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("SERVICES: cannot listen on {svc}: {e}"))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "{svc} listens on {addr}, which is NOT loopback: anyone who can reach it can \
+             administer this server (no authentication). Bind it to localhost unless this \
+             is intended and firewalled."
+        );
+    }
+    tracing::info!(
+        "{} service listening on {svc} ({addr})",
+        svc.protocol.name()
+    );
+    Ok(listener)
+}
+
+/// The state client sessions and the admin services share.
+async fn server_state(
+    settings: &Settings,
+    resolved: &Resolved,
+    controller: &Controller,
+) -> Arc<ServerState> {
+    let daemon = controller.daemon();
+    let index = controller.index();
+    let mempool = Arc::new(Mempool::new(
+        daemon.clone(),
+        Arc::new(index.clone()),
+        resolved.coin.clone(),
+    ));
+    let mut state = ServerState::new(resolved.coin.clone(), index, mempool, daemon.clone());
+    state.identity = Identity {
+        banner: banner(settings, &daemon).await,
+        donation_address: settings.donation_address.clone(),
+        report_services: resolved
+            .report_services
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    state.limits = resolved.limits.clone();
+    state.cost = Arc::new(resolved.cost.clone());
+    state.drop_client = resolved.drop_client.clone();
+    Arc::new(state)
+}
+
+/// Draws a one-line progress bar with ETA on the terminal until the index has caught up.
+async fn progress_bar(controller: Arc<Controller>, stop: CancellationToken) {
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let first = controller.progress();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if controller.status().borrow().caught_up {
+            break;
+        }
+        let p = controller.progress();
+        let line = electrumx_server::progress::bar_line(&first, &p, started.elapsed(), 30);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K");
+    let _ = err.flush();
 }
 
 /// The banner: BANNER_FILE with ElectrumX's variables substituted, or a default line.

@@ -22,6 +22,21 @@ pub struct SessionCtx {
     pub client_name: String,
     /// Cost of the requests handled since the session last collected it.
     pub pending_cost: f64,
+    /// Transactions broadcast since the session last collected the count.
+    pub pending_txs_sent: u64,
+}
+
+impl SessionCtx {
+    /// The context of a new session.
+    pub fn new(id: u64) -> Self {
+        SessionCtx {
+            id,
+            version: None,
+            client_name: String::new(),
+            pending_cost: 0.0,
+            pending_txs_sent: 0,
+        }
+    }
 }
 
 /// What a handler asks the session to do besides answering.
@@ -336,7 +351,7 @@ fn server_version_method(state: &ServerState, ctx: &mut SessionCtx, p: &Params) 
 
 async fn dispatch(
     state: &Arc<ServerState>,
-    ctx: &SessionCtx,
+    ctx: &mut SessionCtx,
     v: Version,
     method: &str,
     p: &Params,
@@ -465,6 +480,7 @@ async fn dispatch(
             match state.daemon.broadcast(&raw).await {
                 Ok(txid) => {
                     state.mempool_wake.notify_one();
+                    ctx.pending_txs_sent += 1;
                     Ok(json!(txid.to_display_hex()))
                 }
                 Err(DaemonError::Rpc { message, .. }) => Err(RpcError::bad_request(format!(

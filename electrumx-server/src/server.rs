@@ -29,7 +29,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client_services: Vec<Service> = services
         .into_iter()
-        .filter(|s| s.protocol != Protocol::Rpc)
+        .filter(|s| !matches!(s.protocol, Protocol::Rpc | Protocol::Metrics))
         .collect();
     if tls.is_none()
         && let Some(s) = client_services
@@ -115,12 +115,12 @@ async fn open_session(
         }
     };
     match conn.protocol {
-        Protocol::Tcp => crate::session::serve(state, stream, peer, id, stop).await,
+        Protocol::Tcp => crate::session::serve(state, stream, peer, conn.protocol, id, stop).await,
         Protocol::Ws => {
             if let Ok(Some(pipe)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, websocket_bridge(stream, max)).await
             {
-                crate::session::serve(state, pipe, peer, id, stop).await;
+                crate::session::serve(state, pipe, peer, conn.protocol, id, stop).await;
             }
         }
         Protocol::Ssl | Protocol::Wss => {
@@ -136,14 +136,14 @@ async fn open_session(
                 Err(_) => return,
             };
             if conn.protocol == Protocol::Ssl {
-                crate::session::serve(state, tls, peer, id, stop).await;
+                crate::session::serve(state, tls, peer, conn.protocol, id, stop).await;
             } else if let Ok(Some(pipe)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, websocket_bridge(tls, max)).await
             {
-                crate::session::serve(state, pipe, peer, id, stop).await;
+                crate::session::serve(state, pipe, peer, conn.protocol, id, stop).await;
             }
         }
-        Protocol::Rpc => {}
+        Protocol::Rpc | Protocol::Metrics => {}
     }
 }
 

@@ -13,8 +13,10 @@ pub enum Protocol {
     Ws,
     /// Electrum over secure WebSocket.
     Wss,
-    /// The admin RPC port.
+    /// The admin RPC port (LocalRPC).
     Rpc,
+    /// Prometheus metrics over HTTP (`/metrics`).
+    Metrics,
 }
 
 impl Protocol {
@@ -25,6 +27,7 @@ impl Protocol {
             "ws" => Protocol::Ws,
             "wss" => Protocol::Wss,
             "rpc" => Protocol::Rpc,
+            "metrics" => Protocol::Metrics,
             _ => return None,
         })
     }
@@ -37,6 +40,7 @@ impl Protocol {
             Protocol::Ws => "ws",
             Protocol::Wss => "wss",
             Protocol::Rpc => "rpc",
+            Protocol::Metrics => "metrics",
         }
     }
 }
@@ -80,7 +84,8 @@ impl Service {
 }
 
 /// Parses a comma-separated list; `var` names the setting in errors. Ports default to the
-/// coin's (`tcp`, `ssl`), 50003/50004 (`ws`, `wss`) and `localhost:8000` (`rpc`).
+/// coin's (`tcp`, `ssl`), 50003/50004 (`ws`, `wss`), `localhost:8000` (`rpc`) and
+/// `localhost:4224` (`metrics`, electrs' monitoring port).
 pub fn parse_services(
     s: &str,
     var: &str,
@@ -112,12 +117,13 @@ pub fn parse_services(
                 Protocol::Ws => 50003,
                 Protocol::Wss => 50004,
                 Protocol::Rpc => 8000,
+                Protocol::Metrics => 4224,
             }
         } else {
             port.parse()
                 .map_err(|_| format!("{var}: bad port {port:?} in {item:?}"))?
         };
-        let host = if host.is_empty() && protocol == Protocol::Rpc {
+        let host = if host.is_empty() && matches!(protocol, Protocol::Rpc | Protocol::Metrics) {
             "localhost".to_string()
         } else {
             host

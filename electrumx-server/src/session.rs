@@ -8,10 +8,14 @@
 use crate::cost::{SessionCost, Throttle, error_cost, method_cost};
 use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
 use crate::methods::{self, After, Reply, SessionCtx};
+use crate::registry::SessionEntry;
+use crate::services::Protocol;
 use crate::state::ServerState;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +25,7 @@ pub async fn serve<S>(
     state: Arc<ServerState>,
     stream: S,
     peer: SocketAddr,
+    protocol: Protocol,
     id: u64,
     shutdown: CancellationToken,
 ) where
@@ -30,18 +35,28 @@ pub async fn serve<S>(
     let (tx, mut rx) = mpsc::channel::<String>(state.limits.send_queue);
     let kill = shutdown.child_token();
     state.subs.add_session(id, tx.clone(), kill.clone());
+    let group = crate::cost::group_of(peer.ip(), &state.cost);
+    let entry = state.sessions.open(id, protocol, peer, group, kill.clone());
     tracing::debug!(id, %peer, "session opened");
 
     let writer_kill = kill.clone();
+    let writer_entry = entry.clone();
     let writer_task = tokio::spawn(async move {
+        let sent = |msg: &str| {
+            let c = &writer_entry.counters;
+            c.send_count.fetch_add(1, Ordering::Relaxed);
+            c.send_size.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        };
         while let Some(mut msg) = rx.recv().await {
             msg.push('\n');
+            sent(&msg);
             if writer.write_all(msg.as_bytes()).await.is_err() {
                 break;
             }
             // Write whatever else is queued before flushing.
             while let Ok(mut more) = rx.try_recv() {
                 more.push('\n');
+                sent(&more);
                 if writer.write_all(more.as_bytes()).await.is_err() {
                     writer_kill.cancel();
                     return;
@@ -56,12 +71,7 @@ pub async fn serve<S>(
     });
 
     let mut lines = LineReader::new(reader, state.limits.max_recv);
-    let mut ctx = SessionCtx {
-        id,
-        version: None,
-        client_name: String::new(),
-        pending_cost: 0.0,
-    };
+    let mut ctx = SessionCtx::new(id);
     let mut cost = SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip());
     loop {
         let next = tokio::select! {
@@ -87,6 +97,14 @@ pub async fn serve<S>(
         if line.trim().is_empty() {
             continue;
         }
+        entry.counters.recv_count.fetch_add(1, Ordering::Relaxed);
+        entry
+            .counters
+            .recv_size
+            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+        if entry.log_me.load(Ordering::Relaxed) {
+            tracing::info!(id, %peer, "request: {}", truncate(&line, 500));
+        }
         match cost.throttle(state.subs.count(id)) {
             Throttle::Proceed => {}
             Throttle::Sleep(d) => tokio::time::sleep(d).await,
@@ -102,9 +120,21 @@ pub async fn serve<S>(
                 break;
             }
         }
-        let (reply, after) = handle_message(&state, &mut ctx, &line).await;
+        entry.counters.pending.store(1, Ordering::Relaxed);
+        let (reply, after) = handle_message(&state, &mut ctx, &line, &entry).await;
+        entry.counters.pending.store(0, Ordering::Relaxed);
         cost.charge(std::mem::take(&mut ctx.pending_cost));
         cost.charge_bytes(line.len() + reply.as_ref().map_or(0, String::len));
+        entry.counters.set_cost(cost.cost(state.subs.count(id)));
+        for _ in 0..std::mem::take(&mut ctx.pending_txs_sent) {
+            state.sessions.count_tx_sent(&entry);
+        }
+        if ctx.version.is_some() && entry.protocol_version.lock().is_empty() {
+            *entry.client.lock() = ctx.client_name.clone();
+            if let Some(v) = ctx.version {
+                *entry.protocol_version.lock() = v.to_string();
+            }
+        }
         if let Some(reply) = reply
             && tx.try_send(reply).is_err()
         {
@@ -116,22 +146,32 @@ pub async fn serve<S>(
         }
     }
     state.subs.remove_session(id);
+    state.sessions.close(id);
     drop(tx);
     // Let queued replies (e.g. the error before a disconnect) go out.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer_task).await;
     tracing::debug!(id, "session closed");
 }
 
-/// Handles one message (single or batch); returns the reply text, if any.
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Handles one message (single or batch); returns the reply text, if any. Requests are
+/// counted on `entry` and in the server's metrics.
 pub async fn handle_message(
     state: &Arc<ServerState>,
     ctx: &mut SessionCtx,
     text: &str,
+    entry: &SessionEntry,
 ) -> (Option<String>, After) {
     let max_send = state.limits.max_send;
     match jsonrpc::parse_message(text) {
         Incoming::Single(r) => {
-            let (reply, after) = handle_one(state, ctx, r).await;
+            let (reply, after) = handle_one(state, ctx, r, entry).await;
             (reply.map(|r| r.fit(max_send)), after)
         }
         Incoming::Batch(items) => {
@@ -148,7 +188,7 @@ pub async fn handle_message(
             let mut out = String::from("[");
             let mut after = After::Continue;
             for item in items {
-                let (reply, a) = handle_one(state, ctx, item).await;
+                let (reply, a) = handle_one(state, ctx, item, entry).await;
                 if let Some(r) = reply {
                     // Each element that would overflow MAX_SEND becomes an error, as in ElectrumX.
                     let room = max_send.saturating_sub(out.len() + 2);
@@ -197,6 +237,7 @@ async fn handle_one(
     state: &Arc<ServerState>,
     ctx: &mut SessionCtx,
     parsed: Result<Request, (Option<Value>, RpcError)>,
+    entry: &SessionEntry,
 ) -> (Option<ReplyText>, After) {
     let req = match parsed {
         Ok(r) => r,
@@ -208,6 +249,7 @@ async fn handle_one(
         }
     };
     ctx.pending_cost += method_cost(&req.method);
+    let started = Instant::now();
     let work = methods::handle(state, ctx, &req.method, &req.params);
     let (answer, after) = match tokio::time::timeout(state.limits.request_timeout, work).await {
         Ok(r) => r,
@@ -219,6 +261,11 @@ async fn handle_one(
             After::Continue,
         ),
     };
+    let label = crate::metrics::method_label(&req.method);
+    state
+        .requests
+        .record(label, started.elapsed(), answer.is_err());
+    state.sessions.count_request(entry, label, answer.is_err());
     let Some(id) = req.id else {
         return (None, after);
     };

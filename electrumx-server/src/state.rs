@@ -85,6 +85,38 @@ pub struct ServerState {
     pub drop_client: Option<regex::Regex>,
     /// Recently asked confirmed histories.
     pub history_cache: crate::cache::HistoryCache,
+    /// Live sessions and their counters.
+    pub sessions: crate::registry::SessionRegistry,
+    /// Request counts, errors and latencies per method.
+    pub requests: crate::metrics::RequestMetrics,
+}
+
+impl ServerState {
+    /// State with default limits, identity and cost model; adjust the public fields before
+    /// sharing it.
+    pub fn new(
+        coin: CoinParams,
+        index: Index,
+        mempool: Arc<Mempool>,
+        daemon: Arc<dyn Daemon>,
+    ) -> Self {
+        ServerState {
+            coin,
+            index,
+            mempool,
+            daemon,
+            limits: Limits::default(),
+            identity: Identity::default(),
+            subs: Default::default(),
+            mempool_wake: Default::default(),
+            cost: Default::default(),
+            cost_groups: Default::default(),
+            drop_client: None,
+            history_cache: crate::cache::HistoryCache::new(2_000_000),
+            sessions: Default::default(),
+            requests: Default::default(),
+        }
+    }
 }
 
 /// Our software version string, as `server.version` and `server.features` report it.

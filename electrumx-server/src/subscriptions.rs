@@ -146,6 +146,15 @@ impl Subscriptions {
             .map_or(0, |s| s.scripts.len() + s.outpoints.len())
     }
 
+    /// Script and outpoint subscriptions of one session.
+    pub fn counts_of(&self, id: u64) -> (usize, usize) {
+        self.inner
+            .lock()
+            .sessions
+            .get(&id)
+            .map_or((0, 0), |s| (s.scripts.len(), s.outpoints.len()))
+    }
+
     /// The subscribed scripts among `touched`.
     pub fn subscribed_among(&self, touched: &HashSet<HashX>) -> Vec<ScriptHash> {
         let reg = self.inner.lock();

@@ -82,4 +82,9 @@ pub trait Daemon: Send + Sync + 'static {
 
     /// A short description for logs (URL without credentials, or a path).
     fn describe(&self) -> String;
+
+    /// Request statistics, for sources that talk to a node (`None` otherwise).
+    fn stats(&self) -> Option<crate::stats::DaemonStats> {
+        None
+    }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -137,6 +138,9 @@ impl RpcDaemonConfig {
 /// JSON-RPC daemon client (see the module docs).
 pub struct RpcDaemon {
     config: RpcDaemonConfig,
+    /// The endpoints in use (replaceable at run time: LocalRPC `daemon_url`).
+    urls: parking_lot::RwLock<Arc<Vec<DaemonUrl>>>,
+    stats: Mutex<crate::stats::DaemonStats>,
     http: reqwest::Client,
     current: AtomicUsize,
     cookie: Mutex<Option<(String, String)>>,
@@ -177,6 +181,8 @@ impl RpcDaemon {
             .build()
             .map_err(|e| DaemonError::Config(e.to_string()))?;
         Ok(RpcDaemon {
+            urls: parking_lot::RwLock::new(Arc::new(config.urls.clone())),
+            stats: Mutex::new(Default::default()),
             config,
             http,
             current: AtomicUsize::new(0),
@@ -186,16 +192,51 @@ impl RpcDaemon {
         })
     }
 
-    fn endpoint(&self) -> &DaemonUrl {
-        let i = self.current.load(Ordering::Relaxed) % self.config.urls.len();
-        &self.config.urls[i]
+    fn endpoint(&self) -> DaemonUrl {
+        let urls = self.urls.read();
+        let i = self.current.load(Ordering::Relaxed) % urls.len();
+        urls[i].clone()
+    }
+
+    fn url_count(&self) -> usize {
+        self.urls.read().len()
     }
 
     fn failover(&self) {
-        if self.config.urls.len() > 1 {
-            let next = (self.current.fetch_add(1, Ordering::Relaxed) + 1) % self.config.urls.len();
-            tracing::warn!(url = ?self.config.urls[next], "failing over to the next daemon URL");
+        let urls = self.urls.read().clone();
+        if urls.len() > 1 {
+            let next = (self.current.fetch_add(1, Ordering::Relaxed) + 1) % urls.len();
+            tracing::warn!(url = ?urls[next], "failing over to the next daemon URL");
         }
+    }
+
+    /// Replaces the endpoints and switches to the first (ElectrumX's LocalRPC `daemon_url`).
+    pub fn set_urls(&self, urls: Vec<DaemonUrl>) -> Result<(), DaemonError> {
+        if urls.is_empty() {
+            return Err(DaemonError::Config("no daemon URL".into()));
+        }
+        tracing::info!(url = ?urls[0], "daemon URLs replaced; now using the first");
+        *self.urls.write() = Arc::new(urls);
+        self.current.store(0, Ordering::Relaxed);
+        *self.cookie.lock() = None;
+        Ok(())
+    }
+
+    /// The endpoint in use, without credentials (`host:port/` as ElectrumX logs it).
+    pub fn logged_url(&self) -> String {
+        let url = self.endpoint().url;
+        url.split_once("://")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or(url)
+    }
+
+    fn record(&self, started: std::time::Instant, ok: bool) {
+        let mut s = self.stats.lock();
+        s.requests += 1;
+        if !ok {
+            s.errors += 1;
+        }
+        s.latency.observe(started.elapsed());
     }
 
     fn credentials(&self, reload: bool) -> Result<Option<(String, String)>, DaemonError> {
@@ -230,6 +271,7 @@ impl RpcDaemon {
             Err(e) => return Err(e),
         };
         let ep = self.endpoint();
+        let started = std::time::Instant::now();
         let mut req = self
             .http
             .post(&ep.url)
@@ -241,6 +283,7 @@ impl RpcDaemon {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
+                self.record(started, false);
                 return Ok(Attempt::Temporary(format!(
                     "{}: {}",
                     ep.url,
@@ -249,7 +292,9 @@ impl RpcDaemon {
             }
         };
         let status = resp.status().as_u16();
-        match resp.bytes().await {
+        let body = resp.bytes().await;
+        self.record(started, body.is_ok() && status == 200);
+        match body {
             Ok(b) => Ok(Attempt::Done((status, b))),
             Err(e) => Ok(Attempt::Temporary(format!(
                 "{}: reading reply: {}",
@@ -358,7 +403,7 @@ impl RpcDaemon {
                 return Err(DaemonError::Unavailable(problem));
             }
             failures_here += 1;
-            if failures_here >= 3 && self.config.urls.len() > 1 {
+            if failures_here >= 3 && self.url_count() > 1 {
                 self.failover();
                 failures_here = 0;
                 delay = self.config.initial_retry_delay;
@@ -599,9 +644,15 @@ impl Daemon for RpcDaemon {
             .ok_or_else(|| DaemonError::BadResponse("getnetworkinfo without relayfee".into()))
     }
 
+    fn stats(&self) -> Option<crate::stats::DaemonStats> {
+        let mut s = self.stats.lock().clone();
+        s.current_url = self.logged_url();
+        Some(s)
+    }
+
     fn describe(&self) -> String {
-        self.config
-            .urls
+        self.urls
+            .read()
             .iter()
             .map(|u| u.url.clone())
             .collect::<Vec<_>>()

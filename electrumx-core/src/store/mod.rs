@@ -339,6 +339,29 @@ impl Store {
         Ok(())
     }
 
+    /// Per column family: SST bytes on disk and an estimate of the number of keys.
+    pub fn cf_stats(&self) -> Vec<CfStats> {
+        cf::ALL
+            .iter()
+            .map(|name| {
+                let h = self.cf(name);
+                let prop = |p: &str| {
+                    self.db
+                        .property_int_value_cf(h, p)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                CfStats {
+                    name,
+                    sst_bytes: prop("rocksdb.total-sst-files-size"),
+                    memtable_bytes: prop("rocksdb.size-all-mem-tables"),
+                    keys: prop("rocksdb.estimate-num-keys"),
+                }
+            })
+            .collect()
+    }
+
     /// Size of the database files on disk, in bytes.
     pub fn disk_size(&self) -> u64 {
         fn walk(p: &Path) -> u64 {
@@ -356,4 +379,17 @@ impl Store {
         }
         walk(&self.path)
     }
+}
+
+/// Size of one column family (see [`Store::cf_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CfStats {
+    /// Column family name.
+    pub name: &'static str,
+    /// Bytes in SST files.
+    pub sst_bytes: u64,
+    /// Bytes in memtables (not yet flushed to SST files).
+    pub memtable_bytes: u64,
+    /// Estimated number of keys.
+    pub keys: u64,
 }

@@ -1,0 +1,156 @@
+//! Request metrics and the Prometheus text exposition.
+//!
+//! Sessions record each request here (a counter, an error counter and a latency histogram
+//! per method, under a fixed set of labels so a client cannot grow the label space); the
+//! metrics service renders these together with gauges read at scrape time (sync, sessions,
+//! mempool, caches, DB, node RPC).
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+pub use electrumx_core::stats::Histogram;
+
+/// Every method name the server answers; anything else is counted as `"unknown"`.
+pub const METHODS: &[&str] = &[
+    "blockchain.block.header",
+    "blockchain.block.headers",
+    "blockchain.estimatefee",
+    "blockchain.headers.subscribe",
+    "blockchain.outpoint.get_status",
+    "blockchain.outpoint.subscribe",
+    "blockchain.outpoint.unsubscribe",
+    "blockchain.relayfee",
+    "blockchain.scripthash.get_balance",
+    "blockchain.scripthash.get_history",
+    "blockchain.scripthash.get_mempool",
+    "blockchain.scripthash.listunspent",
+    "blockchain.scripthash.subscribe",
+    "blockchain.scripthash.unsubscribe",
+    "blockchain.scriptpubkey.get_balance",
+    "blockchain.scriptpubkey.get_history",
+    "blockchain.scriptpubkey.get_mempool",
+    "blockchain.scriptpubkey.listunspent",
+    "blockchain.scriptpubkey.subscribe",
+    "blockchain.scriptpubkey.unsubscribe",
+    "blockchain.transaction.broadcast",
+    "blockchain.transaction.broadcast_package",
+    "blockchain.transaction.get",
+    "blockchain.transaction.get_merkle",
+    "blockchain.transaction.id_from_pos",
+    "blockchain.transaction.testmempoolaccept",
+    "mempool.get_fee_histogram",
+    "mempool.get_info",
+    "mempool.recent",
+    "server.add_peer",
+    "server.banner",
+    "server.donation_address",
+    "server.features",
+    "server.peers.subscribe",
+    "server.ping",
+    "server.version",
+];
+
+/// The label under which `method` is counted: itself if known, else `"unknown"`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+#[derive(Default)]
+struct MethodStats {
+    errors: u64,
+    latency: Histogram,
+}
+
+/// Per-method request counters and latencies.
+#[derive(Default)]
+pub struct RequestMetrics {
+    methods: Mutex<BTreeMap<&'static str, MethodStats>>,
+}
+
+impl RequestMetrics {
+    /// Records one answered request.
+    pub fn record(&self, method: &'static str, elapsed: Duration, error: bool) {
+        let mut m = self.methods.lock();
+        let s = m.entry(method).or_default();
+        s.latency.observe(elapsed);
+        if error {
+            s.errors += 1;
+        }
+    }
+
+    /// Writes `electrumx_requests_total`, `electrumx_request_errors_total` and
+    /// `electrumx_request_duration_seconds`.
+    pub fn render(&self, out: &mut String) {
+        let m = self.methods.lock();
+        out.push_str("# HELP electrumx_requests_total Requests answered, by method.\n");
+        out.push_str("# TYPE electrumx_requests_total counter\n");
+        for (method, s) in m.iter() {
+            let _ = writeln!(
+                out,
+                "electrumx_requests_total{{method=\"{method}\"}} {}",
+                s.latency.count()
+            );
+        }
+        out.push_str(
+            "# HELP electrumx_request_errors_total Requests answered with an error, by method.\n",
+        );
+        out.push_str("# TYPE electrumx_request_errors_total counter\n");
+        for (method, s) in m.iter() {
+            let _ = writeln!(
+                out,
+                "electrumx_request_errors_total{{method=\"{method}\"}} {}",
+                s.errors
+            );
+        }
+        out.push_str(
+            "# HELP electrumx_request_duration_seconds Time to answer a request, by method.\n",
+        );
+        out.push_str("# TYPE electrumx_request_duration_seconds histogram\n");
+        for (method, s) in m.iter() {
+            s.latency.render(
+                out,
+                "electrumx_request_duration_seconds",
+                &format!("method=\"{method}\""),
+            );
+        }
+    }
+}
+
+/// Appends one gauge or counter with its HELP and TYPE lines.
+pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Appends a labelled family: HELP and TYPE once, then one line per `(labels, value)`.
+pub fn metric_family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (String, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label("server.ping"), "server.ping");
+        assert_eq!(method_label("evil.method.with.random.name"), "unknown");
+    }
+}
