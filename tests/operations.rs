@@ -398,3 +398,91 @@ async fn signals_while_serving_and_a_second_signal_during_sync() -> Result<()> {
     assert!(server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }
+
+#[test]
+fn config_file_then_environment_then_flags() -> Result<()> {
+    let db = tempfile::tempdir()?;
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let config = db.path().join("electrumx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# settings an operator keeps in a file\nDAEMON_URL = \"http://u:p@127.0.0.1:{}/\"\nCOIN = \"BitcoinSV\"\nnet = \"regtest\"\nservices = [\"rpc://127.0.0.1:{file_port}\"]\nLOG_SESSIONS = 0\n",
+            free_port()
+        ),
+    )?;
+    let base = vec![("DB_DIRECTORY", db.path().display().to_string())];
+    let args = vec!["--config".to_string(), config.display().to_string()];
+    let listening = |server: &mut ServerProcess, port: u16| -> Result<()> {
+        server.wait_for_line(
+            &format!("rpc service listening on rpc://127.0.0.1:{port}"),
+            1,
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    };
+    // The file alone.
+    let mut server = ServerProcess::start_with_args(&base, &args)?;
+    listening(&mut server, file_port)?;
+    our_rpc(file_port, &["stop"])?;
+    let status = server.wait_exit(Duration::from_secs(30))?;
+    assert!(status.success(), "{status}: {:?}", server.tail(10));
+    // The environment beats the file.
+    let mut env = base.clone();
+    env.push(("SERVICES", format!("rpc://127.0.0.1:{env_port}")));
+    let mut server = ServerProcess::start_with_args(&env, &args)?;
+    listening(&mut server, env_port)?;
+    our_rpc(env_port, &["stop"])?;
+    assert!(server.wait_exit(Duration::from_secs(30))?.success());
+    // A flag beats both.
+    let mut flagged = args.clone();
+    flagged.extend([
+        "--services".to_string(),
+        format!("rpc://127.0.0.1:{flag_port}"),
+    ]);
+    let mut server = ServerProcess::start_with_args(&env, &flagged)?;
+    listening(&mut server, flag_port)?;
+    our_rpc(flag_port, &["stop"])?;
+    assert!(server.wait_exit(Duration::from_secs(30))?.success());
+
+    // Mistakes fail at start, naming the setting.
+    let fails = |env: &[(&str, String)], args: &[String], needle: &str| -> Result<()> {
+        let mut server = ServerProcess::start_with_args(env, args)?;
+        let status = server.wait_exit(Duration::from_secs(20))?;
+        assert!(!status.success(), "{needle}: must fail");
+        let log = server.tail(30).join("\n");
+        assert!(log.contains(needle), "{needle}: {log}");
+        Ok(())
+    };
+    std::fs::write(db.path().join("typo.toml"), "DAEMON_URLL = \"x\"\n")?;
+    let typo = vec![
+        "--config".to_string(),
+        db.path().join("typo.toml").display().to_string(),
+    ];
+    fails(&base, &typo, "DAEMON_URLL")?;
+    let mut obsolete = env.clone();
+    obsolete.push(("TCP_PORT", "50001".into()));
+    fails(&obsolete, &args, "TCP_PORT")?;
+    let mut engine = env.clone();
+    engine.push(("DB_ENGINE", "leveldb".into()));
+    fails(&engine, &args, "DB_ENGINE")?;
+    fails(&base, &["--no-such-flag".to_string()], "--no-such-flag")?;
+
+    // --help lists every setting with its environment name and default.
+    let help = Command::new(electrumx_testkit::workspace_binary("electrumx-server"))
+        .arg("--help")
+        .output()?;
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "[env: DAEMON_URL=",
+        "[env: CACHE_MB=",
+        "[default: 1200]",
+        "[env: ELECTRUMX_CONFIG=",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    Ok(())
+}

@@ -287,7 +287,11 @@ impl Controller {
         let handle = std::thread::Builder::new()
             .name("block-processor".into())
             .spawn(move || {
-                let result = SyncLoop::new(inner.clone(), runtime).run();
+                let result = match SyncLoop::new(inner.clone(), runtime).run() {
+                    // Stopped while waiting on the node: nothing was left unflushed.
+                    Err(IndexError::ShuttingDown) => Ok(()),
+                    r => r,
+                };
                 inner.status.send_modify(|s| {
                     s.stopped = true;
                     if let Err(e) = &result {
@@ -569,7 +573,11 @@ impl SyncLoop {
         self.runtime.block_on(async move {
             tokio::select! {
                 _ = cancel.cancelled() => Err(IndexError::ShuttingDown),
-                r = f => r.map_err(IndexError::from),
+                r = f => r.map_err(|e| match e {
+                    // The node client was cancelled: the process is shutting down.
+                    crate::error::DaemonError::Cancelled => IndexError::ShuttingDown,
+                    e => IndexError::from(e),
+                }),
             }
         })
     }

@@ -1,8 +1,11 @@
 //! Settings of the server binary: ElectrumX's environment variable names, each also a
-//! command-line flag (a flag wins over the environment). Invalid values fail at start
-//! with a message naming the variable.
+//! command-line flag and a key of an optional TOML file (`--config`).
+//!
+//! Precedence: command-line flag > environment variable > config file > built-in default.
+//! Invalid values, unknown keys in the file and ElectrumX's obsolete variables fail at start
+//! with a message naming the setting.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use electrumx_core::CoinParams;
 use electrumx_core::daemon::DaemonUrl;
 use std::path::PathBuf;
@@ -16,8 +19,13 @@ use std::time::Duration;
     about = "Electrum server: indexes a Bitcoin node's chain into RocksDB"
 )]
 pub struct Settings {
+    /// TOML file of settings: keys are the environment names (`DAEMON_URL`) or their
+    /// lower-case forms (`daemon_url`); flags and the environment override it.
+    #[arg(long, env = "ELECTRUMX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Node JSON-RPC URL(s), comma-separated for failover: `http://user:pass@host:port/`.
-    #[arg(long, env = "DAEMON_URL", required_unless_present = "blocks_dir")]
+    #[arg(long, env = "DAEMON_URL")]
     pub daemon_url: Option<String>,
 
     /// Cookie file for node auth when DAEMON_URL has no credentials (e.g. ~/.bitcoin/.cookie).
@@ -152,9 +160,168 @@ pub struct Settings {
     #[arg(long, env = "DAEMON_POLL_INTERVAL_MEMPOOL", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     pub daemon_poll_interval_mempool: u64,
 
+    /// Database engine, for ElectrumX compatibility: only `rocksdb` is supported.
+    #[arg(long, env = "DB_ENGINE", default_value = "rocksdb")]
+    pub db_engine: String,
+
+    /// Redact client IP addresses in logs (`xx.xx.xx.xx:xx`).
+    #[arg(long, env = "ANON_LOGS", value_parser = parse_bool, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub anon_logs: bool,
+
+    /// Seconds between session summary lines in the log (0: never).
+    #[arg(long, env = "LOG_SESSIONS", default_value_t = 3600)]
+    pub log_sessions: u64,
+
     /// Seconds between sync progress lines.
     #[arg(long, env = "PROGRESS_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_interval: u64,
+}
+
+/// A boolean setting: empty, `0`, `false`, `no` and `off` (any case) are false; any other
+/// value is true (ElectrumX treats every non-empty value as true).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    Ok(!matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "false" | "no" | "off"
+    ))
+}
+
+/// ElectrumX's obsolete variables: ElectrumX refuses to start when one is set, and so do we
+/// (each has a replacement in `SERVICES` / `REPORT_SERVICES`).
+pub const OBSOLETE_ENV: &[&str] = &[
+    "MAX_SUBSCRIPTIONS",
+    "MAX_SUBS",
+    "MAX_SESSION_SUBS",
+    "BANDWIDTH_LIMIT",
+    "HOST",
+    "TCP_PORT",
+    "SSL_PORT",
+    "RPC_HOST",
+    "RPC_PORT",
+    "REPORT_HOST",
+    "REPORT_TCP_PORT",
+    "REPORT_SSL_PORT",
+    "REPORT_HOST_TOR",
+    "REPORT_TCP_PORT_TOR",
+    "REPORT_SSL_PORT_TOR",
+];
+
+/// ElectrumX variables that have no meaning here; a warning names them at start.
+pub const IGNORED_ENV: &[&str] = &[
+    "ALLOW_ROOT",
+    "EVENT_LOOP_POLICY",
+    "LOG_FORMAT",
+    "TOR_BANNER_FILE",
+    "DROP_CLIENT_UNKNOWN",
+    "PYTHON_GIL",
+];
+
+impl Settings {
+    /// Reads the settings of this process: `args`, the environment and the config file.
+    /// Errors are clap errors (`--help` and `--version` included), printed by `exit()`.
+    pub fn load_from<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut cmd = Settings::command();
+        if let Some(path) = config_path(&args) {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                cmd.error(
+                    clap::error::ErrorKind::Io,
+                    format!("config file {}: {e}", path.display()),
+                )
+            })?;
+            let defaults = file_defaults(&cmd, &text).map_err(|e| {
+                cmd.error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("config file {}: {e}", path.display()),
+                )
+            })?;
+            for (id, value) in defaults {
+                // Settings are read once per process: leaking the few file values is fine.
+                let value: &'static str = Box::leak(value.into_boxed_str());
+                cmd = cmd.mut_arg(id, |a| a.default_value(value).required(false));
+            }
+        }
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let settings = Settings::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        if let Some(var) = OBSOLETE_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{var} is an obsolete ElectrumX setting: remove it (see SERVICES and REPORT_SERVICES)"),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// Names of set ElectrumX variables that have no effect here.
+    pub fn ignored_env() -> Vec<&'static str> {
+        IGNORED_ENV
+            .iter()
+            .copied()
+            .filter(|v| std::env::var_os(v).is_some())
+            .collect()
+    }
+}
+
+/// `--config FILE` / `--config=FILE` from the arguments, else `ELECTRUMX_CONFIG`.
+fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("ELECTRUMX_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The file's values as default values of the matching arguments.
+fn file_defaults(cmd: &clap::Command, text: &str) -> Result<Vec<(String, String)>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let id = key.to_ascii_lowercase().replace('-', "_");
+        let known = cmd.get_arguments().any(|a| {
+            a.get_id().as_str() == id && id != "config" && id != "help" && id != "version"
+        });
+        if !known {
+            return Err(format!("unknown setting `{key}`"));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s),
+                    toml::Value::Integer(i) => Ok(i.to_string()),
+                    other => Err(format!(
+                        "`{key}`: a list of {}s is not supported",
+                        other.type_str()
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => {
+                return Err(format!(
+                    "`{key}`: a {} value is not supported",
+                    other.type_str()
+                ));
+            }
+        };
+        out.push((id, text));
+    }
+    Ok(out)
 }
 
 /// Settings checked and resolved.
@@ -183,9 +350,18 @@ impl Settings {
     /// Checks values that clap cannot, naming the variable at fault.
     pub fn resolve(&self) -> Result<Resolved, String> {
         let coin = CoinParams::from_names(&self.coin, &self.net)?;
-        let daemon_urls = match &self.daemon_url {
-            Some(u) => DaemonUrl::parse_list(u, coin.rpc_port)?,
-            None => Vec::new(),
+        if !self.db_engine.eq_ignore_ascii_case("rocksdb") {
+            return Err(format!(
+                "DB_ENGINE: {:?} is not supported; electrumx-rs keeps its index in RocksDB (its own format: a fresh DB_DIRECTORY is needed when coming from ElectrumX)",
+                self.db_engine
+            ));
+        }
+        let daemon_urls = match (&self.daemon_url, &self.blocks_dir) {
+            (Some(u), _) => DaemonUrl::parse_list(u, coin.rpc_port)?,
+            (None, Some(_)) => Vec::new(),
+            (None, None) => {
+                return Err("DAEMON_URL: required (or BLOCKS_DIR to index block files)".into());
+            }
         };
         if let Some(f) = &self.daemon_cookie_file
             && !f.exists()
@@ -288,5 +464,78 @@ impl Settings {
             report_services,
             limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("electrumx.toml");
+        std::fs::write(&path, text).unwrap();
+        let p = path.display().to_string();
+        (dir, p)
+    }
+
+    #[test]
+    fn the_file_fills_in_and_flags_override() {
+        let (_d, path) = write(
+            "DAEMON_URL = \"http://u:p@127.0.0.1:1/\"\ndb_directory = \"/tmp/x\"\n\
+             CACHE_MB = 300\nservices = [\"tcp://:50001\", \"rpc://\"]\nanon_logs = true\n",
+        );
+        let s = Settings::load_from(["electrumx-server", "--config", &path]).unwrap();
+        assert_eq!(s.cache_mb, 300);
+        assert_eq!(s.db_directory, PathBuf::from("/tmp/x"));
+        assert_eq!(s.services, "tcp://:50001,rpc://");
+        assert!(s.anon_logs);
+        assert_eq!(
+            s.max_sessions, 1000,
+            "built-in default where the file is silent"
+        );
+        let s = Settings::load_from([
+            "electrumx-server",
+            &format!("--config={path}"),
+            "--cache-mb",
+            "400",
+        ])
+        .unwrap();
+        assert_eq!(s.cache_mb, 400, "a flag beats the file");
+    }
+
+    #[test]
+    fn bad_files_name_the_setting() {
+        let (_d, path) = write("DB_DIRECTORY = \"/tmp/x\"\nCACHE_MBB = 3\n");
+        let e = Settings::load_from(["electrumx-server", "--config", &path]).unwrap_err();
+        assert!(e.to_string().contains("CACHE_MBB"), "{e}");
+        let (_d, path) = write(
+            "DB_DIRECTORY = \"/tmp/x\"\nDAEMON_URL = \"http://u:p@h/\"\nCACHE_MB = \"lots\"\n",
+        );
+        let e = Settings::load_from(["electrumx-server", "--config", &path]).unwrap_err();
+        assert!(
+            e.to_string().contains("cache-mb") || e.to_string().contains("CACHE_MB"),
+            "{e}"
+        );
+        let (_d, path) = write("not toml [");
+        assert!(Settings::load_from(["electrumx-server", "--config", &path]).is_err());
+        let e =
+            Settings::load_from(["electrumx-server", "--config", "/nonexistent.toml"]).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent.toml"), "{e}");
+    }
+
+    #[test]
+    fn booleans_read_like_electrumx_but_false_means_false() {
+        for (v, b) in [
+            ("", false),
+            ("0", false),
+            ("False", false),
+            ("off", false),
+            ("1", true),
+            ("yes", true),
+            ("x", true),
+        ] {
+            assert_eq!(parse_bool(v).unwrap(), b, "{v:?}");
+        }
     }
 }

@@ -412,7 +412,7 @@ fn disconnect(ctx: &AdminContext, items: &[String]) -> Value {
     }
     lines.extend(refs.unknown.iter().map(|u| format!("unknown: {u}")));
     for s in targets {
-        tracing::info!(id = s.id, peer = %s.peer, "closing session: local RPC request to disconnect");
+        tracing::info!(id = s.id, peer = %ctx.state.log_addr(&s.peer), "closing session: local RPC request to disconnect");
         s.kill.cancel();
     }
     json!(lines)

@@ -7,7 +7,6 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use anyhow::Context;
-use clap::Parser;
 use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::prefetch::PrefetchOptions;
 use electrumx_core::{Controller, Mempool};
@@ -20,8 +19,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let settings = Settings::parse();
+    let settings = match Settings::load_from(std::env::args_os()) {
+        Ok(s) => s,
+        Err(e) => e.exit(),
+    };
     init_logging(&settings.log_level);
+    for var in Settings::ignored_env() {
+        tracing::warn!("{var} is an ElectrumX setting with no effect in electrumx-rs; ignored");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,6 +120,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 listener, ctx, token,
             ));
         }
+    }
+    if settings.log_sessions > 0 {
+        let every = Duration::from_secs(settings.log_sessions);
+        tokio::spawn(log_sessions(state.clone(), every, serving.clone()));
     }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         tokio::spawn(progress_bar(controller.clone(), serving.clone()));
@@ -221,7 +230,30 @@ async fn server_state(
     state.limits = resolved.limits.clone();
     state.cost = Arc::new(resolved.cost.clone());
     state.drop_client = resolved.drop_client.clone();
+    state.anon_logs = settings.anon_logs;
     Arc::new(state)
+}
+
+/// Logs a summary of the sessions every `every` (ElectrumX's `LOG_SESSIONS`).
+async fn log_sessions(state: Arc<ServerState>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (sessions, subs) = state.subs.counts();
+        let requests: u64 = state.sessions.method_counts().values().sum();
+        tracing::info!(
+            sessions,
+            subscriptions = subs,
+            groups = state.sessions.groups().len(),
+            accepted = state.sessions.accepted(),
+            requests,
+            txs_sent = state.sessions.txs_sent(),
+            "sessions"
+        );
+    }
 }
 
 /// Draws a one-line progress bar with ETA on the terminal until the index has caught up.

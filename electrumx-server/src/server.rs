@@ -130,7 +130,7 @@ async fn open_session(
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    tracing::debug!(peer = %state.log_addr(&peer), "TLS handshake failed: {e}");
                     return;
                 }
                 Err(_) => return,
@@ -171,7 +171,7 @@ async fn accept_loop(
             }
         };
         if sessions.load(Ordering::Relaxed) >= state.limits.max_sessions {
-            tracing::info!(%peer, "MAX_SESSIONS reached; refusing connection");
+            tracing::info!(peer = %state.log_addr(&peer), "MAX_SESSIONS reached; refusing connection");
             drop(stream);
             continue;
         }

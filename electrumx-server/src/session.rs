@@ -37,7 +37,8 @@ pub async fn serve<S>(
     state.subs.add_session(id, tx.clone(), kill.clone());
     let group = crate::cost::group_of(peer.ip(), &state.cost);
     let entry = state.sessions.open(id, protocol, peer, group, kill.clone());
-    tracing::debug!(id, %peer, "session opened");
+    let shown = state.log_addr(&peer);
+    tracing::debug!(id, peer = %shown, "session opened");
 
     let writer_kill = kill.clone();
     let writer_entry = entry.clone();
@@ -103,13 +104,13 @@ pub async fn serve<S>(
             .recv_size
             .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
         if entry.log_me.load(Ordering::Relaxed) {
-            tracing::info!(id, %peer, "request: {}", truncate(&line, 500));
+            tracing::info!(id, peer = %shown, "request: {}", truncate(&line, 500));
         }
         match cost.throttle(state.subs.count(id)) {
             Throttle::Proceed => {}
             Throttle::Sleep(d) => tokio::time::sleep(d).await,
             Throttle::Disconnect => {
-                tracing::info!(id, %peer, "closing session: excessive resource usage");
+                tracing::info!(id, peer = %shown, "closing session: excessive resource usage");
                 let err = RpcError::new(code::EXCESSIVE_RESOURCE_USAGE, "excessive resource usage");
                 // Answer the request that went over the limit, by its id if it has one.
                 let req_id = serde_json::from_str::<Value>(&line)

@@ -89,6 +89,8 @@ pub struct ServerState {
     pub sessions: crate::registry::SessionRegistry,
     /// Request counts, errors and latencies per method.
     pub requests: crate::metrics::RequestMetrics,
+    /// `ANON_LOGS`: client addresses are redacted in logs.
+    pub anon_logs: bool,
 }
 
 impl ServerState {
@@ -115,6 +117,16 @@ impl ServerState {
             history_cache: crate::cache::HistoryCache::new(2_000_000),
             sessions: Default::default(),
             requests: Default::default(),
+            anon_logs: false,
+        }
+    }
+
+    /// A client address as logs show it: redacted under `ANON_LOGS`, as ElectrumX does.
+    pub fn log_addr(&self, addr: &std::net::SocketAddr) -> String {
+        if self.anon_logs {
+            "xx.xx.xx.xx:xx".to_string()
+        } else {
+            addr.to_string()
         }
     }
 }

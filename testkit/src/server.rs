@@ -18,8 +18,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary with `env` (ElectrumX-style variables).
     pub fn start(env: &[(&str, String)]) -> Result<ServerProcess> {
+        Self::start_with_args(env, &[])
+    }
+
+    /// Starts the binary with `env` and command-line `args`.
+    pub fn start_with_args(env: &[(&str, String)], args: &[String]) -> Result<ServerProcess> {
         let bin = crate::workspace_binary("electrumx-server");
         let mut cmd = Command::new(bin);
+        cmd.args(args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in env {
