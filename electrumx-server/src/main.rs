@@ -129,6 +129,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             electrumx_server::server::run(state, controller_ref, services, tls, poll, token).await
         })
     };
+    // IRC advertising (`IRC`): until `serving` is cancelled; found peers are only logged.
+    electrumx_server::irc::start(
+        &settings,
+        &resolved,
+        controller.status(),
+        serving.clone(),
+        None,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut status = controller.status();
     let sync_ended = async {
         while status.changed().await.is_ok() {
