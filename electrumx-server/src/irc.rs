@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
@@ -49,6 +49,8 @@ const JOIN_RETRY: Duration = Duration::from_secs(60);
 /// A connection registered for this long was healthy: the next reconnect starts the
 /// backoff afresh.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How long the task may take to say goodbye once shut down.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
 /// Nick-in-use retries (`<nick>_1`, `<nick>_2`, …) before giving up on a connection.
 const MAX_NICK_TRIES: u32 = 20;
 
@@ -420,7 +422,8 @@ pub fn system_tls_connector() -> Result<TlsConnector, IrcError> {
 /// Starts IRC advertising if `IRC` is on: checks the IRC settings (an error names the
 /// setting at fault), then spawns a task that waits until the index has caught up (so
 /// that what is advertised is being served) and advertises until `shutdown`. Discovered
-/// peers are logged and sent to `peers`; with `None` they are only logged.
+/// peers are logged and sent to `peers`; with `None` they are only logged. The task ends
+/// at most 3 s after `shutdown` (after its `QUIT`): await it before exiting.
 pub fn start(
     settings: &Settings,
     resolved: &Resolved,
@@ -446,7 +449,15 @@ pub fn start(
             r = status.wait_for(|s| s.caught_up || s.stopped) => r.map(|s| s.caught_up).unwrap_or(false),
         };
         if caught_up {
-            advertiser.run(shutdown).await;
+            // Once shut down, the QUIT gets a moment, not more (a write may hang).
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(QUIT_GRACE).await;
+            };
+            tokio::select! {
+                _ = advertiser.run(shutdown.clone()) => {}
+                _ = grace => tracing::debug!("IRC: no clean QUIT within {QUIT_GRACE:?}"),
+            }
         }
     })))
 }
@@ -494,29 +505,31 @@ impl Advertiser {
                 _ = shutdown.cancelled() => return,
                 r = self.connect() => r,
             };
-            let (outcome, registered_for) = match stream {
+            match stream {
                 Ok(stream) => {
                     tracing::info!("IRC: connected to {target}; registering as {}", c.nick);
-                    let mut session = Session::new(c, &self.peers, stream);
-                    let r = session.run(&shutdown).await;
-                    (r, session.registered_at.map(|t| t.elapsed()))
+                    let (reader, writer) = tokio::io::split(stream);
+                    let mut lines = FramedRead::new(reader, LineCodec::default());
+                    let mut session = Session::new(c, &self.peers, writer);
+                    let outcome = session.run(&mut lines, &shutdown).await;
+                    let registered_for = session.registered_at.map(|t| t.elapsed());
+                    let Err(e) = outcome else {
+                        tracing::info!("IRC: left {target} (shutting down)");
+                        return;
+                    };
+                    if registered_for.is_some_and(|d| d >= STABLE_AFTER) {
+                        delay = c.min_backoff;
+                    }
+                    tracing::warn!(
+                        "IRC: disconnected from {target}: {e}; reconnecting in {}s",
+                        delay.as_secs_f64()
+                    );
                 }
-                Err(e) => (Err(e), None),
-            };
-            let e = match outcome {
-                Ok(()) => {
-                    tracing::info!("IRC: left {target} (shutting down)");
-                    return;
-                }
-                Err(e) => e,
-            };
-            if registered_for.is_some_and(|d| d >= STABLE_AFTER) {
-                delay = c.min_backoff;
+                Err(e) => tracing::warn!(
+                    "IRC: cannot connect to {target}: {e}; retrying in {}s",
+                    delay.as_secs_f64()
+                ),
             }
-            tracing::warn!(
-                "IRC: disconnected from {target}: {e}; reconnecting in {}s",
-                delay.as_secs_f64()
-            );
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -580,11 +593,13 @@ impl Decoder for LineCodec {
     }
 }
 
+/// The lines read from a connection.
+type Lines = FramedRead<ReadHalf<Box<dyn IrcStream>>, LineCodec>;
+
 /// One connection: registration, the channel, and the timers.
 struct Session<'a> {
     config: &'a IrcConfig,
     peers: &'a UnboundedSender<IrcPeer>,
-    reader: Option<FramedRead<tokio::io::ReadHalf<Box<dyn IrcStream>>, LineCodec>>,
     writer: WriteHalf<Box<dyn IrcStream>>,
     /// Our nick as the server knows it (the configured one, or with a suffix).
     nick: String,
@@ -603,14 +618,12 @@ impl<'a> Session<'a> {
     fn new(
         config: &'a IrcConfig,
         peers: &'a UnboundedSender<IrcPeer>,
-        stream: Box<dyn IrcStream>,
+        writer: WriteHalf<Box<dyn IrcStream>>,
     ) -> Self {
-        let (r, writer) = tokio::io::split(stream);
         let now = Instant::now();
         Session {
             config,
             peers,
-            reader: Some(FramedRead::new(r, LineCodec::default())),
             writer,
             nick: config.nick.clone(),
             nick_tries: 0,
@@ -623,9 +636,12 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Runs until the connection fails (`Err`) or `shutdown` (`Ok`, after `QUIT`).
-    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), IrcError> {
-        let mut reader = self.reader.take().ok_or(IrcError::Closed("reused".into()))?;
+    /// Reads `lines` until the connection fails (`Err`) or `shutdown` (`Ok`, after `QUIT`).
+    async fn run(
+        &mut self,
+        lines: &mut Lines,
+        shutdown: &CancellationToken,
+    ) -> Result<(), IrcError> {
         self.send(&format!("NICK {}", self.nick)).await?;
         let user = format!("USER electrumx 0 * :{}", self.config.real_name);
         self.send(&user).await?;
@@ -636,7 +652,7 @@ impl<'a> Session<'a> {
                     self.quit().await;
                     return Ok(());
                 }
-                line = reader.next() => match line {
+                line = lines.next() => match line {
                     None => return Err(IrcError::Closed("connection closed by the server".into())),
                     Some(Err(e)) => return Err(IrcError::Io(e)),
                     Some(Ok(line)) => {
@@ -807,15 +823,13 @@ impl<'a> Session<'a> {
                 None => tracing::debug!("IRC: WHO reply not of a peer: {line:?}"),
             },
             // Cannot join: channel full, invite only, banned, bad key, no such channel, …
-            "403" | "405" | "437" | "471" | "473" | "474" | "475" | "477" => {
-                if !self.joined {
-                    tracing::warn!(
-                        "IRC: cannot join {}: {}; retrying in {}s",
-                        c.channel,
-                        msg.params.last().copied().unwrap_or_default(),
-                        JOIN_RETRY.as_secs()
-                    );
-                }
+            "403" | "405" | "437" | "471" | "473" | "474" | "475" | "477" if !self.joined => {
+                tracing::warn!(
+                    "IRC: cannot join {}: {}; retrying in {}s",
+                    c.channel,
+                    msg.params.last().copied().unwrap_or_default(),
+                    JOIN_RETRY.as_secs()
+                );
             }
             "ERROR" => {
                 return Err(IrcError::Closed(format!(
@@ -887,7 +901,10 @@ mod tests {
         assert_eq!(parse_line(":prefix-only"), Err(ParseError::NoCommand));
         assert_eq!(parse_line(":p  "), Err(ParseError::NoCommand));
         assert_eq!(parse_line("PRIV/MSG x"), Err(ParseError::BadCommand));
-        assert_eq!(parse_line(":p\u{e9} \u{e9}t\u{e9}"), Err(ParseError::BadCommand));
+        assert_eq!(
+            parse_line(":p\u{e9} \u{e9}t\u{e9}"),
+            Err(ParseError::BadCommand)
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         })
     };
     // IRC advertising (`IRC`): until `serving` is cancelled; found peers are only logged.
-    electrumx_server::irc::start(
+    let irc = electrumx_server::irc::start(
         &settings,
         &resolved,
         controller.status(),
@@ -168,6 +168,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             std::process::exit(130);
         }
     };
+    if let Some(irc) = irc {
+        let _ = irc.await; // IRC's QUIT: at most 3 s after `serving.cancel()`
+    }
     // A sync failure is the error to report; stopping then repeats it.
     outcome?;
     stopped.context("stopping the index")?;

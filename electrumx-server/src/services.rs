@@ -205,8 +205,11 @@ mod tests {
         let v = Version(1, 7, 0);
         let report = |s: &str| parse_services(s, "REPORT_SERVICES", 50001, 50002).unwrap();
         assert_eq!(
-            real_name(&report("tcp://e.example.com:50001,ssl://e.example.com:50002"), v)
-                .as_deref(),
+            real_name(
+                &report("tcp://e.example.com:50001,ssl://e.example.com:50002"),
+                v
+            )
+            .as_deref(),
             Some("e.example.com v1.7 s50002 t50001")
         );
         assert_eq!(
@@ -222,8 +225,14 @@ mod tests {
             "tcp://abcdefghij.onion:50001,wss://e.example.com:50004,ssl://e.example.com:443,tcp://other.example.com:1",
         );
         assert_eq!(advertised_host(&mixed), Some("e.example.com"));
-        assert_eq!(real_name(&mixed, v).as_deref(), Some("e.example.com v1.7 s443"));
-        assert_eq!(real_name(&report("tcp://x.onion:1,wss://e.example.com"), v), None);
+        assert_eq!(
+            real_name(&mixed, v).as_deref(),
+            Some("e.example.com v1.7 s443")
+        );
+        assert_eq!(
+            real_name(&report("tcp://x.onion:1,wss://e.example.com"), v),
+            None
+        );
         assert_eq!(real_name(&report("tcp://:50001"), v), None);
         assert_eq!(real_name(&[], v), None);
     }
