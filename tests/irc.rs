@@ -2,7 +2,7 @@
 //! test on a free loopback port) and a real regtest node: the server's nick and real name
 //! as another IRC client sees them, discovery of other advertisers (already on the
 //! channel, and joining later), rejoin after a KICK, reconnect after the IRC server
-//! restarts, QUIT on shutdown, TLS, and settings that fail at start.
+//! restarts, QUIT on shutdown, TLS, a nick in use, and settings that fail at start.
 
 use anyhow::{Context, Result, bail};
 use electrumx_testkit::chaingen::{ChainGen, GenParams};
@@ -387,7 +387,7 @@ fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hashed_nick_over_tls() -> Result<()> {
+async fn hashed_nick_over_tls_with_a_suffix_when_in_use() -> Result<()> {
     let certs = tempfile::tempdir()?;
     let (ca, cert, key) = tls_files(certs.path())?;
     let (irc_port, tls_port) = (free_port(), free_port());
@@ -406,13 +406,25 @@ async fn hashed_nick_over_tls() -> Result<()> {
             ("SSL_CERT_FILE", ca.display().to_string()),
         ],
     );
-    let mut server = ServerProcess::start(&env)?;
-    // ElectrumX's nick: the prefix and 10 hex digits of double SHA-256 of the host.
+    // ElectrumX's nick: the prefix and 10 hex digits of double SHA-256 of the host. Someone
+    // holds it already, so the server takes it with a suffix.
     let nick = electrumx_server::irc::hashed_nick(PREFIX, "electrum.test.example");
     assert_eq!(nick.len(), PREFIX.len() + 10);
-    observer.expect_join(&nick, LONG).await?;
-    assert_eq!(observer.who_real_name(&nick).await?, REAL_NAME);
-    wait_log(&mut server, "(TLS)", LONG)?;
+    let _squatter = IrcClient::connect(irc_port, &nick, "squatter").await?;
+    let mut server = ServerProcess::start(&env)?;
+    let taken = format!("{nick}_1");
+    observer.expect_join(&taken, LONG).await?;
+    assert_eq!(observer.who_real_name(&taken).await?, REAL_NAME);
+    let connected = wait_log(&mut server, "IRC: connected to", LONG)?;
+    assert!(
+        connected.contains(&format!(":{tls_port} (TLS)")),
+        "{connected}"
+    );
+    wait_log(
+        &mut server,
+        &format!("IRC: nick {nick} is in use; trying {taken}"),
+        LONG,
+    )?;
     server.signal("TERM")?;
     assert!(tokio::task::block_in_place(|| server.wait_exit(LONG))?.success());
     Ok(())

@@ -972,4 +972,101 @@ mod tests {
         );
         assert!(buf.is_empty());
     }
+
+    /// The advertiser against a scripted server: every step of the protocol it speaks.
+    #[tokio::test]
+    async fn advertiser_against_a_scripted_server() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = IrcConfig {
+            server: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: false,
+            channel: "#electrum".into(),
+            prefix: "E_".into(),
+            nick: "E_me".into(),
+            real_name: "me.example v1.7 t50001".into(),
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            rejoin_delay: Duration::from_millis(10),
+        };
+        let (tx, mut found) = tokio::sync::mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(Advertiser::new(config, tx).unwrap().run(shutdown.clone()));
+        let timeout = Duration::from_secs(10);
+
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut from = BufReader::new(r).lines();
+        macro_rules! expect {
+            ($from:expr, $want:expr) => {
+                let got = tokio::time::timeout(timeout, $from.next_line())
+                    .await
+                    .expect("a line in time")
+                    .unwrap();
+                assert_eq!(got.as_deref(), Some($want));
+            };
+        }
+        expect!(from, "NICK E_me");
+        expect!(from, "USER electrumx 0 * :me.example v1.7 t50001");
+        w.write_all(b":srv 433 * E_me :Nickname is already in use\r\n")
+            .await
+            .unwrap();
+        expect!(from, "NICK E_me_1");
+        // Malformed, non-UTF-8 and over-long lines are skipped.
+        w.write_all(b":prefix-only\r\n\r\nBAD/CMD x\r\n:srv NOTICE * :\xff\xfe\r\n")
+            .await
+            .unwrap();
+        w.write_all(&vec![b'x'; MAX_LINE + 10]).await.unwrap();
+        w.write_all(b"\r\n:srv 001 E_me_1 :Welcome\r\n")
+            .await
+            .unwrap();
+        expect!(from, "JOIN #electrum");
+        w.write_all(b"PING :abc def\r\n").await.unwrap();
+        expect!(from, "PONG :abc def");
+        w.write_all(b":E_me_1!u@h JOIN #electrum\r\n")
+            .await
+            .unwrap();
+        expect!(from, "WHO #electrum");
+        w.write_all(
+            b":srv 352 E_me_1 #electrum u h srv E_me_1 H :0 me.example v1.7 t50001\r\n\
+              :srv 352 E_me_1 #electrum u h srv alice H :0 Alice\r\n\
+              :srv 352 E_me_1 #electrum u h srv E_other H :0 other.example v1.4 s50002\r\n\
+              :srv 352 E_me_1 #electrum u h srv E_bad H\r\n",
+        )
+        .await
+        .unwrap();
+        let peer = tokio::time::timeout(timeout, found.recv()).await.unwrap();
+        assert_eq!(
+            peer,
+            Some(IrcPeer {
+                nick: "E_other".into(),
+                real_name: "other.example v1.4 s50002".into()
+            })
+        );
+        w.write_all(b":alice!u@h JOIN #electrum\r\n:E_new!u@h JOIN :#electrum\r\n")
+            .await
+            .unwrap();
+        expect!(from, "WHO E_new");
+        w.write_all(b":op!u@h KICK #electrum E_me_1 :bye\r\n")
+            .await
+            .unwrap();
+        expect!(from, "JOIN #electrum");
+        assert!(found.try_recv().is_err(), "only E_other was a peer");
+
+        // The server closes the link: reconnect, with the configured nick again.
+        w.write_all(b"ERROR :Closing link\r\n").await.unwrap();
+        drop((from, w));
+        let (sock, _) = tokio::time::timeout(timeout, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let (r, _w) = sock.into_split();
+        let mut from = BufReader::new(r).lines();
+        expect!(from, "NICK E_me");
+        expect!(from, "USER electrumx 0 * :me.example v1.7 t50001");
+        shutdown.cancel();
+        expect!(from, "QUIT :server shutting down");
+        tokio::time::timeout(timeout, task).await.unwrap().unwrap();
+    }
 }
