@@ -48,8 +48,13 @@ pub struct CoinParams {
     pub bech32_hrp: Option<&'static str>,
     /// Whether blocks may carry witness data.
     pub segwit: bool,
-    /// IRC channel and nick prefix ElectrumX used for this coin.
+    /// IRC nick prefix ElectrumX used for this coin (`IRC` advertising).
     pub irc_prefix: &'static str,
+    /// IRC channel where servers of this coin advertise: `#electrum` for every Bitcoin
+    /// network (the prefix tells networks apart), `#electrum-bsv` for BitcoinSV.
+    pub irc_channel: &'static str,
+    /// The coin's historical IRC server (ElectrumX's `IRC_SERVER` class attribute).
+    pub irc_server: &'static str,
     /// Default Electrum TCP port.
     pub default_tcp_port: u16,
     /// Default Electrum SSL port.
@@ -183,6 +188,8 @@ impl CoinParams {
                 bech32_hrp: Some("bc"),
                 segwit: true,
                 irc_prefix: "E_",
+                irc_channel: "#electrum",
+                irc_server: "irc.freenode.net",
                 default_tcp_port: 50001,
                 default_ssl_port: 50002,
             },
@@ -225,6 +232,7 @@ impl CoinParams {
                 bech32_hrp: None,
                 segwit: false,
                 irc_prefix: "EB_",
+                irc_channel: "#electrum-bsv",
                 ..CoinParams::new(Coin::Bitcoin, Network::Mainnet)?
             }
             .with(coin, network),
@@ -232,6 +240,7 @@ impl CoinParams {
                 bech32_hrp: None,
                 segwit: false,
                 rpc_port: 18332,
+                irc_channel: "#electrum-bsv",
                 ..CoinParams::new(Coin::Bitcoin, Network::Regtest)?
             }
             .with(coin, network),
@@ -308,9 +317,12 @@ mod tests {
         assert_eq!(p.network, Network::Regtest);
         assert_eq!(p.genesis_hash.to_display_hex(), REGTEST_GENESIS);
         assert!(!p.segwit);
+        assert_eq!((p.irc_prefix, p.irc_channel), ("ER_", "#electrum-bsv"));
         let m = CoinParams::from_names("bitcoin", "mainnet").unwrap();
         assert_eq!(m.rpc_port, 8332);
         assert_eq!(m.reorg_limit, 200);
+        assert_eq!((m.irc_prefix, m.irc_channel), ("E_", "#electrum"));
+        assert_eq!(m.irc_server, "irc.freenode.net");
         assert!(
             CoinParams::from_names("Dogecoin", "mainnet")
                 .unwrap_err()

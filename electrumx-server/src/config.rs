@@ -96,6 +96,32 @@ pub struct Settings {
     #[arg(long, env = "DONATION_ADDRESS", default_value = "")]
     pub donation_address: String,
 
+    // IRC advertising
+    /// Advertise REPORT_SERVICES on IRC as ElectrumX 1.x did (a boolean: see ANON_LOGS).
+    #[arg(long, env = "IRC", value_parser = parse_bool, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub irc: bool,
+
+    /// IRC nick after the coin's prefix (default: a hash of the advertised host).
+    #[arg(long, env = "IRC_NICK")]
+    pub irc_nick: Option<String>,
+
+    /// IRC server to connect to (default: the coin's, irc.freenode.net).
+    #[arg(long, env = "IRC_SERVER")]
+    pub irc_server: Option<String>,
+
+    /// Port of the IRC server.
+    #[arg(long, env = "IRC_PORT", default_value_t = 6667, value_parser = clap::value_parser!(u16).range(1..))]
+    pub irc_port: u16,
+
+    /// IRC channel to join (default: the coin's, `#electrum` for Bitcoin).
+    #[arg(long, env = "IRC_CHANNEL")]
+    pub irc_channel: Option<String>,
+
+    /// Connect to the IRC server over TLS, verified against the system's CA certificates
+    /// (`SSL_CERT_FILE` overrides where they are read from).
+    #[arg(long, env = "IRC_TLS", value_parser = parse_bool, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub irc_tls: bool,
+
     /// Longest incoming message in bytes.
     #[arg(long, env = "MAX_RECV", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub max_recv: u64,
@@ -164,7 +190,8 @@ pub struct Settings {
     #[arg(long, env = "DB_ENGINE", default_value = "rocksdb")]
     pub db_engine: String,
 
-    /// Redact client IP addresses in logs (`xx.xx.xx.xx:xx`).
+    /// Redact client IP addresses in logs (`xx.xx.xx.xx:xx`). Booleans: empty, 0, false,
+    /// no and off are false, anything else true.
     #[arg(long, env = "ANON_LOGS", value_parser = parse_bool, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     pub anon_logs: bool,
 

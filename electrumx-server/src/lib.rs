@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod config;
 pub mod cost;
+pub mod irc;
 pub mod jsonrpc;
 pub mod local_rpc;
 pub mod merkle;

@@ -144,6 +144,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("no client service in SERVICES: indexing only");
         None
     };
+    // IRC advertising (`IRC`): until `serving` is cancelled; found peers are only logged.
+    let irc = electrumx_server::irc::start(
+        &settings,
+        &resolved,
+        controller.status(),
+        serving.clone(),
+        None,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut status = controller.status();
     let sync_ended = async {
         while status.changed().await.is_ok() {
@@ -176,6 +185,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             std::process::exit(130);
         }
     };
+    if let Some(irc) = irc {
+        let _ = irc.await; // IRC's QUIT: at most 3 s after `serving.cancel()`
+    }
     // A sync failure is the error to report; stopping then repeats it.
     outcome?;
     stopped.context("stopping the index")?;

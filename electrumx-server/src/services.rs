@@ -1,5 +1,6 @@
 //! `SERVICES` / `REPORT_SERVICES` in ElectrumX's syntax: `tcp://host:port,ssl://…,rpc://`.
 
+use crate::version::Version;
 use std::fmt;
 
 /// A transport.
@@ -144,6 +145,39 @@ pub fn parse_services(
     Ok(out)
 }
 
+/// The host other servers should reach us at: the first `tcp://` or `ssl://` service of
+/// `report` with a clearnet host (not empty, not `.onion`). IRC advertises this host.
+pub fn advertised_host(report: &[Service]) -> Option<&str> {
+    report
+        .iter()
+        .filter(|s| matches!(s.protocol, Protocol::Tcp | Protocol::Ssl))
+        .map(|s| s.host.as_str())
+        .find(|h| !h.is_empty() && !h.to_ascii_lowercase().ends_with(".onion"))
+}
+
+/// ElectrumX's "real name" of a server, as advertised on IRC and in peer lists:
+/// `"<host> v<protocol_max> s<ssl_port> t<tcp_port>"`, for the [`advertised_host`] of
+/// `report` and that host's first `ssl://` and `tcp://` ports (`s` before `t`, each left out
+/// when not offered), e.g. `"electrum.example.com v1.7 s50002 t50001"`. `None` when
+/// `report` has no clearnet `tcp://` or `ssl://` service.
+pub fn real_name(report: &[Service], protocol_max: Version) -> Option<String> {
+    let host = advertised_host(report)?;
+    let port = |p: Protocol| {
+        report
+            .iter()
+            .find(|s| s.protocol == p && s.host == host)
+            .map(|s| s.port)
+    };
+    let mut name = format!("{host} v{protocol_max}");
+    if let Some(p) = port(Protocol::Ssl) {
+        name.push_str(&format!(" s{p}"));
+    }
+    if let Some(p) = port(Protocol::Tcp) {
+        name.push_str(&format!(" t{p}"));
+    }
+    Some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +204,42 @@ mod tests {
         );
         assert!(parse_services("tcp://x:notaport", "SERVICES", 1, 2).is_err());
         assert!(parse_services("", "SERVICES", 1, 2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn real_name_in_electrumx_format() {
+        let v = Version(1, 7, 0);
+        let report = |s: &str| parse_services(s, "REPORT_SERVICES", 50001, 50002).unwrap();
+        assert_eq!(
+            real_name(
+                &report("tcp://e.example.com:50001,ssl://e.example.com:50002"),
+                v
+            )
+            .as_deref(),
+            Some("e.example.com v1.7 s50002 t50001")
+        );
+        assert_eq!(
+            real_name(&report("tcp://e.example.com:50001"), Version(1, 4, 2)).as_deref(),
+            Some("e.example.com v1.4.2 t50001")
+        );
+        assert_eq!(
+            real_name(&report("ssl://e.example.com"), v).as_deref(),
+            Some("e.example.com v1.7 s50002")
+        );
+        // Onion hosts are skipped; only the chosen host's ports count.
+        let mixed = report(
+            "tcp://abcdefghij.onion:50001,wss://e.example.com:50004,ssl://e.example.com:443,tcp://other.example.com:1",
+        );
+        assert_eq!(advertised_host(&mixed), Some("e.example.com"));
+        assert_eq!(
+            real_name(&mixed, v).as_deref(),
+            Some("e.example.com v1.7 s443")
+        );
+        assert_eq!(
+            real_name(&report("tcp://x.onion:1,wss://e.example.com"), v),
+            None
+        );
+        assert_eq!(real_name(&report("tcp://:50001"), v), None);
+        assert_eq!(real_name(&[], v), None);
     }
 }
