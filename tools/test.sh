@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/electrumx-rs/target}"
 tools/setup.sh
-cargo build --release --workspace --bins --locked
+cargo build --release --workspace --bins --examples --locked
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
