@@ -4,6 +4,8 @@
 //! methods of protocol 1.4–1.6, subscriptions and notifications. The binary
 //! `electrumx-server` wires it to settings; embedders can run [`server::run`] themselves.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod config;
 pub mod cost;
