@@ -243,7 +243,10 @@ fn getinfo(ctx: &AdminContext) -> Value {
     let mempool = st.mempool.info();
     let daemon_stats = st.daemon.stats();
     json!({
-        "caches": {"history": st.history_cache.stats().summary()},
+        "caches": {
+            "history": st.history_cache.stats().summary(),
+            "merkle txid": st.merkle_cache.stats().summary(),
+        },
         "coin": coin_class(ctx),
         "daemon": daemon_stats.as_ref().map_or_else(|| st.daemon.describe(), |d| d.current_url.clone()),
         "daemon height": status.daemon_height,

@@ -241,13 +241,20 @@ fn cp_proof(
     branch_and_root(&leaves, height as usize).ok_or_else(|| internal("cp proof"))
 }
 
-/// The txids of the block at `height`, or "out of range".
-fn block_txids(state: &ServerState, height: u32) -> Result<Vec<Txid>, RpcError> {
-    state
-        .index
-        .block_txids(height)
-        .map_err(index_err)?
-        .ok_or_else(|| RpcError::bad_request(format!("height {height} out of range")))
+/// The merkle tree of the block at `height` (from the cache), or "out of range".
+fn block_tree(
+    state: &ServerState,
+    height: u32,
+) -> Result<Arc<crate::merkle::MerkleTree>, RpcError> {
+    let out_of_range = || RpcError::bad_request(format!("height {height} out of range"));
+    let hash = state.index.block_hash(height).ok_or_else(out_of_range)?;
+    state.merkle_cache.get_or_build(hash, || {
+        state
+            .index
+            .block_txids(height)
+            .map_err(index_err)?
+            .ok_or_else(out_of_range)
+    })
 }
 
 fn hexes(hs: &[Hash32]) -> Vec<String> {
@@ -538,11 +545,15 @@ async fn dispatch(
             let height = arg_u32(p, 1, "height", None)?;
             let st = state.clone();
             blocking(move || {
-                let txids = block_txids(&st, height)?;
-                let pos = txids.iter().position(|t| *t == txid).ok_or_else(|| {
-                    RpcError::bad_request(format!("tx {txid} not in block at height {height}"))
-                })?;
-                let (branch, _) = branch_and_root(&txids, pos).ok_or_else(|| internal("branch"))?;
+                let tree = block_tree(&st, height)?;
+                let pos = tree
+                    .leaves()
+                    .iter()
+                    .position(|t| *t == txid)
+                    .ok_or_else(|| {
+                        RpcError::bad_request(format!("tx {txid} not in block at height {height}"))
+                    })?;
+                let branch = tree.branch(pos).ok_or_else(|| internal("branch"))?;
                 Ok(json!({"block_height": height, "merkle": hexes(&branch), "pos": pos}))
             })
             .await
@@ -554,8 +565,8 @@ async fn dispatch(
             let merkle = arg_bool(p, 2, "merkle")?;
             let st = state.clone();
             blocking(move || {
-                let txids = block_txids(&st, height)?;
-                let txid = txids.get(pos).ok_or_else(|| {
+                let tree = block_tree(&st, height)?;
+                let txid = tree.leaves().get(pos).ok_or_else(|| {
                     RpcError::bad_request(format!(
                         "no tx at position {pos} in block at height {height}"
                     ))
@@ -563,7 +574,7 @@ async fn dispatch(
                 if !merkle {
                     return Ok(json!(txid.to_display_hex()));
                 }
-                let (branch, _) = branch_and_root(&txids, pos).ok_or_else(|| internal("branch"))?;
+                let branch = tree.branch(pos).ok_or_else(|| internal("branch"))?;
                 Ok(json!({"tx_hash": txid.to_display_hex(), "merkle": hexes(&branch)}))
             })
             .await

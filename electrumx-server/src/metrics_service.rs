@@ -332,37 +332,42 @@ pub async fn render(ctx: &AdminContext) -> String {
     );
 
     // Caches.
-    let hc = st.history_cache.stats();
+    let caches = [
+        ("history", st.history_cache.stats()),
+        ("merkle", st.merkle_cache.stats()),
+    ];
+    let per_cache = |f: fn(&crate::cache::CacheStats) -> f64| {
+        caches
+            .iter()
+            .map(move |(n, c)| (format!("cache=\"{n}\""), f(c)))
+    };
     metric_family(
         &mut out,
         "electrumx_cache_lookups_total",
         "counter",
         "Cache lookups.",
-        [("cache=\"history\"".to_string(), hc.lookups)],
+        per_cache(|c| c.lookups as f64),
     );
     metric_family(
         &mut out,
         "electrumx_cache_hits_total",
         "counter",
         "Cache hits.",
-        [("cache=\"history\"".to_string(), hc.hits)],
+        per_cache(|c| c.hits as f64),
     );
     metric_family(
         &mut out,
         "electrumx_cache_entries",
         "gauge",
         "Entries held by a cache.",
-        [("cache=\"history\"".to_string(), hc.entries)],
+        per_cache(|c| c.entries as f64),
     );
     metric_family(
         &mut out,
         "electrumx_cache_hit_ratio",
         "gauge",
         "Hits over lookups since start.",
-        [(
-            "cache=\"history\"".to_string(),
-            hc.hits as f64 / hc.lookups.max(1) as f64,
-        )],
+        per_cache(|c| c.hits as f64 / c.lookups.max(1) as f64),
     );
 
     // Node RPC.

@@ -91,6 +91,8 @@ pub struct ServerState {
     pub requests: crate::metrics::RequestMetrics,
     /// `ANON_LOGS`: client addresses are redacted in logs.
     pub anon_logs: bool,
+    /// Merkle trees of recently asked blocks (`get_merkle`, `id_from_pos`).
+    pub merkle_cache: crate::merkle::MerkleCache,
 }
 
 impl ServerState {
@@ -118,6 +120,8 @@ impl ServerState {
             sessions: Default::default(),
             requests: Default::default(),
             anon_logs: false,
+            // 4M hashes: 128 MB at most, a few hundred full blocks.
+            merkle_cache: crate::merkle::MerkleCache::new(4_000_000),
         }
     }
 
