@@ -302,21 +302,30 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
     assert!(body.contains("electrumx_sessions{transport=\"tcp\"}"));
     assert!(body.contains("electrumx_mempool_txs "));
 
-    // `stop` shuts down cleanly; the next start resumes without resyncing.
+    // `stop` shuts down cleanly; the next start resumes without resyncing, and `notify` (for
+    // the node's -blocknotify) makes a new block known at once although it polls every 10 min.
     assert!(electrumx_rpc(rpc, &["stop"])?.contains("stopping"));
     let status = server.wait_exit(Duration::from_secs(30))?;
     assert!(status.success(), "{status}: {:?}", server.tail(10));
-    let env = server_env(
+    let mut env = server_env(
         db.path(),
         node.rpc_url(),
         &node.cookie_path(),
         format!("rpc://127.0.0.1:{rpc}"),
     );
+    env.retain(|(k, _)| *k != "DAEMON_POLL_INTERVAL_BLOCKS");
+    env.push(("DAEMON_POLL_INTERVAL_BLOCKS", "600000".into()));
     let mut server = ServerProcess::start(&env)?;
     server.wait_for_line("caught up with the node", 1, Duration::from_secs(60))?;
     let info = json_of(&electrumx_rpc(rpc, &["getinfo"])?)?;
     assert_eq!(info["db height"], 40);
     assert_eq!(info["sync"]["blocks this run"], 0, "nothing was re-indexed");
+    chain.mine(&node, 1).await?;
+    let hash = chain.blocks.last().unwrap().hash.to_display_hex();
+    assert!(our_rpc(rpc, &["notify", &hash])?.contains("polling"));
+    wait_until("block 41 after notify", Duration::from_secs(10), || {
+        Ok(json_of(&our_rpc(rpc, &["--json", "getinfo"])?)?["db height"] == 41)
+    })?;
     our_rpc(rpc, &["stop"])?;
     assert!(server.wait_exit(Duration::from_secs(30))?.success());
 

@@ -7,8 +7,10 @@
 //! operator binds it elsewhere (the binary warns loudly then). Served from process start,
 //! before the index has caught up.
 //!
-//! Beyond ElectrumX: `sync` (sync progress), `db` (column family sizes), and extra keys in
-//! `getinfo` (`sync`, `db`, `mempool`).
+//! Beyond ElectrumX: `sync` (sync progress), `db` (column family sizes), `notify` (poll the
+//! node now: `-blocknotify='electrumx-rpc notify'` makes new blocks known at once instead of
+//! at the next `DAEMON_POLL_INTERVAL_BLOCKS`), and extra keys in `getinfo` (`sync`, `db`,
+//! `mempool`).
 
 use crate::jsonrpc::{self, Incoming, Params, RpcError, code};
 use crate::registry::{SessionEntry, formatted_time};
@@ -147,6 +149,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("inspect_session", "one session in detail: ID"),
     ("sync", "sync progress"),
+    (
+        "notify",
+        "poll the node for new blocks now (for the node's -blocknotify)",
+    ),
     ("db", "database size by column family"),
     ("stop", "shut down cleanly (flushes the index)"),
 ];
@@ -172,6 +178,10 @@ pub async fn dispatch(ctx: &AdminContext, method: &str, p: &Params) -> Result<Va
         "reorg" => reorg(ctx, p),
         "inspect_session" => inspect_session(ctx, p),
         "sync" => Ok(sync(ctx)),
+        "notify" => {
+            ctx.controller.notify_new_block();
+            Ok(json!("polling the node for new blocks"))
+        }
         "db" => db(ctx).await,
         "stop" => {
             tracing::info!("LocalRPC: stop requested");

@@ -45,6 +45,9 @@ enum Command {
     Sync,
     /// Database size by column family.
     Db,
+    /// Poll the node for new blocks now; for the node's `-blocknotify` (the block hash
+    /// argument is accepted and ignored).
+    Notify { block_hash: Option<String> },
     /// Shut the server down cleanly.
     Stop,
     /// Add a peer, e.g. "host.tld s50002 t50001".
@@ -91,6 +94,7 @@ impl Command {
             Command::Peers => ("peers", json!({})),
             Command::Sync => ("sync", json!({})),
             Command::Db => ("db", json!({})),
+            Command::Notify { .. } => ("notify", json!({})),
             Command::Stop => ("stop", json!({})),
             Command::AddPeer { real_name } => ("add_peer", json!({"real_name": real_name})),
             Command::Disconnect { session_ids } => {
