@@ -69,6 +69,7 @@ fn env() -> &'static Env {
                 cost_groups: Default::default(),
                 drop_client: None,
                 history_cache: electrumx_server::cache::HistoryCache::new(100_000),
+                peers: Arc::new(electrumx_server::peers::PeerManager::disabled()),
             });
             (controller, state)
         });
@@ -147,7 +148,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn run(text: &str, version: Option<&str>) -> Option<String> {
     let e = env();
     e.rt.block_on(async {
-        let mut ctx = SessionCtx { id: 1, version: None, client_name: String::new(), pending_cost: 0.0 };
+        let mut ctx = SessionCtx::new(1, None);
         if let Some(v) = version {
             let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
             handle_message(&e.state, &mut ctx, &hello.to_string()).await;

@@ -10,6 +10,7 @@ pub mod cost;
 pub mod jsonrpc;
 pub mod merkle;
 pub mod methods;
+pub mod peers;
 pub mod server;
 pub mod services;
 pub mod session;

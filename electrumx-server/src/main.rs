@@ -119,6 +119,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             cost_groups: Default::default(),
             drop_client: resolved.drop_client.clone(),
             history_cache: electrumx_server::cache::HistoryCache::new(2_000_000),
+            // Peer discovery: runs with the client services (server::run).
+            peers: Arc::new(electrumx_server::peers::PeerManager::new(
+                resolved.peers.clone(),
+            )),
         });
         let services = resolved.services.clone();
         let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);

@@ -56,12 +56,7 @@ pub async fn serve<S>(
     });
 
     let mut lines = LineReader::new(reader, state.limits.max_recv);
-    let mut ctx = SessionCtx {
-        id,
-        version: None,
-        client_name: String::new(),
-        pending_cost: 0.0,
-    };
+    let mut ctx = SessionCtx::new(id, Some(peer.ip()));
     let mut cost = SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip());
     loop {
         let next = tokio::select! {

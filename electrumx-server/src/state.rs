@@ -85,6 +85,8 @@ pub struct ServerState {
     pub drop_client: Option<regex::Regex>,
     /// Recently asked confirmed histories.
     pub history_cache: crate::cache::HistoryCache,
+    /// Known peer servers and their discovery (`PeerManager::disabled()` for none).
+    pub peers: Arc<crate::peers::PeerManager>,
 }
 
 /// Our software version string, as `server.version` and `server.features` report it.
