@@ -548,10 +548,7 @@ impl PeerManager {
         {
             let mut inner = self.inner.lock();
             for me in self.myselves() {
-                if me.is_tor() && inner.proxy.is_none() {
-                    tracing::info!("our onion identity {me} is not verified: no Tor proxy");
-                    continue;
-                }
+                // An onion identity waits for the proxy (retried when one is found).
                 if !me.is_public(cfg.allow_private) {
                     continue;
                 }
@@ -690,6 +687,7 @@ impl PeerManager {
             self.real_name().unwrap_or_else(|| "none".into())
         );
         tracing::info!("force use of proxy: {}", cfg.force_proxy);
+        let _save = SaveOnDrop(self.clone());
         let mut tasks = tokio::task::JoinSet::new();
         if !self.detect_proxy(&cfg).await {
             tasks.spawn(self.clone().proxy_loop(cfg.clone(), shutdown.clone()));
@@ -704,7 +702,6 @@ impl PeerManager {
         let dialer = Arc::new(Dialer::new(cfg.local_addr));
         self.schedule_loop(&cfg, chain, dialer, shutdown).await;
         tasks.shutdown().await;
-        self.save(true).await;
     }
 
     async fn detect_proxy(&self, cfg: &PeerConfig) -> bool {
@@ -818,7 +815,7 @@ impl PeerManager {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
-                _ = save_tick.tick() => self.save(false).await,
+                _ = save_tick.tick() => self.save().await,
             }
         }
         running.abort_all();
@@ -853,6 +850,7 @@ impl PeerManager {
                 match self.proxy() {
                     Some(p) => Some(p),
                     None => {
+                        tracing::debug!("[{peer}] not tried: no proxy");
                         outcome = Outcome::NoProxy;
                         break;
                     }
@@ -1035,32 +1033,50 @@ impl PeerManager {
         }
     }
 
-    /// Writes known peers (good once, not bad, not ourselves) when they changed or `force`.
-    async fn save(&self, force: bool) {
-        let Some(path) = self.cfg.as_ref().and_then(|c| c.state_file.clone()) else {
-            return;
-        };
+    /// What to save: known peers (good once, not bad, not ourselves), when they changed or
+    /// `force`, and discovery is on with a state file.
+    fn to_save(&self, force: bool) -> Option<(PathBuf, Vec<Peer>)> {
+        let path = self.cfg.as_ref().and_then(|c| c.state_file.clone())?;
         if self.discovery() != Discovery::On {
-            return;
+            return None;
         }
-        let peers: Vec<Peer> = {
-            let mut inner = self.inner.lock();
-            if !inner.dirty && !force {
-                return;
-            }
-            inner.dirty = false;
-            inner
-                .entries
-                .values()
-                .filter(|e| !e.myself && !e.peer.bad && e.peer.last_good > 0.0)
-                .map(|e| e.peer.clone())
-                .collect()
-        };
-        let shown = path.display().to_string();
-        match tokio::task::spawn_blocking(move || store::save(&path, &peers)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("cannot save peers to {shown}: {e}"),
-            Err(e) => tracing::warn!("cannot save peers to {shown}: {e}"),
+        let mut inner = self.inner.lock();
+        if !inner.dirty && !force {
+            return None;
+        }
+        inner.dirty = false;
+        let peers = inner
+            .entries
+            .values()
+            .filter(|e| !e.myself && !e.peer.bad && e.peer.last_good > 0.0)
+            .map(|e| e.peer.clone())
+            .collect();
+        Some((path, peers))
+    }
+
+    fn write(path: &std::path::Path, peers: &[Peer]) {
+        match store::save(path, peers) {
+            Ok(()) => tracing::debug!("{} peers saved to {}", peers.len(), path.display()),
+            Err(e) => tracing::warn!("cannot save peers to {}: {e}", path.display()),
+        }
+    }
+
+    /// Saves known peers when they changed, off the runtime's threads.
+    async fn save(&self) {
+        if let Some((path, peers)) = self.to_save(false) {
+            let _ = tokio::task::spawn_blocking(move || Self::write(&path, &peers)).await;
+        }
+    }
+}
+
+/// Saves known peers when discovery ends, however it ends (the task may be dropped at
+/// shutdown rather than return).
+struct SaveOnDrop(Arc<PeerManager>);
+
+impl Drop for SaveOnDrop {
+    fn drop(&mut self) {
+        if let Some((path, peers)) = self.0.to_save(true) {
+            PeerManager::write(&path, &peers);
         }
     }
 }
