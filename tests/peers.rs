@@ -53,7 +53,10 @@ async fn node_with_chain() -> Result<RegtestNode> {
 fn start_ours(node: &RegtestNode, ip: &str, port: u16, db: &Path) -> Result<ServerProcess> {
     let mut server = ServerProcess::start(&[
         ("DAEMON_URL", node.rpc_url()),
-        ("DAEMON_COOKIE_FILE", node.cookie_path().display().to_string()),
+        (
+            "DAEMON_COOKIE_FILE",
+            node.cookie_path().display().to_string(),
+        ),
         ("DB_DIRECTORY", db.display().to_string()),
         ("COIN", "BitcoinSV".into()),
         ("NET", "regtest".into()),
@@ -82,7 +85,8 @@ async fn calls(to: SocketAddr, from: Option<&str>, list: &[(&str, Value)]) -> Re
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
     let mut out = Vec::new();
-    let all = std::iter::once(("server.version", json!(["peers-test", "1.4"]))).chain(list.iter().cloned());
+    let all = std::iter::once(("server.version", json!(["peers-test", "1.4"])))
+        .chain(list.iter().cloned());
     for (id, (method, params)) in all.enumerate() {
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         w.write_all(format!("{req}\n").as_bytes()).await?;
@@ -202,8 +206,10 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
     let (db_a, db_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (port_a, port_b) = (free_port_on(A_IP), free_port_on(B_IP));
     let (a, b) = (addr(A_IP, port_a), addr(B_IP, port_b));
-    let mut server_a = tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
-    let mut server_b = tokio::task::block_in_place(|| start_ours(&node, B_IP, port_b, db_b.path()))?;
+    let mut server_a =
+        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
+    let mut server_b =
+        tokio::task::block_in_place(|| start_ours(&node, B_IP, port_b, db_b.path()))?;
 
     // Each verifies itself first, and then lists itself.
     wait_listed(a, A_IP).await?;
@@ -216,25 +222,43 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
     assert_eq!(accepted, json!(true));
     // Not accepted when the host is not the caller's address.
     let elsewhere = json!({"hosts": {"127.9.0.9": {"tcp_port": 1}}});
-    assert_eq!(call(a, Some("127.8.0.8"), "server.add_peer", json!([elsewhere])).await?, json!(false));
+    assert_eq!(
+        call(a, Some("127.8.0.8"), "server.add_peer", json!([elsewhere])).await?,
+        json!(false)
+    );
 
     // B verifies A, finds itself missing from A's list, announces itself; A verifies B.
     let on_b = wait_listed(b, A_IP).await?;
     let on_a = wait_listed(a, B_IP).await?;
     assert!(on_b.contains(&B_IP.to_string()) && on_a.contains(&A_IP.to_string()));
     wait_logged(&mut server_b, &format!("[{A_IP}:{port_a} TCP] verified in")).await?;
-    assert!(logged(&mut server_b, &format!("registering ourself with {A_IP}")));
-    assert!(logged(&mut server_a, &format!("accepted add_peer request from {B_IP} for {B_IP}")));
+    assert!(logged(
+        &mut server_b,
+        &format!("registering ourself with {A_IP}")
+    ));
+    assert!(logged(
+        &mut server_a,
+        &format!("accepted add_peer request from {B_IP} for {B_IP}")
+    ));
     wait_logged(&mut server_a, &format!("[{B_IP}:{port_b} TCP] verified in")).await?;
     // The answer's entries: [address, host, [version, ports]].
     let raw = call(a, None, "server.peers.subscribe", json!([])).await?;
-    let entry = raw.as_array().unwrap().iter().find(|t| t[1] == B_IP).unwrap().clone();
+    let entry = raw
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t[1] == B_IP)
+        .unwrap()
+        .clone();
     assert_eq!(entry, json!([B_IP, B_IP, ["v1.7", format!("t{port_b}")]]));
 
     // A peer on another chain: told to A from its own address, verified, marked bad, never listed.
     let fake_port = lying_peer(FAKE_IP, a).await?;
     let fake_features = json!({"hosts": {FAKE_IP: {"tcp_port": fake_port}}});
-    assert_eq!(call(a, Some(FAKE_IP), "server.add_peer", json!([fake_features])).await?, json!(true));
+    assert_eq!(
+        call(a, Some(FAKE_IP), "server.add_peer", json!([fake_features])).await?,
+        json!(true)
+    );
     wait_logged(
         &mut server_a,
         &format!("[{FAKE_IP}:{fake_port} TCP] marking bad: (incorrect genesis hash)"),
@@ -249,7 +273,8 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
     assert!(tokio::task::block_in_place(|| server_a.wait_exit(Duration::from_secs(30)))?.success());
     let saved = std::fs::read_to_string(db_a.path().join("peers.json"))?;
     assert!(saved.contains(B_IP) && !saved.contains(FAKE_IP), "{saved}");
-    let mut server_a = tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
+    let mut server_a =
+        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
     assert!(logged(&mut server_a, "1 of 1 saved peers restored"));
     wait_listed(a, B_IP).await?;
 
@@ -349,28 +374,51 @@ async fn electrumx_and_we_verify_each_other() -> Result<()> {
     let db_a = tempfile::tempdir()?;
     let (port_a, port_x) = (free_port_on(A_IP), free_port_on(EX_IP));
     let (a, x) = (addr(A_IP, port_a), addr(EX_IP, port_x));
-    let mut ex = tokio::task::block_in_place(|| ElectrumX::start(&node, EX_IP, port_x, dir.path()))?;
-    let mut server_a = tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
+    let mut ex =
+        tokio::task::block_in_place(|| ElectrumX::start(&node, EX_IP, port_x, dir.path()))?;
+    let mut server_a =
+        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
 
     // Tell us about ElectrumX (its own features, from its address).
     let features_x = call(x, None, "server.features", json!([])).await?;
-    assert!(features_x["server_version"].as_str().unwrap().starts_with("ElectrumX"));
-    assert_eq!(call(a, Some(EX_IP), "server.add_peer", json!([features_x])).await?, json!(true));
+    assert!(
+        features_x["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("ElectrumX")
+    );
+    assert_eq!(
+        call(a, Some(EX_IP), "server.add_peer", json!([features_x])).await?,
+        json!(true)
+    );
 
     // We verify ElectrumX and list it; it does not list us, so we announce ourselves.
     wait_listed(a, EX_IP).await?;
-    wait_logged(&mut server_a, &format!("[{EX_IP}:{port_x} TCP] verified in")).await?;
+    wait_logged(
+        &mut server_a,
+        &format!("[{EX_IP}:{port_x} TCP] verified in"),
+    )
+    .await?;
     wait_logged(&mut server_a, &format!("registering ourself with {EX_IP}")).await?;
 
     // ElectrumX accepts the announcement, verifies us and lists us.
     tokio::task::block_in_place(|| -> Result<()> {
-        ex.wait_logged(&format!("accepted add_peer request from {A_IP} for {A_IP}"), WAIT)?;
+        ex.wait_logged(
+            &format!("accepted add_peer request from {A_IP} for {A_IP}"),
+            WAIT,
+        )?;
         ex.wait_logged(&format!("[{A_IP}:{port_a} TCP] verified in"), WAIT)
     })?;
     let on_x = wait_listed(x, A_IP).await?;
     assert!(on_x.contains(&A_IP.to_string()), "{on_x:?}");
     let raw = call(x, None, "server.peers.subscribe", json!([])).await?;
-    let entry = raw.as_array().unwrap().iter().find(|t| t[1] == A_IP).unwrap().clone();
+    let entry = raw
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t[1] == A_IP)
+        .unwrap()
+        .clone();
     assert_eq!(entry[0], json!(A_IP));
 
     server_a.signal("TERM")?;

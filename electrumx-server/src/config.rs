@@ -194,7 +194,9 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean (true/false, yes/no, on/off, 1/0)")),
+        other => Err(format!(
+            "{other:?} is not a boolean (true/false, yes/no, on/off, 1/0)"
+        )),
     }
 }
 
@@ -250,7 +252,11 @@ impl Settings {
             coin.default_tcp_port,
             coin.default_ssl_port,
         )?;
-        check_report_services(&report_services, self.peer_announce, self.peer_allow_private)?;
+        check_report_services(
+            &report_services,
+            self.peer_announce,
+            self.peer_allow_private,
+        )?;
         let peers = self.peer_config(&coin, &services, &report_services)?;
         if let Some(f) = &self.banner_file
             && !f.is_file()
@@ -389,16 +395,16 @@ fn check_report_services(
             return Err("REPORT_SERVICES: bad protocol rpc".into());
         }
         match netaddr::ip_literal(&s.host) {
-            Some(ip) => {
+            Some(ip)
                 if ip.is_multicast()
                     || ip.is_unspecified()
-                    || (netaddr::is_private(ip) && announce && !allow_private)
-                {
-                    return Err(format!(
-                        "REPORT_SERVICES: bad IP address {ip} (private addresses need PEER_ANNOUNCE off or PEER_ALLOW_PRIVATE)"
-                    ));
-                }
+                    || (netaddr::is_private(ip) && announce && !allow_private) =>
+            {
+                return Err(format!(
+                    "REPORT_SERVICES: bad IP address {ip} (private addresses need PEER_ANNOUNCE off or PEER_ALLOW_PRIVATE)"
+                ));
             }
+            Some(_) => {}
             None if s.host.is_empty() => {
                 return Err(format!("REPORT_SERVICES: {s} has no host"));
             }
@@ -421,12 +427,18 @@ mod tests {
     fn settings(env: &[(&str, &str)]) -> Settings {
         let mut args = vec!["electrumx-server".to_string()];
         for (k, v) in env {
-            args.push(format!("--{}={v}", k.to_ascii_lowercase().replace('_', "-")));
+            args.push(format!(
+                "--{}={v}",
+                k.to_ascii_lowercase().replace('_', "-")
+            ));
         }
         Settings::try_parse_from(args).unwrap()
     }
 
-    const BASE: &[(&str, &str)] = &[("DAEMON_URL", "http://u:p@127.0.0.1:1/"), ("DB_DIRECTORY", "/tmp/x")];
+    const BASE: &[(&str, &str)] = &[
+        ("DAEMON_URL", "http://u:p@127.0.0.1:1/"),
+        ("DB_DIRECTORY", "/tmp/x"),
+    ];
 
     fn resolve(extra: &[(&str, &str)]) -> Result<Resolved, String> {
         let env: Vec<(&str, &str)> = BASE.iter().chain(extra).copied().collect();
@@ -443,7 +455,12 @@ mod tests {
             Some("https://electrum.org/blacklist.json")
         );
         assert!(!r.peers.seeds.is_empty());
-        let r = resolve(&[("BLACKLIST_URL", ""), ("PEER_DISCOVERY", "SELF"), ("NET", "regtest")]).unwrap();
+        let r = resolve(&[
+            ("BLACKLIST_URL", ""),
+            ("PEER_DISCOVERY", "SELF"),
+            ("NET", "regtest"),
+        ])
+        .unwrap();
         assert_eq!(r.peers.blacklist_url, None);
         assert_eq!(r.peers.discovery, crate::peers::Discovery::SelfOnly);
         assert!(r.peers.seeds.is_empty());
@@ -463,8 +480,16 @@ mod tests {
             resolve(&env).map(|_| ())
         };
         assert!(ok("tcp://example.com:50001,ssl://example.com:50002", &[]).is_ok());
-        assert!(ok("rpc://example.com:8000", &[]).unwrap_err().contains("REPORT_SERVICES"));
-        assert!(ok("tcp://127.0.0.1:50001", &[]).unwrap_err().contains("REPORT_SERVICES"));
+        assert!(
+            ok("rpc://example.com:8000", &[])
+                .unwrap_err()
+                .contains("REPORT_SERVICES")
+        );
+        assert!(
+            ok("tcp://127.0.0.1:50001", &[])
+                .unwrap_err()
+                .contains("REPORT_SERVICES")
+        );
         assert!(ok("tcp://127.0.0.1:50001", &[("PEER_ANNOUNCE", "false")]).is_ok());
         assert!(ok("tcp://127.0.0.1:50001", &[("PEER_ALLOW_PRIVATE", "1")]).is_ok());
         assert!(ok("tcp://0.0.0.0:50001", &[("PEER_ANNOUNCE", "false")]).is_err());

@@ -82,10 +82,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     // Peer discovery starts once we listen, so that we can verify ourselves.
-    tasks.spawn(state.peers.clone().run(
-        Arc::new(state.index.clone()),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        state
+            .peers
+            .clone()
+            .run(Arc::new(state.index.clone()), shutdown.clone()),
+    );
     shutdown.cancelled().await;
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -27,7 +27,9 @@ fn parse_url(url: &str) -> Result<Url, String> {
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!("unsupported URL {url:?} (file://, http:// or https://)"));
+        return Err(format!(
+            "unsupported URL {url:?} (file://, http:// or https://)"
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -103,7 +105,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         url.authority,
         crate::state::server_version()
     );
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     read_limited(s, max + 65536).await
 }
 
@@ -151,7 +155,9 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let header = |name: &str| {
         head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     match status {
@@ -202,7 +208,9 @@ pub async fn fetch(url: &str, max: usize, timeout: Duration) -> Result<String, S
             if meta.len() > max as u64 {
                 return Err(format!("{path} is over {max} bytes"));
             }
-            return tokio::fs::read_to_string(path).await.map_err(|e| e.to_string());
+            return tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| e.to_string());
         }
         let mut current = parse_url(url)?;
         for _ in 0..=MAX_REDIRECTS {

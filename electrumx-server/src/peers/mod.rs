@@ -28,8 +28,8 @@ use blacklist::Blacklist;
 use client::RpcConn;
 use dial::Dialer;
 use parking_lot::Mutex;
-pub use peer::{Peer, Status};
 use peer::Transport;
+pub use peer::{Peer, Status};
 use rand::Rng;
 use rand::seq::SliceRandom;
 pub use rules::{ELECTRUMX_SCHEDULE, Schedule};
@@ -168,7 +168,7 @@ struct Job {
 enum Outcome {
     Good {
         ip: Option<IpAddr>,
-        verified: verify::Verified,
+        verified: Box<verify::Verified>,
         text: String,
         started: f64,
     },
@@ -302,10 +302,7 @@ impl PeerManager {
     /// schedules its verification (source `RPC`); a known peer with other ports is retried.
     pub async fn add_local_rpc_peer(&self, real_name: &str) -> Result<(), String> {
         if self.discovery() != Discovery::On {
-            return Err(format!(
-                "peer discovery is {}",
-                self.discovery().name()
-            ));
+            return Err(format!("peer discovery is {}", self.discovery().name()));
         }
         let name = real_name.trim();
         if name.is_empty() {
@@ -323,7 +320,10 @@ impl PeerManager {
             ));
         }
         if peer.is_tor() && self.inner.lock().proxy.is_none() {
-            return Err(format!("{}: onion peers need a Tor proxy, and none was found", peer.host));
+            return Err(format!(
+                "{}: onion peers need a Tor proxy, and none was found",
+                peer.host
+            ));
         }
         if peer.ssl_port().is_none() && peer.tcp_port().is_none() {
             return Err(format!("{name:?} names no port (s or t)"));
@@ -336,7 +336,10 @@ impl PeerManager {
     /// other candidate, with the nick as its source.
     pub fn add_irc_peer(&self, nick: &str, real_name: &str) {
         if self.discovery() != Discovery::On {
-            tracing::debug!("IRC peer {nick} ignored: peer discovery is {}", self.discovery().name());
+            tracing::debug!(
+                "IRC peer {nick} ignored: peer discovery is {}",
+                self.discovery().name()
+            );
             return;
         }
         let (tcp, ssl) = self.default_ports();
@@ -436,8 +439,11 @@ impl PeerManager {
                 (true, "")
             }
         } else {
-            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), 80)))
-                .await
+            match tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), 80)),
+            )
+            .await
             {
                 Ok(Ok(addrs)) => {
                     let ok = addrs.take(32).any(|a| a.ip().to_canonical() == source_ip);
@@ -466,7 +472,13 @@ impl PeerManager {
 
     /// Adds the candidates not known yet (at most `limit`, chosen at random), each to be
     /// verified at once; known ones with other ports are retried when `check_ports`.
-    fn note_peers(&self, peers: Vec<Peer>, limit: Option<usize>, check_ports: bool, source: &str) -> usize {
+    fn note_peers(
+        &self,
+        peers: Vec<Peer>,
+        limit: Option<usize>,
+        check_ports: bool,
+        source: &str,
+    ) -> usize {
         let allow_private = self.allow_private();
         let now = Instant::now();
         let mut inner = self.inner.lock();
@@ -573,7 +585,10 @@ impl PeerManager {
                 }
             }
             if count > 0 {
-                tracing::info!("{restored} of {count} saved peers restored from {}", path.display());
+                tracing::info!(
+                    "{restored} of {count} saved peers restored from {}",
+                    path.display()
+                );
             }
         }
         let (tcp, ssl) = (cfg.default_tcp_port, cfg.default_ssl_port);
@@ -634,7 +649,9 @@ impl PeerManager {
         let others: Vec<&Peer> = inner
             .entries
             .iter()
-            .filter(|(other, e)| **other != id && Self::recent_good(&inner, &e.peer, cutoff, allow_private))
+            .filter(|(other, e)| {
+                **other != id && Self::recent_good(&inner, &e.peer, cutoff, allow_private)
+            })
             .map(|(_, e)| &e.peer)
             .collect();
         rules::bucket_rule(&peer, &others)
@@ -788,7 +805,10 @@ impl PeerManager {
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let version_args = json!([
             crate::state::server_version(),
-            [crate::version::MIN.to_string(), crate::version::MAX.to_string()]
+            [
+                crate::version::MIN.to_string(),
+                crate::version::MAX.to_string()
+            ]
         ]);
         loop {
             let free = permits.available_permits();
@@ -859,20 +879,22 @@ impl PeerManager {
                 None
             };
             let text = format!("[{peer}:{port} {}]", transport.name());
-            let (stream, ip) =
-                match tokio::time::timeout(timeout, dialer.dial(&peer.host, port, transport, proxy))
-                    .await
-                {
-                    Ok(Ok(d)) => d,
-                    Ok(Err(e)) => {
-                        tracing::info!("{text} {e}");
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::info!("{text} connection timed out");
-                        continue;
-                    }
-                };
+            let (stream, ip) = match tokio::time::timeout(
+                timeout,
+                dialer.dial(&peer.host, port, transport, proxy),
+            )
+            .await
+            {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    tracing::info!("{text} {e}");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::info!("{text} connection timed out");
+                    continue;
+                }
+            };
             if let Err(reason) = self.pre_check(job.id, &peer.host, ip) {
                 tracing::error!("{text} marking bad: ({reason})");
                 outcome = Outcome::Bad;
@@ -898,7 +920,7 @@ impl PeerManager {
                     }
                     outcome = Outcome::Good {
                         ip,
-                        verified,
+                        verified: Box::new(verified),
                         text,
                         started,
                     };
@@ -1013,10 +1035,11 @@ impl PeerManager {
                     .entries
                     .get(m)
                     .is_some_and(|e| e.peer.ip_literal().is_some() && !e.myself);
-                if literal && inner.entries.len() > 1 {
-                    if let Some(e) = inner.entries.remove(m) {
-                        tracing::info!("dropping {} in favour of {}", e.peer, me);
-                    }
+                if literal
+                    && inner.entries.len() > 1
+                    && let Some(e) = inner.entries.remove(m)
+                {
+                    tracing::info!("dropping {} in favour of {}", e.peer, me);
                 }
             }
         }

@@ -234,8 +234,14 @@ mod tests {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         assert_eq!(internal_bucket("h", ip("1.2.3.4")), "1.2.3.4");
         assert_eq!(external_bucket("h", ip("1.2.3.4")), "1.2.0.0/16");
-        assert_eq!(internal_bucket("h", ip("2a01:4f8:1:2:3::1")), "2a01:4f8:1:2::/64");
-        assert_eq!(external_bucket("h", ip("2a01:4f8:1:2ff::1")), "2a01:4f8:1:200::/56");
+        assert_eq!(
+            internal_bucket("h", ip("2a01:4f8:1:2:3::1")),
+            "2a01:4f8:1:2::/64"
+        );
+        assert_eq!(
+            external_bucket("h", ip("2a01:4f8:1:2ff::1")),
+            "2a01:4f8:1:200::/56"
+        );
         assert_eq!(internal_bucket("x.onion", None), "onion");
         assert_eq!(external_bucket("h", None), "");
         assert_eq!(add_peer_bucket("a.b.Example.COM"), "example.com");

@@ -234,7 +234,12 @@ impl Peer {
     /// Parses a real name, `"host [v<protocol>] [p<pruning>] [s[port]] [t[port]]"`; a bare
     /// `s`/`t` means the coin's default port. Like ElectrumX, unknown parts are ignored and
     /// an empty name gives the host `nohost`.
-    pub fn from_real_name(real_name: &str, source: &str, default_tcp: u16, default_ssl: u16) -> Peer {
+    pub fn from_real_name(
+        real_name: &str,
+        source: &str,
+        default_tcp: u16,
+        default_ssl: u16,
+    ) -> Peer {
         let mut parts = real_name.split_whitespace();
         let host = parts.next().unwrap_or("nohost");
         let mut ports = HostPorts::default();
@@ -248,7 +253,11 @@ impl Peer {
             match letter {
                 's' | 't' => {
                     let p = if rest.is_empty() {
-                        Some(if letter == 's' { default_ssl } else { default_tcp })
+                        Some(if letter == 's' {
+                            default_ssl
+                        } else {
+                            default_tcp
+                        })
                     } else {
                         port(Some(&Value::String(rest.to_string())))
                     };
@@ -291,7 +300,10 @@ impl Peer {
     /// The real name: `host v<max> [p<pruning>] [s<port>] [t<port>]`. Ports are always
     /// written out, as ElectrumX writes them.
     pub fn real_name(&self) -> String {
-        let mut parts = vec![self.host.clone(), format!("v{}", self.features.protocol_max)];
+        let mut parts = vec![
+            self.host.clone(),
+            format!("v{}", self.features.protocol_max),
+        ];
         if let Some(p) = self.features.pruning {
             parts.push(format!("p{p}"));
         }
@@ -484,7 +496,11 @@ mod tests {
         let p = parse("h.org v1.4.2 p10000 s995 tx t70000 q");
         assert_eq!(p.features.pruning, Some(10000));
         assert_eq!(p.features.protocol_max, "1.4.2");
-        assert_eq!(p.tcp_port(), None, "t70000 is no port, and tx was overwritten");
+        assert_eq!(
+            p.tcp_port(),
+            None,
+            "t70000 is no port, and tx was overwritten"
+        );
         assert_eq!(p.real_name(), "h.org v1.4.2 p10000 s995");
         assert_eq!(parse("").host, "nohost");
         assert_eq!(parse("h vjunk").features.protocol_max, "0.0");
@@ -522,7 +538,10 @@ mod tests {
         assert_eq!((p.tcp_port(), p.ssl_port()), (Some(50001), None));
         assert_eq!(p.real_name(), "Example.com v1.7.0 t50001");
         p.ip_addr = Some("1.2.3.4".parse().unwrap());
-        assert_eq!(p.to_tuple(), json!(["1.2.3.4", "Example.com", ["v1.7.0", "t50001"]]));
+        assert_eq!(
+            p.to_tuple(),
+            json!(["1.2.3.4", "Example.com", ["v1.7.0", "t50001"]])
+        );
         let back = Peer::deserialize(&p.serialize()).unwrap();
         assert_eq!(back.features, p.features);
         assert_eq!(back.ip_addr, p.ip_addr);
@@ -542,9 +561,17 @@ mod tests {
         assert!(a.check_ports(&c));
         assert_eq!(
             a.connection_attempts(),
-            vec![(Transport::Ssl, 50002), (Transport::Tcp, 50001), (Transport::Tcp, 60001)]
+            vec![
+                (Transport::Ssl, 50002),
+                (Transport::Tcp, 50001),
+                (Transport::Tcp, 60001)
+            ]
         );
-        assert_eq!(a.connection_attempts().len(), 2, "other ports are tried once");
+        assert_eq!(
+            a.connection_attempts().len(),
+            2,
+            "other ports are tried once"
+        );
     }
 
     #[test]

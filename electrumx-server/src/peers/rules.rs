@@ -160,7 +160,11 @@ mod tests {
         let a = peer("a.example.com", "1.2.3.4");
         let same_ip = peer("b.example.com", "1.2.3.4");
         let same_16 = peer("c.example.com", "1.2.9.9");
-        assert!(bucket_rule(&same_ip, &[&a]).unwrap_err().contains("bucket 1.2.3.4"));
+        assert!(
+            bucket_rule(&same_ip, &[&a])
+                .unwrap_err()
+                .contains("bucket 1.2.3.4")
+        );
         assert!(bucket_rule(&same_16, &[&a]).is_ok());
         let v6a = peer("d.example.com", "2a01:4f8:1:2::1");
         let v6b = peer("e.example.com", "2a01:4f8:1:2::2");
@@ -174,7 +178,10 @@ mod tests {
             .collect();
         let refs: Vec<&Peer> = others.iter().collect();
         assert!(bucket_rule(&onion, &refs).is_err());
-        assert!(bucket_rule(&onion, &refs[..150]).is_ok(), "few peers: onion always fine");
+        assert!(
+            bucket_rule(&onion, &refs[..150]).is_ok(),
+            "few peers: onion always fine"
+        );
     }
 
     #[test]
@@ -196,7 +203,10 @@ mod tests {
             let hosts: Vec<&str> = chosen.iter().map(|&i| all[i].host.as_str()).collect();
             assert_eq!(hosts[0], "a1.example.com", "our own identity comes first");
             let in_12 = hosts.iter().filter(|h| h.starts_with("a")).count();
-            assert!(in_12 <= 3 && in_12 >= 2, "{hosts:?}: ourselves + at most 2 of 1.2/16");
+            assert!(
+                (2..=3).contains(&in_12),
+                "{hosts:?}: ourselves + at most 2 of 1.2/16"
+            );
             assert!(hosts.contains(&"b.example.com"));
             assert_eq!(hosts.iter().filter(|h| h.starts_with("v6")).count(), 2);
             assert_eq!(hosts.iter().filter(|h| h.ends_with(".onion")).count(), 10);

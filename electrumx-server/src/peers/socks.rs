@@ -1,7 +1,7 @@
 //! A SOCKS5 client (RFC 1928): CONNECT to a domain name or an IP address, no
 //! authentication — what Tor's SOCKS port needs — and proxy detection.
 
-use std::io::{Error, ErrorKind};
+use std::io::Error;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,7 @@ pub enum Target<'a> {
 }
 
 fn err(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Other, msg.into())
+    Error::other(msg.into())
 }
 
 /// RFC 1928 §6 reply codes.
@@ -48,7 +48,11 @@ async fn greet(stream: &mut TcpStream) -> std::io::Result<()> {
 }
 
 /// Connects to `target:port` through the SOCKS5 proxy at `proxy`.
-pub async fn connect(proxy: SocketAddr, target: Target<'_>, port: u16) -> std::io::Result<TcpStream> {
+pub async fn connect(
+    proxy: SocketAddr,
+    target: Target<'_>,
+    port: u16,
+) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(proxy).await?;
     stream.set_nodelay(true)?;
     greet(&mut stream).await?;
@@ -99,9 +103,11 @@ pub async fn connect(proxy: SocketAddr, target: Target<'_>, port: u16) -> std::i
 /// 9150 and 1080 when `TOR_PROXY_PORT` is unset).
 pub async fn detect(host: &str, ports: &[u16]) -> Option<SocketAddr> {
     for &port in ports {
-        let Ok(Ok(addrs)) =
-            tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((host, port)))
-                .await
+        let Ok(Ok(addrs)) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
         else {
             continue;
         };
@@ -125,7 +131,9 @@ pub(crate) mod tests {
 
     /// A one-connection-at-a-time SOCKS5 proxy for tests: records the requested target and
     /// connects every request to `to`.
-    pub(crate) async fn fake_proxy(to: SocketAddr) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    pub(crate) async fn fake_proxy(
+        to: SocketAddr,
+    ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -155,7 +163,8 @@ pub(crate) mod tests {
                     };
                     let mut port = [0u8; 2];
                     s.read_exact(&mut port).await.ok()?;
-                    tx.send(format!("{target}:{}", u16::from_be_bytes(port))).ok()?;
+                    tx.send(format!("{target}:{}", u16::from_be_bytes(port)))
+                        .ok()?;
                     let mut out = TcpStream::connect(to).await.ok()?;
                     s.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await.ok()?;
                     tokio::io::copy_bidirectional(&mut s, &mut out).await.ok()
@@ -178,7 +187,9 @@ pub(crate) mod tests {
             }
         });
         let (proxy, mut seen) = fake_proxy(echo_addr).await;
-        let mut s = connect(proxy, Target::Domain("abcdef.onion"), 50001).await.unwrap();
+        let mut s = connect(proxy, Target::Domain("abcdef.onion"), 50001)
+            .await
+            .unwrap();
         s.write_all(b"ping\n").await.unwrap();
         let mut back = [0u8; 5];
         s.read_exact(&mut back).await.unwrap();

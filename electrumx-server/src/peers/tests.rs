@@ -17,7 +17,10 @@ fn config(discovery: Discovery, allow_private: bool) -> PeerConfig {
         default_tcp_port: 50001,
         default_ssl_port: 50002,
         seeds: Vec::new(),
-        our_features: crate::methods::features_of(&["tcp://me.example.com:50001".to_string()], &coin),
+        our_features: crate::methods::features_of(
+            &["tcp://me.example.com:50001".to_string()],
+            &coin,
+        ),
         local_addr: None,
         state_file: None,
         schedule: ELECTRUMX_SCHEDULE,
@@ -29,13 +32,22 @@ fn named(n: &str) -> Peer {
 }
 
 fn hosts(m: &PeerManager) -> Vec<String> {
-    m.inner.lock().entries.values().map(|e| e.peer.host.clone()).collect()
+    m.inner
+        .lock()
+        .entries
+        .values()
+        .map(|e| e.peer.host.clone())
+        .collect()
 }
 
 /// Marks `host` verified just now at `ip`.
 fn make_good(m: &PeerManager, host: &str, ip: &str) {
     let mut inner = m.inner.lock();
-    let e = inner.entries.values_mut().find(|e| e.peer.host == host).unwrap();
+    let e = inner
+        .entries
+        .values_mut()
+        .find(|e| e.peer.host == host)
+        .unwrap();
     e.peer.last_good = unix_now() - 1.0;
     e.peer.ip_addr = Some(ip.parse().unwrap());
 }
@@ -43,16 +55,36 @@ fn make_good(m: &PeerManager, host: &str, ip: &str) {
 #[test]
 fn candidates_are_limited_per_source_and_must_be_public() {
     let m = PeerManager::new(config(Discovery::On, false));
-    let list: Vec<Peer> = (0..5).map(|i| named(&format!("h{i}.example.com t"))).collect();
-    assert_eq!(m.note_peers(list.clone(), Some(MAX_NEW_PER_SOURCE), false, "x"), 2);
+    let list: Vec<Peer> = (0..5)
+        .map(|i| named(&format!("h{i}.example.com t")))
+        .collect();
+    assert_eq!(
+        m.note_peers(list.clone(), Some(MAX_NEW_PER_SOURCE), false, "x"),
+        2
+    );
     // Known ones are not added twice; the rest may be.
     assert_eq!(m.note_peers(list, None, false, "y"), 3);
-    assert_eq!(m.note_peers(vec![named("10.0.0.1 t"), named("localhost t")], None, false, "z"), 0);
-    assert_eq!(m.note_peers(vec![named("abc.onion t")], None, false, "z"), 0, "no proxy");
+    assert_eq!(
+        m.note_peers(
+            vec![named("10.0.0.1 t"), named("localhost t")],
+            None,
+            false,
+            "z"
+        ),
+        0
+    );
+    assert_eq!(
+        m.note_peers(vec![named("abc.onion t")], None, false, "z"),
+        0,
+        "no proxy"
+    );
     assert_eq!(m.info()["never"], 5);
     assert_eq!(m.info()["total"], 5);
     let private = PeerManager::new(config(Discovery::On, true));
-    assert_eq!(private.note_peers(vec![named("10.0.0.1 t")], None, false, "z"), 1);
+    assert_eq!(
+        private.note_peers(vec![named("10.0.0.1 t")], None, false, "z"),
+        1
+    );
 }
 
 #[tokio::test]
@@ -61,15 +93,38 @@ async fn local_rpc_and_irc_peers() {
     assert!(off.add_local_rpc_peer("8.8.8.8 t").await.is_err());
     let m = PeerManager::new(config(Discovery::On, false));
     assert!(m.add_local_rpc_peer("").await.is_err());
-    assert!(m.add_local_rpc_peer("127.0.0.1 t").await.unwrap_err().contains("PEER_ALLOW_PRIVATE"));
+    assert!(
+        m.add_local_rpc_peer("127.0.0.1 t")
+            .await
+            .unwrap_err()
+            .contains("PEER_ALLOW_PRIVATE")
+    );
     assert!(m.add_local_rpc_peer("bad_-.host- t").await.is_err());
-    assert!(m.add_local_rpc_peer("8.8.8.8 v1.4").await.is_err(), "no port");
-    m.add_local_rpc_peer("8.8.8.8 v1.4 s50002 t50001").await.unwrap();
+    assert!(
+        m.add_local_rpc_peer("8.8.8.8 v1.4").await.is_err(),
+        "no port"
+    );
+    m.add_local_rpc_peer("8.8.8.8 v1.4 s50002 t50001")
+        .await
+        .unwrap();
     m.add_irc_peer("E_abc", "irc.example.com v1.1 s t");
     let data = m.rpc_data();
-    let sources: Vec<&str> = data.as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
-    assert!(sources.contains(&"RPC") && sources.contains(&"E_abc"), "{data}");
-    let rpc = data.as_array().unwrap().iter().find(|p| p["source"] == "RPC").unwrap();
+    let sources: Vec<&str> = data
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.contains(&"RPC") && sources.contains(&"E_abc"),
+        "{data}"
+    );
+    let rpc = data
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"] == "RPC")
+        .unwrap();
     assert_eq!(rpc["features"]["hosts"]["8.8.8.8"]["tcp_port"], 50001);
     assert_eq!(rpc["features"]["protocol_max"], "1.4");
     assert_eq!(rpc["status"], "never");
@@ -77,7 +132,11 @@ async fn local_rpc_and_irc_peers() {
     // Other ports for a known peer: retried with them.
     m.add_local_rpc_peer("8.8.8.8 t60001").await.unwrap();
     let inner = m.inner.lock();
-    let e = inner.entries.values().find(|e| e.peer.host == "8.8.8.8").unwrap();
+    let e = inner
+        .entries
+        .values()
+        .find(|e| e.peer.host == "8.8.8.8")
+        .unwrap();
     assert_eq!(e.peer.other_ports, vec![(Transport::Tcp, 60001)]);
 }
 
@@ -89,16 +148,35 @@ async fn add_peer_rules() {
     assert!(!off.add_peer(&features("127.0.0.1"), ip("127.0.0.1")).await);
     let m = PeerManager::new(config(Discovery::On, true));
     assert!(!m.add_peer(&features("127.0.0.1"), None).await, "no source");
-    assert!(!m.add_peer(&json!({"hosts": {}}), ip("127.0.0.1")).await, "no hosts");
-    assert!(!m.add_peer(&features("127.7.0.1"), ip("127.8.0.1")).await, "source mismatch");
+    assert!(
+        !m.add_peer(&json!({"hosts": {}}), ip("127.0.0.1")).await,
+        "no hosts"
+    );
+    assert!(
+        !m.add_peer(&features("127.7.0.1"), ip("127.8.0.1")).await,
+        "source mismatch"
+    );
     assert!(m.add_peer(&features("127.9.0.1"), ip("127.9.0.1")).await);
-    assert!(!m.add_peer(&features("127.9.0.2"), ip("127.9.0.2")).await, "same /16 within 600 s");
-    assert!(m.add_peer(&features("127.10.0.1"), ip("127.10.0.1")).await, "another /16");
-    assert!(!m.add_peer(&features("nonexistent.invalid"), ip("127.11.0.1")).await);
+    assert!(
+        !m.add_peer(&features("127.9.0.2"), ip("127.9.0.2")).await,
+        "same /16 within 600 s"
+    );
+    assert!(
+        m.add_peer(&features("127.10.0.1"), ip("127.10.0.1")).await,
+        "another /16"
+    );
+    assert!(
+        !m.add_peer(&features("nonexistent.invalid"), ip("127.11.0.1"))
+            .await
+    );
     assert_eq!(hosts(&m), vec!["127.9.0.1", "127.10.0.1"]);
     assert_eq!(m.rpc_data()[0]["source"], "127.9.0.1");
     let public_only = PeerManager::new(config(Discovery::On, false));
-    assert!(!public_only.add_peer(&features("127.0.0.1"), ip("127.0.0.1")).await);
+    assert!(
+        !public_only
+            .add_peer(&features("127.0.0.1"), ip("127.0.0.1"))
+            .await
+    );
 }
 
 #[test]
@@ -106,16 +184,31 @@ fn subscribe_answers_by_mode() {
     for mode in [Discovery::On, Discovery::SelfOnly, Discovery::Off] {
         let m = PeerManager::new(config(mode, false));
         m.import();
-        m.note_peers(vec![named("a.example.com t"), named("b.example.com s")], None, false, "x");
+        m.note_peers(
+            vec![named("a.example.com t"), named("b.example.com s")],
+            None,
+            false,
+            "x",
+        );
         make_good(&m, "me.example.com", "1.1.1.1");
         make_good(&m, "a.example.com", "2.2.2.2");
         let answer = m.subscribe_result(None);
-        let listed: Vec<&str> = answer.as_array().unwrap().iter().map(|t| t[1].as_str().unwrap()).collect();
+        let listed: Vec<&str> = answer
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t[1].as_str().unwrap())
+            .collect();
         match mode {
             Discovery::On => {
                 assert_eq!(listed.len(), 2, "{answer}");
                 assert!(listed.contains(&"me.example.com") && listed.contains(&"a.example.com"));
-                let a = answer.as_array().unwrap().iter().find(|t| t[1] == "a.example.com").unwrap();
+                let a = answer
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t[1] == "a.example.com")
+                    .unwrap();
                 assert_eq!(a, &json!(["2.2.2.2", "a.example.com", ["v0.0", "t50001"]]));
             }
             Discovery::SelfOnly => assert_eq!(listed, vec!["me.example.com"]),
@@ -128,7 +221,12 @@ fn subscribe_answers_by_mode() {
 fn rpc_data_is_sorted_bad_last_then_recent_first() {
     let m = PeerManager::new(config(Discovery::On, false));
     m.note_peers(
-        vec![named("a.example.com t"), named("b.example.com t"), named("c.example.com t"), named("d.example.com t")],
+        vec![
+            named("a.example.com t"),
+            named("b.example.com t"),
+            named("c.example.com t"),
+            named("d.example.com t"),
+        ],
         None,
         false,
         "x",
@@ -161,8 +259,20 @@ fn rpc_data_is_sorted_bad_last_then_recent_first() {
             ("a.example.com", "bad")
         ]
     );
-    assert_eq!(m.info(), json!({"bad": 1, "good": 1, "never": 1, "stale": 1, "total": 4}));
-    for key in ["host", "features", "last_good", "last_try", "try_count", "source", "ip_addr", "status"] {
+    assert_eq!(
+        m.info(),
+        json!({"bad": 1, "good": 1, "never": 1, "stale": 1, "total": 4})
+    );
+    for key in [
+        "host",
+        "features",
+        "last_good",
+        "last_try",
+        "try_count",
+        "source",
+        "ip_addr",
+        "status",
+    ] {
         assert!(data[0].get(key).is_some(), "{key}");
     }
 }
@@ -191,7 +301,10 @@ fn failures_back_off_and_peers_are_forgotten() {
         let e = inner.entries.values().next().unwrap();
         assert_eq!(e.peer.try_count, 2);
         let wait = e.next_try.saturating_duration_since(Instant::now());
-        assert!(wait > Duration::from_secs(1150) && wait <= Duration::from_secs(1200), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(1150) && wait <= Duration::from_secs(1200),
+            "{wait:?}"
+        );
     }
     fail_once(&m, false);
     assert!(hosts(&m).is_empty(), "never good: forgotten after 3 tries");
@@ -202,7 +315,11 @@ fn failures_back_off_and_peers_are_forgotten() {
         fail_once(&m, false);
     }
     assert_eq!(hosts(&m).len(), 1, "once good: kept for 9 failures");
-    assert_eq!(m.info()["good"], 1, "still good within 3 h of its last success");
+    assert_eq!(
+        m.info()["good"],
+        1,
+        "still good within 3 h of its last success"
+    );
     fail_once(&m, false);
     assert!(hosts(&m).is_empty(), "forgotten after 10");
 
@@ -225,10 +342,19 @@ fn failures_back_off_and_peers_are_forgotten() {
 #[test]
 fn a_verified_host_name_replaces_its_address() {
     let m = PeerManager::new(config(Discovery::On, false));
-    m.note_peers(vec![named("5.5.5.5 t"), named("five.example.com t")], None, false, "x");
+    m.note_peers(
+        vec![named("5.5.5.5 t"), named("five.example.com t")],
+        None,
+        false,
+        "x",
+    );
     let id = {
         let mut inner = m.inner.lock();
-        let (id, e) = inner.entries.iter_mut().find(|(_, e)| e.peer.host == "five.example.com").unwrap();
+        let (id, e) = inner
+            .entries
+            .iter_mut()
+            .find(|(_, e)| e.peer.host == "five.example.com")
+            .unwrap();
         e.peer.ip_addr = Some("5.5.5.5".parse().unwrap());
         *id
     };
@@ -241,16 +367,31 @@ fn announcing_only_when_not_listed() {
     let m = PeerManager::new(config(Discovery::On, false));
     m.import();
     assert!(m.features_to_register(false, &[]).is_some());
-    assert!(m.features_to_register(true, &[]).is_none(), "not to ourselves");
-    assert!(m.features_to_register(false, &[named("me.example.com t50001")]).is_none());
     assert!(
-        m.features_to_register(false, &[named("me.example.com t50009")]).is_some(),
+        m.features_to_register(true, &[]).is_none(),
+        "not to ourselves"
+    );
+    assert!(
+        m.features_to_register(false, &[named("me.example.com t50001")])
+            .is_none()
+    );
+    assert!(
+        m.features_to_register(false, &[named("me.example.com t50009")])
+            .is_some(),
         "listed with other ports"
     );
     let mut quiet = config(Discovery::On, false);
     quiet.announce = false;
-    assert!(PeerManager::new(quiet).features_to_register(false, &[]).is_none());
+    assert!(
+        PeerManager::new(quiet)
+            .features_to_register(false, &[])
+            .is_none()
+    );
     let mut private = config(Discovery::On, false);
     private.our_features = json!({"hosts": {"10.0.0.1": {"tcp_port": 1}}});
-    assert!(PeerManager::new(private).features_to_register(false, &[]).is_none());
+    assert!(
+        PeerManager::new(private)
+            .features_to_register(false, &[])
+            .is_none()
+    );
 }

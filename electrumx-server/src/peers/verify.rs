@@ -130,17 +130,13 @@ async fn check_headers(conn: &mut RpcConn, chain: &dyn OurChain) -> Result<(), F
         .height()
         .ok_or_else(|| Failure::Net("our index has no tip yet".into()))?;
     if theirs.abs_diff(ours as u64) > MAX_TIP_HEIGHT_DIFF {
-        return Err(Failure::Bad(format!(
-            "bad height {theirs} (ours: {ours})"
-        )));
+        return Err(Failure::Bad(format!("bad height {theirs} (ours: {ours})")));
     }
     let check = (ours.min(theirs as u32)).saturating_sub(MAX_CHAINSPLIT_LEN);
     let our_header = chain
         .header_hex(check)
         .ok_or_else(|| Failure::Net(format!("our header {check} is missing")))?;
-    let header = conn
-        .call("blockchain.block.header", json!([check]))
-        .await?;
+    let header = conn.call("blockchain.block.header", json!([check])).await?;
     let Some(their_header) = header.as_str() else {
         return Err(Failure::Bad(
             "blockchain.block.header returned bad result type".into(),
@@ -246,7 +242,9 @@ mod tests {
             "blockchain.block.header" => json!(format!("{:0160x}", params[0].as_u64().unwrap())),
             "server.features" => json!({"hosts": {"Peer.example.com": {"tcp_port": 50001}},
                 "genesis_hash": genesis, "protocol_max": "1.7", "protocol_min": "1.4"}),
-            "server.peers.subscribe" => json!([["1.2.3.4", "other.example.com", ["v1.4", "s", "t"]]]),
+            "server.peers.subscribe" => {
+                json!([["1.2.3.4", "other.example.com", ["v1.4", "s", "t"]]])
+            }
             _ => Value::Null,
         }
     }
@@ -267,13 +265,17 @@ mod tests {
         assert_eq!(v.server_version, "Fake 1.0");
         assert_eq!(v.features.protocol_max, "1.7");
         assert_eq!(v.peers.len(), 1);
-        assert_eq!(v.peers[0].real_name(), "other.example.com v1.4 s50002 t50001");
+        assert_eq!(
+            v.peers[0].real_name(),
+            "other.example.com v1.4 s50002 t50001"
+        );
         assert_eq!(v.peers[0].source, "peer.example.com");
     }
 
     #[tokio::test]
     async fn wrong_peers_are_bad() {
-        let cases: Vec<(Box<dyn Fn(&str, &Value) -> Value + Send>, &str)> = vec![
+        type Answer = Box<dyn Fn(&str, &Value) -> Value + Send>;
+        let cases: Vec<(Answer, &str)> = vec![
             (Box::new(honest(100, "cd")), "incorrect genesis hash"),
             (Box::new(honest(106, "ab")), "bad height 106 (ours: 100)"),
             (
@@ -285,7 +287,9 @@ mod tests {
             ),
             (
                 Box::new(|m: &str, p: &Value| match m {
-                    "server.features" => json!({"hosts": {"else.example.com": {}}, "genesis_hash": "ab"}),
+                    "server.features" => {
+                        json!({"hosts": {"else.example.com": {}}, "genesis_hash": "ab"})
+                    }
                     _ => honest(100, "ab")(m, p),
                 }),
                 "not listed in own hosts list",
