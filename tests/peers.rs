@@ -50,23 +50,46 @@ async fn node_with_chain() -> Result<RegtestNode> {
 }
 
 /// Starts our server on `ip:port`, reporting that address, with peer discovery on.
-fn start_ours(node: &RegtestNode, ip: &str, port: u16, db: &Path) -> Result<ServerProcess> {
-    let mut server = ServerProcess::start(&[
-        ("DAEMON_URL", node.rpc_url()),
-        (
-            "DAEMON_COOKIE_FILE",
-            node.cookie_path().display().to_string(),
-        ),
-        ("DB_DIRECTORY", db.display().to_string()),
-        ("COIN", "BitcoinSV".into()),
-        ("NET", "regtest".into()),
-        ("SERVICES", format!("tcp://{ip}:{port}")),
-        ("REPORT_SERVICES", format!("tcp://{ip}:{port}")),
-        ("PEER_DISCOVERY", "on".into()),
-        ("PEER_ALLOW_PRIVATE", "1".into()),
-        ("DAEMON_POLL_INTERVAL_BLOCKS", "200".into()),
-        ("LOG_LEVEL", "info".into()),
-    ])
+/// With `tls` (port, directory), an `ssl://` service too, with a self-signed certificate.
+fn start_ours(
+    node: &RegtestNode,
+    ip: &str,
+    port: u16,
+    db: &Path,
+    tls: Option<(u16, &Path)>,
+) -> Result<ServerProcess> {
+    let mut services = format!("tcp://{ip}:{port}");
+    let mut extra = Vec::new();
+    if let Some((ssl, dir)) = tls {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let (cert, key) = (dir.join("peer.crt"), dir.join("peer.key"));
+        std::fs::write(&key, generated.signing_key.serialize_pem())?;
+        std::fs::write(&cert, generated.cert.pem())?;
+        services.push_str(&format!(",ssl://{ip}:{ssl}"));
+        extra.push(("SSL_CERTFILE", cert.display().to_string()));
+        extra.push(("SSL_KEYFILE", key.display().to_string()));
+    }
+    let mut server = ServerProcess::start(
+        &[
+            ("DAEMON_URL", node.rpc_url()),
+            (
+                "DAEMON_COOKIE_FILE",
+                node.cookie_path().display().to_string(),
+            ),
+            ("DB_DIRECTORY", db.display().to_string()),
+            ("COIN", "BitcoinSV".into()),
+            ("NET", "regtest".into()),
+            ("SERVICES", services.clone()),
+            ("REPORT_SERVICES", services),
+            ("PEER_DISCOVERY", "on".into()),
+            ("PEER_ALLOW_PRIVATE", "1".into()),
+            ("DAEMON_POLL_INTERVAL_BLOCKS", "200".into()),
+            ("LOG_LEVEL", "info".into()),
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect::<Vec<_>>(),
+    )
     .context("starting electrumx-server")?;
     server.wait_for_line("beginning peer discovery", 1, Duration::from_secs(120))?;
     Ok(server)
@@ -204,12 +227,29 @@ async fn lying_peer(ip: &str, upstream: SocketAddr) -> Result<u16> {
 async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_listed() -> Result<()> {
     let node = node_with_chain().await?;
     let (db_a, db_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let (port_a, port_b) = (free_port_on(A_IP), free_port_on(B_IP));
+    let certs = tempfile::tempdir()?;
+    let (port_a, port_b, ssl_b) = {
+        // Held together so that B's two ports differ.
+        let l1 = std::net::TcpListener::bind((B_IP, 0))?;
+        let l2 = std::net::TcpListener::bind((B_IP, 0))?;
+        (
+            free_port_on(A_IP),
+            l1.local_addr()?.port(),
+            l2.local_addr()?.port(),
+        )
+    };
     let (a, b) = (addr(A_IP, port_a), addr(B_IP, port_b));
     let mut server_a =
-        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
-    let mut server_b =
-        tokio::task::block_in_place(|| start_ours(&node, B_IP, port_b, db_b.path()))?;
+        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path(), None))?;
+    let mut server_b = tokio::task::block_in_place(|| {
+        start_ours(
+            &node,
+            B_IP,
+            port_b,
+            db_b.path(),
+            Some((ssl_b, certs.path())),
+        )
+    })?;
 
     // Each verifies itself first, and then lists itself.
     wait_listed(a, A_IP).await?;
@@ -240,7 +280,8 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
         &mut server_a,
         &format!("accepted add_peer request from {B_IP} for {B_IP}")
     ));
-    wait_logged(&mut server_a, &format!("[{B_IP}:{port_b} TCP] verified in")).await?;
+    // B offers TLS too (self-signed): tried first, and certificates are not checked.
+    wait_logged(&mut server_a, &format!("[{B_IP}:{ssl_b} SSL] verified in")).await?;
     // The answer's entries: [address, host, [version, ports]].
     let raw = call(a, None, "server.peers.subscribe", json!([])).await?;
     let entry = raw
@@ -250,7 +291,14 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
         .find(|t| t[1] == B_IP)
         .unwrap()
         .clone();
-    assert_eq!(entry, json!([B_IP, B_IP, ["v1.7", format!("t{port_b}")]]));
+    assert_eq!(
+        entry,
+        json!([
+            B_IP,
+            B_IP,
+            ["v1.7", format!("s{ssl_b}"), format!("t{port_b}")]
+        ])
+    );
 
     // A peer on another chain: told to A from its own address, verified, marked bad, never listed.
     let fake_port = lying_peer(FAKE_IP, a).await?;
@@ -274,7 +322,7 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
     let saved = std::fs::read_to_string(db_a.path().join("peers.json"))?;
     assert!(saved.contains(B_IP) && !saved.contains(FAKE_IP), "{saved}");
     let mut server_a =
-        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
+        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path(), None))?;
     assert!(logged(&mut server_a, "1 of 1 saved peers restored"));
     wait_listed(a, B_IP).await?;
 
@@ -377,7 +425,7 @@ async fn electrumx_and_we_verify_each_other() -> Result<()> {
     let mut ex =
         tokio::task::block_in_place(|| ElectrumX::start(&node, EX_IP, port_x, dir.path()))?;
     let mut server_a =
-        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path()))?;
+        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path(), None))?;
 
     // Tell us about ElectrumX (its own features, from its address).
     let features_x = call(x, None, "server.features", json!([])).await?;

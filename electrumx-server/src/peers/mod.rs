@@ -951,6 +951,8 @@ impl PeerManager {
         };
         let myself = e.myself;
         let mut good = false;
+        // Without a proxy nothing was tried: ElectrumX does not count that towards forgetting.
+        let untried = matches!(outcome, Outcome::NoProxy);
         match outcome {
             Outcome::Good {
                 ip,
@@ -1008,7 +1010,7 @@ impl PeerManager {
             return;
         };
         e.busy = false;
-        if !good && !myself && rules::should_forget(&e.peer) {
+        if !good && !myself && !untried && rules::should_forget(&e.peer) {
             let desc = if e.peer.bad { "bad" } else { "unreachable" };
             tracing::info!("forgetting {desc} peer: {}", e.peer);
             inner.entries.remove(&id);

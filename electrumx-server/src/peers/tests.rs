@@ -395,3 +395,119 @@ fn announcing_only_when_not_listed() {
             .is_none()
     );
 }
+
+struct FakeChain;
+
+impl OurChain for FakeChain {
+    fn height(&self) -> Option<u32> {
+        Some(100)
+    }
+    fn header_hex(&self, height: u32) -> Option<String> {
+        Some(format!("{height:0160x}"))
+    }
+}
+
+/// An Electrum server on our (fake) chain whose features name `host`.
+async fn fake_electrum(host: &'static str, genesis: String) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let genesis = genesis.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let req: Value = serde_json::from_str(&line).unwrap();
+                    let result = match req["method"].as_str().unwrap() {
+                        "server.version" => json!(["Fake 1.0", "1.4"]),
+                        "blockchain.headers.subscribe" => json!({"height": 101, "hex": ""}),
+                        "blockchain.block.header" => {
+                            json!(format!("{:0160x}", req["params"][0].as_u64().unwrap()))
+                        }
+                        "server.features" => json!({
+                            "hosts": {host: {"tcp_port": 50001, "ssl_port": null}},
+                            "genesis_hash": genesis, "server_version": "Fake 1.0",
+                            "protocol_min": "1.4", "protocol_max": "1.7"}),
+                        "server.peers.subscribe" => json!([]),
+                        "server.add_peer" => json!(true),
+                        _ => Value::Null,
+                    };
+                    let reply = json!({"jsonrpc": "2.0", "id": req["id"], "result": result});
+                    if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Verifies every due peer once.
+async fn verify_due(m: &PeerManager) {
+    let genesis = m.cfg.as_ref().unwrap().genesis_hash.clone();
+    let dialer = Dialer::new(None);
+    let (jobs, _) = m.take_due(MAX_CONCURRENT);
+    assert!(!jobs.is_empty());
+    for job in jobs {
+        let args = (json!(["test", ["1.4", "1.7"]]), genesis.clone());
+        m.check(job, &FakeChain, &dialer, args).await;
+    }
+}
+
+#[tokio::test]
+async fn onion_peers_and_forced_proxy_go_through_socks() {
+    let genesis = config(Discovery::On, false).genesis_hash;
+    let onion = "abcdefghijklmnop.onion";
+    let server = fake_electrum(onion, genesis.clone()).await;
+    let (proxy, mut seen) = socks::tests::fake_proxy(server).await;
+    let m = PeerManager::new(config(Discovery::On, false));
+    m.inner.lock().proxy = Some(proxy);
+    assert_eq!(
+        m.note_peers(vec![named(&format!("{onion} t"))], None, false, "x"),
+        1
+    );
+    verify_due(&m).await;
+    assert_eq!(seen.recv().await.unwrap(), format!("{onion}:50001"));
+    let data = m.rpc_data();
+    assert_eq!(data[0]["status"], "good", "{data}");
+    assert_eq!(data[0]["ip_addr"], Value::Null);
+    assert_eq!(data[0]["features"]["server_version"], "Fake 1.0");
+    assert_eq!(
+        m.subscribe_result(None),
+        json!([[onion, onion, ["v1.7", "t50001"]]])
+    );
+
+    // FORCE_PROXY: a clearnet peer too, by address.
+    let server = fake_electrum("9.9.9.9", genesis).await;
+    let (proxy, mut seen) = socks::tests::fake_proxy(server).await;
+    let mut cfg = config(Discovery::On, false);
+    cfg.force_proxy = true;
+    let m = PeerManager::new(cfg);
+    m.inner.lock().proxy = Some(proxy);
+    m.note_peers(vec![named("9.9.9.9 t")], None, false, "x");
+    verify_due(&m).await;
+    assert_eq!(seen.recv().await.unwrap(), "9.9.9.9:50001");
+    assert_eq!(m.rpc_data()[0]["status"], "good");
+    assert_eq!(m.rpc_data()[0]["ip_addr"], "9.9.9.9");
+
+    // Without a proxy, FORCE_PROXY tries nothing: still never verified, not forgotten.
+    m.inner.lock().proxy = None;
+    m.note_peers(vec![named("8.8.8.8 t")], None, false, "x");
+    for _ in 0..4 {
+        for e in m.inner.lock().entries.values_mut() {
+            e.next_try = Instant::now();
+        }
+        verify_due(&m).await;
+    }
+    let data = m.rpc_data();
+    let never = data
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["host"] == "8.8.8.8")
+        .unwrap();
+    assert_eq!(never["status"], "never");
+}
