@@ -138,7 +138,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn run(text: &str, version: Option<&str>) -> Option<String> {
     let e = env();
     e.rt.block_on(async {
-        let mut ctx = SessionCtx::new(1);
+        let mut ctx = SessionCtx::new(1, None);
         let peer = "127.0.0.1:1".parse().unwrap();
         let entry = e.state.sessions.open(1, Protocol::Tcp, peer, None, Default::default());
         if let Some(v) = version {

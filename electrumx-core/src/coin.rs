@@ -59,7 +59,73 @@ pub struct CoinParams {
     pub default_tcp_port: u16,
     /// Default Electrum SSL port.
     pub default_ssl_port: u16,
+    /// Seed peers for peer discovery, as real names (`host [s[port]] [t[port]]`): ElectrumX's
+    /// `PEERS` list for the network.
+    pub peers: &'static [&'static str],
+    /// Default `BLACKLIST_URL` (ElectrumX's, Bitcoin mainnet only).
+    pub blacklist_url: Option<&'static str>,
 }
+
+/// ElectrumX 2.0.0's Bitcoin mainnet peers.
+const BITCOIN_PEERS: &[&str] = &[
+    "electrum.vom-stausee.de s t",
+    "electrum.hsmiths.com s t",
+    "helicarrier.bauerj.eu s t",
+    "electrum.hodlister.co s",
+    "electrum3.hodlister.co s",
+    "btc.usebsv.com s50006",
+    "fortress.qtornado.com s443 t",
+    "ecdsa.net s110 t",
+    "e2.keff.org s t",
+    "currentlane.lovebitco.in s t",
+    "electrum.jochen-hoenicke.de s50005 t50003",
+    "vps5.hsmiths.com s",
+    "electrum.emzy.de s",
+    "electrum1.cipig.net t10000 s20000",
+    "ulrichard.ch s",
+    "hodlers.beer s",
+    "5.9.83.108 s",
+    "v7gtzf7nua6hdmb2wtqaqioqmesdb4xrlly4zwr7bvayxv2bpg665pqd.onion t",
+    "qeqgdlw2ezf3uabook2ny3lztjxxzeyyoqw2k7cempzvqpknbmevhmyd.onion t",
+    "kciybn4d4vuqvobdl2kdp3r2rudqbqvsymqwg4jomzft6m6gaibaf6yd.onion t",
+    "explorerzydxu5ecjrkwceayqybizmpjjznk5izmitf2modhcusuqlid.onion t110",
+    "v7o2hkemnt677k3jxcbosmjjxw3p5khjyu7jwv7orfy6rwtkizbshwqd.onion t57001",
+    "nf365b5sbzk5j4jreimskffwnfpka7qtamyni5doohoom3g63o5tldad.onion t",
+];
+
+/// ElectrumX 2.0.0's Bitcoin testnet3 peers.
+const TESTNET_PEERS: &[&str] = &[
+    "testnet.qtornado.com s t",
+    "blackie.c3-soft.com s57006 t57005",
+    "electrum.blockstream.info t60001 s60002",
+    "testnet.aranguren.org s t",
+    "v22019051929289916.bestsrv.de s50002 t50001",
+    "explorerzydxu5ecjrkwceayqybizmpjjznk5izmitf2modhcusuqlid.onion t143",
+    "gsw6sn27quwf6u3swgra6o7lrp5qau6kt3ymuyoxgkth6wntzm2bjwyd.onion s51002 t51001",
+    "3tc6nefii2fwoc66dqvrwcyj64dd3r35ihgxvp4u37itsopns5fjtead.onion s50002 t50001",
+];
+
+/// ElectrumX 2.0.0's Bitcoin testnet4 peers.
+const TESTNET4_PEERS: &[&str] = &[
+    "blackie.c3-soft.com s57010 t57009",
+    "testnet4-electrumx.wakiyamap.dev",
+    "13.212.194.61 s60002 t50001",
+    "v22019051929289916.bestsrv.de s60002 t60001",
+    "fulcrum.theuplink.net s60002",
+    "134.199.227.217 s50002 t50001",
+    "bitcoin.stagemole.eu s5010 t5000",
+    "testnet4.qtornado.com s51012 t51011",
+    "gsw6sn27quwf6u3swgra6o7lrp5qau6kt3ymuyoxgkth6wntzm2bjwyd.onion s52002 t52001",
+];
+
+/// ElectrumX 2.0.0's Bitcoin SV mainnet peers.
+const BITCOINSV_PEERS: &[&str] = &[
+    "electrumx.bitcoinsv.io s",
+    "satoshi.vision.cash s",
+    "sv.usebsv.com s t",
+    "sv.jochen-hoenicke.de s t",
+    "sv.satoshi.io s t",
+];
 
 const MAINNET_GENESIS: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
 const TESTNET_GENESIS: &str = "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943";
@@ -192,6 +258,8 @@ impl CoinParams {
                 irc_server: "irc.freenode.net",
                 default_tcp_port: 50001,
                 default_ssl_port: 50002,
+                peers: BITCOIN_PEERS,
+                blacklist_url: Some("https://electrum.org/blacklist.json"),
             },
             (Coin::Bitcoin, Network::Testnet) => CoinParams {
                 genesis_hash: hash(TESTNET_GENESIS),
@@ -203,18 +271,22 @@ impl CoinParams {
                 irc_prefix: "ET_",
                 default_tcp_port: 51001,
                 default_ssl_port: 51002,
+                peers: TESTNET_PEERS,
+                blacklist_url: None,
                 ..CoinParams::new(Coin::Bitcoin, Network::Mainnet)?
             }
             .with(coin, network),
             (Coin::Bitcoin, Network::Testnet4) => CoinParams {
                 genesis_hash: hash(TESTNET4_GENESIS),
                 rpc_port: 48332,
+                peers: TESTNET4_PEERS,
                 ..CoinParams::new(Coin::Bitcoin, Network::Testnet)?
             }
             .with(coin, network),
             (Coin::Bitcoin, Network::Signet) => CoinParams {
                 genesis_hash: hash(SIGNET_GENESIS),
                 rpc_port: 38332,
+                peers: &[],
                 ..CoinParams::new(Coin::Bitcoin, Network::Testnet)?
             }
             .with(coin, network),
@@ -225,6 +297,7 @@ impl CoinParams {
                 irc_prefix: "ER_",
                 default_tcp_port: 51001,
                 default_ssl_port: 51002,
+                peers: &[],
                 ..CoinParams::new(Coin::Bitcoin, Network::Testnet)?
             }
             .with(coin, network),
@@ -233,6 +306,8 @@ impl CoinParams {
                 segwit: false,
                 irc_prefix: "EB_",
                 irc_channel: "#electrum-bsv",
+                peers: BITCOINSV_PEERS,
+                blacklist_url: None,
                 ..CoinParams::new(Coin::Bitcoin, Network::Mainnet)?
             }
             .with(coin, network),
@@ -334,6 +409,11 @@ mod tests {
                 .contains("NET")
         );
         assert!(CoinParams::from_names("BitcoinSV", "signet").is_err());
+        assert!(m.peers.contains(&"ecdsa.net s110 t"));
+        assert!(m.blacklist_url.is_some());
+        assert!(p.peers.is_empty() && p.blacklist_url.is_none());
+        let t = CoinParams::from_names("Bitcoin", "testnet").unwrap();
+        assert!(!t.peers.is_empty() && t.blacklist_url.is_none());
         for net in ["mainnet", "testnet", "testnet4", "signet", "regtest"] {
             assert_eq!(
                 CoinParams::from_names("Bitcoin", net)

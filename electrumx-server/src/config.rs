@@ -88,6 +88,38 @@ pub struct Settings {
     #[arg(long, env = "REPORT_SERVICES", default_value = "")]
     pub report_services: String,
 
+    // Peer discovery
+    /// Peer discovery: `on` (find, verify and list peers), `self` (list only ourselves,
+    /// once verified) or `off`.
+    #[arg(long, env = "PEER_DISCOVERY", default_value = "on")]
+    pub peer_discovery: String,
+
+    /// Announce ourselves with `server.add_peer` to peers that do not list us.
+    #[arg(long, env = "PEER_ANNOUNCE", default_value = "true", action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub peer_announce: bool,
+
+    /// Reach every peer through the SOCKS proxy, not only onion peers.
+    #[arg(long, env = "FORCE_PROXY", default_value = "false", action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub force_proxy: bool,
+
+    /// Host of the SOCKS5 proxy (Tor) for onion peers.
+    #[arg(long, env = "TOR_PROXY_HOST", default_value = "localhost")]
+    pub tor_proxy_host: String,
+
+    /// Port of the SOCKS5 proxy (unset: 9050, 9150 and 1080 are tried).
+    #[arg(long, env = "TOR_PROXY_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub tor_proxy_port: Option<u16>,
+
+    /// URL of a JSON list of banned peer hosts, `*.domain`s and IPs (`https://`, `http://`
+    /// or `file://`; empty: none). Default: the coin's (ElectrumX's list on Bitcoin mainnet).
+    #[arg(long, env = "BLACKLIST_URL")]
+    pub blacklist_url: Option<String>,
+
+    /// Not an ElectrumX setting: accept private and loopback addresses as peers and in
+    /// REPORT_SERVICES (test networks on one machine or a LAN).
+    #[arg(long, env = "PEER_ALLOW_PRIVATE", default_value = "false", action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub peer_allow_private: bool,
+
     /// File whose text is the `server.banner` ($SERVER_VERSION etc. substituted).
     #[arg(long, env = "BANNER_FILE")]
     pub banner_file: Option<PathBuf>,
@@ -204,13 +236,15 @@ pub struct Settings {
     pub progress_interval: u64,
 }
 
-/// A boolean setting: empty, `0`, `false`, `no` and `off` (any case) are false; any other
-/// value is true (ElectrumX treats every non-empty value as true).
+/// A boolean setting: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`/empty, any case.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
-    Ok(!matches!(
-        s.trim().to_ascii_lowercase().as_str(),
-        "" | "0" | "false" | "no" | "off"
-    ))
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a boolean (true/false, yes/no, on/off, 1/0)"
+        )),
+    }
 }
 
 /// ElectrumX's obsolete variables: ElectrumX refuses to start when one is set, and so do we
@@ -371,6 +405,8 @@ pub struct Resolved {
     pub daemon_urls: Vec<DaemonUrl>,
     /// Poll interval.
     pub poll_interval: Duration,
+    /// Peer discovery.
+    pub peers: crate::peers::PeerConfig,
 }
 
 impl Settings {
@@ -420,6 +456,12 @@ impl Settings {
                 "REPORT_SERVICES: {s} is an admin service and cannot be advertised"
             ));
         }
+        check_report_services(
+            &report_services,
+            self.peer_announce,
+            self.peer_allow_private,
+        )?;
+        let peers = self.peer_config(&coin, &services, &report_services)?;
         if let Some(f) = &self.banner_file
             && !f.is_file()
         {
@@ -490,8 +532,96 @@ impl Settings {
             services,
             report_services,
             limits,
+            peers,
         })
     }
+
+    /// The peer discovery settings.
+    fn peer_config(
+        &self,
+        coin: &CoinParams,
+        services: &[crate::services::Service],
+        report_services: &[crate::services::Service],
+    ) -> Result<crate::peers::PeerConfig, String> {
+        let discovery = crate::peers::Discovery::parse(&self.peer_discovery)?;
+        let blacklist_url = match &self.blacklist_url {
+            Some(u) if u.trim().is_empty() => None,
+            Some(u) => {
+                let u = u.trim();
+                if !["https://", "http://", "file://"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+                {
+                    return Err(format!(
+                        "BLACKLIST_URL: {u:?} is not an https://, http:// or file:// URL"
+                    ));
+                }
+                Some(u.to_string())
+            }
+            None => coin.blacklist_url.map(str::to_string),
+        };
+        let report: Vec<String> = report_services.iter().map(|s| s.to_string()).collect();
+        let local_addr = services
+            .iter()
+            .filter(|s| s.protocol != crate::services::Protocol::Rpc)
+            .filter_map(|s| s.host.parse::<std::net::IpAddr>().ok())
+            .find(|ip| !ip.is_unspecified());
+        Ok(crate::peers::PeerConfig {
+            discovery,
+            announce: self.peer_announce,
+            allow_private: self.peer_allow_private,
+            force_proxy: self.force_proxy,
+            proxy_host: self.tor_proxy_host.clone(),
+            proxy_port: self.tor_proxy_port,
+            blacklist_url,
+            genesis_hash: coin.genesis_hash.to_display_hex(),
+            default_tcp_port: coin.default_tcp_port,
+            default_ssl_port: coin.default_ssl_port,
+            seeds: coin.peers.iter().map(|s| s.to_string()).collect(),
+            our_features: crate::methods::features_of(&report, coin),
+            local_addr,
+            state_file: Some(self.db_directory.join(crate::peers::store::FILE_NAME)),
+            schedule: crate::peers::ELECTRUMX_SCHEDULE,
+        })
+    }
+}
+
+/// ElectrumX's rules for `REPORT_SERVICES`: no `rpc`, no multicast or unspecified address,
+/// no private address when announcing (unless `PEER_ALLOW_PRIVATE`), no `localhost`, a host.
+fn check_report_services(
+    services: &[crate::services::Service],
+    announce: bool,
+    allow_private: bool,
+) -> Result<(), String> {
+    use crate::peers::netaddr;
+    for s in services {
+        if s.protocol == crate::services::Protocol::Rpc {
+            return Err("REPORT_SERVICES: bad protocol rpc".into());
+        }
+        match netaddr::ip_literal(&s.host) {
+            Some(ip)
+                if ip.is_multicast()
+                    || ip.is_unspecified()
+                    || (netaddr::is_private(ip) && announce && !allow_private) =>
+            {
+                return Err(format!(
+                    "REPORT_SERVICES: bad IP address {ip} (private addresses need PEER_ANNOUNCE off or PEER_ALLOW_PRIVATE)"
+                ));
+            }
+            Some(_) => {}
+            None if s.host.is_empty() => {
+                return Err(format!("REPORT_SERVICES: {s} has no host"));
+            }
+            None if s.host.eq_ignore_ascii_case("localhost") => {
+                return Err(format!("REPORT_SERVICES: bad host {}", s.host));
+            }
+            None if !netaddr::is_valid_hostname(&s.host) => {
+                return Err(format!("REPORT_SERVICES: bad host {}", s.host));
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -552,7 +682,7 @@ mod tests {
     }
 
     #[test]
-    fn booleans_read_like_electrumx_but_false_means_false() {
+    fn booleans_say_what_they_mean() {
         for (v, b) in [
             ("", false),
             ("0", false),
@@ -560,9 +690,93 @@ mod tests {
             ("off", false),
             ("1", true),
             ("yes", true),
-            ("x", true),
+            ("ON", true),
         ] {
             assert_eq!(parse_bool(v).unwrap(), b, "{v:?}");
         }
+        assert!(parse_bool("x").is_err());
+    }
+
+    fn settings(env: &[(&str, &str)]) -> Settings {
+        let mut args = vec!["electrumx-server".to_string()];
+        for (k, v) in env {
+            args.push(format!(
+                "--{}={v}",
+                k.to_ascii_lowercase().replace('_', "-")
+            ));
+        }
+        Settings::try_parse_from(args).unwrap()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("DAEMON_URL", "http://u:p@127.0.0.1:1/"),
+        ("DB_DIRECTORY", "/tmp/x"),
+    ];
+
+    fn resolve(extra: &[(&str, &str)]) -> Result<Resolved, String> {
+        let env: Vec<(&str, &str)> = BASE.iter().chain(extra).copied().collect();
+        settings(&env).resolve()
+    }
+
+    #[test]
+    fn peer_settings() {
+        let r = resolve(&[]).unwrap();
+        assert_eq!(r.peers.discovery, crate::peers::Discovery::On);
+        assert!(r.peers.announce);
+        assert_eq!(
+            r.peers.blacklist_url.as_deref(),
+            Some("https://electrum.org/blacklist.json")
+        );
+        assert!(!r.peers.seeds.is_empty());
+        let r = resolve(&[
+            ("BLACKLIST_URL", ""),
+            ("PEER_DISCOVERY", "SELF"),
+            ("NET", "regtest"),
+        ])
+        .unwrap();
+        assert_eq!(r.peers.blacklist_url, None);
+        assert_eq!(r.peers.discovery, crate::peers::Discovery::SelfOnly);
+        assert!(r.peers.seeds.is_empty());
+        let e = resolve(&[("PEER_DISCOVERY", "maybe")]).err().unwrap();
+        assert!(e.contains("PEER_DISCOVERY"), "{e}");
+        let e = resolve(&[("BLACKLIST_URL", "ftp://x")]).err().unwrap();
+        assert!(e.contains("BLACKLIST_URL"), "{e}");
+        assert!(parse_bool("Yes").unwrap() && !parse_bool("off").unwrap());
+        assert!(parse_bool("flase").is_err());
+    }
+
+    #[test]
+    fn report_services_follow_electrumx_rules() {
+        let ok = |v: &str, extra: &[(&str, &str)]| {
+            let mut env = vec![("REPORT_SERVICES", v)];
+            env.extend_from_slice(extra);
+            resolve(&env).map(|_| ())
+        };
+        assert!(ok("tcp://example.com:50001,ssl://example.com:50002", &[]).is_ok());
+        assert!(
+            ok("rpc://example.com:8000", &[])
+                .unwrap_err()
+                .contains("REPORT_SERVICES")
+        );
+        assert!(
+            ok("tcp://127.0.0.1:50001", &[])
+                .unwrap_err()
+                .contains("REPORT_SERVICES")
+        );
+        assert!(ok("tcp://127.0.0.1:50001", &[("PEER_ANNOUNCE", "false")]).is_ok());
+        assert!(ok("tcp://127.0.0.1:50001", &[("PEER_ALLOW_PRIVATE", "1")]).is_ok());
+        assert!(ok("tcp://0.0.0.0:50001", &[("PEER_ANNOUNCE", "false")]).is_err());
+        assert!(ok("tcp://localhost:50001", &[]).is_err());
+        assert!(ok("tcp://:50001", &[]).is_err());
+        let r = resolve(&[
+            ("REPORT_SERVICES", "tcp://example.com:50001"),
+            ("SERVICES", "tcp://10.0.0.5:50001"),
+        ])
+        .unwrap();
+        assert_eq!(r.peers.local_addr, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(
+            r.peers.our_features["hosts"]["example.com"]["tcp_port"],
+            serde_json::json!(50001)
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod methods;
 pub mod metrics;
 pub mod metrics_service;
+pub mod peers;
 pub mod progress;
 pub mod registry;
 pub mod server;

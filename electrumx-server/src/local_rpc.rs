@@ -163,13 +163,15 @@ pub async fn dispatch(ctx: &AdminContext, method: &str, p: &Params) -> Result<Va
         "getinfo" => Ok(getinfo(ctx)),
         "sessions" => Ok(sessions(ctx)),
         "groups" => Ok(groups(ctx)),
-        // MERGE(peers): replaced by the peer manager when discovery lands.
-        "peers" => Ok(json!([])),
+        "peers" => Ok(ctx.state.peers.rpc_data()),
         "add_peer" => {
             let name = string_arg(p, 0, "real_name")?;
-            Err(RpcError::bad_request(format!(
-                "cannot add peer '{name}': no peer discovery"
-            )))
+            ctx.state
+                .peers
+                .add_local_rpc_peer(&name)
+                .await
+                .map_err(RpcError::bad_request)?;
+            Ok(json!(format!("peer '{name}' added")))
         }
         "disconnect" => Ok(disconnect(ctx, &session_refs(p)?)),
         "log" => Ok(log(ctx, &session_refs(p)?)),
@@ -263,7 +265,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
         "db height": status.height,
         "groups": st.sessions.groups().len(),
         "pid": std::process::id(),
-        "peers": json!({"bad": 0, "good": 0, "never": 0, "stale": 0, "total": 0}),
+        "peers": st.peers.info(),
         "request counts": counts,
         "request total": total,
         "sessions": {

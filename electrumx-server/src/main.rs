@@ -144,15 +144,25 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("no client service in SERVICES: indexing only");
         None
     };
-    // IRC advertising (`IRC`): until `serving` is cancelled; found peers are only logged.
+    // IRC advertising (`IRC`) until `serving` is cancelled; servers found on the channel
+    // become candidates of peer discovery.
+    let (irc_peers, mut found) = tokio::sync::mpsc::unbounded_channel();
     let irc = electrumx_server::irc::start(
         &settings,
         &resolved,
         controller.status(),
         serving.clone(),
-        None,
+        Some(irc_peers),
     )
     .map_err(anyhow::Error::msg)?;
+    {
+        let peers = state.peers.clone();
+        tokio::spawn(async move {
+            while let Some(p) = found.recv().await {
+                peers.add_irc_peer(&p.nick, &p.real_name);
+            }
+        });
+    }
     let mut status = controller.status();
     let sync_ended = async {
         while status.changed().await.is_ok() {
@@ -243,6 +253,10 @@ async fn server_state(
     state.cost = Arc::new(resolved.cost.clone());
     state.drop_client = resolved.drop_client.clone();
     state.anon_logs = settings.anon_logs;
+    // Peer discovery: runs with the client services (server::run).
+    state.peers = Arc::new(electrumx_server::peers::PeerManager::new(
+        resolved.peers.clone(),
+    ));
     Arc::new(state)
 }
 

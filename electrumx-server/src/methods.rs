@@ -24,17 +24,20 @@ pub struct SessionCtx {
     pub pending_cost: f64,
     /// Transactions broadcast since the session last collected the count.
     pub pending_txs_sent: u64,
+    /// The client's address (for `server.add_peer` and `server.peers.subscribe`).
+    pub remote: Option<std::net::IpAddr>,
 }
 
 impl SessionCtx {
-    /// The context of a new session.
-    pub fn new(id: u64) -> Self {
+    /// A new session's context, before `server.version`.
+    pub fn new(id: u64, remote: Option<std::net::IpAddr>) -> SessionCtx {
         SessionCtx {
             id,
             version: None,
             client_name: String::new(),
             pending_cost: 0.0,
             pending_txs_sent: 0,
+            remote,
         }
     }
 }
@@ -680,9 +683,13 @@ async fn dispatch(
         }
         "server.peers.subscribe" => {
             p.check(method, &[])?;
-            Ok(json!([]))
+            Ok(state.peers.subscribe_result(ctx.remote))
         }
-        "server.add_peer" => Ok(json!(false)),
+        "server.add_peer" => {
+            p.check(method, &["features"])?;
+            let features = p.get(0, "features").cloned().unwrap_or(Value::Null);
+            Ok(json!(state.peers.add_peer(&features, ctx.remote).await))
+        }
         "server.ping" => {
             p.check(method, &[])?;
             Ok(Value::Null)
@@ -730,8 +737,13 @@ async fn transaction_raw(state: &Arc<ServerState>, txid: Txid) -> Result<Vec<u8>
 }
 
 fn features(state: &ServerState) -> Value {
+    features_of(&state.identity.report_services, &state.coin)
+}
+
+/// `server.features` for services reported as `proto://host:port` on `coin`.
+pub fn features_of(report_services: &[String], coin: &electrumx_core::CoinParams) -> Value {
     let mut hosts = serde_json::Map::new();
-    for svc in &state.identity.report_services {
+    for svc in report_services {
         if let Some((proto, rest)) = svc.split_once("://")
             && let Some((host, port)) = rest.rsplit_once(':')
             && let Ok(port) = port.parse::<u16>()
@@ -751,13 +763,13 @@ fn features(state: &ServerState) -> Value {
     }
     json!({
         "hosts": hosts,
-        "genesis_hash": state.coin.genesis_hash.to_display_hex(),
+        "genesis_hash": coin.genesis_hash.to_display_hex(),
         "hash_function": "sha256",
         "server_version": server_version(),
         "protocol_min": version::MIN.to_string(),
         "protocol_max": version::MAX.to_string(),
         "pruning": null,
-        "services": state.identity.report_services,
+        "services": report_services,
     })
 }
 

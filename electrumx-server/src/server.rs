@@ -81,6 +81,13 @@ pub async fn run(
         mempool_poll,
         shutdown.clone(),
     ));
+    // Peer discovery starts once we listen, so that we can verify ourselves.
+    tasks.spawn(
+        state
+            .peers
+            .clone()
+            .run(Arc::new(state.index.clone()), shutdown.clone()),
+    );
     shutdown.cancelled().await;
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -72,7 +72,7 @@ pub async fn serve<S>(
     });
 
     let mut lines = LineReader::new(reader, state.limits.max_recv);
-    let mut ctx = SessionCtx::new(id);
+    let mut ctx = SessionCtx::new(id, Some(peer.ip()));
     let mut cost = SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip());
     loop {
         let next = tokio::select! {

@@ -93,6 +93,8 @@ pub struct ServerState {
     pub anon_logs: bool,
     /// Merkle trees of recently asked blocks (`get_merkle`, `id_from_pos`).
     pub merkle_cache: crate::merkle::MerkleCache,
+    /// Known peer servers and their discovery (`PeerManager::disabled()` for none).
+    pub peers: Arc<crate::peers::PeerManager>,
 }
 
 impl ServerState {
@@ -122,6 +124,7 @@ impl ServerState {
             anon_logs: false,
             // 4M hashes: 128 MB at most, a few hundred full blocks.
             merkle_cache: crate::merkle::MerkleCache::new(4_000_000),
+            peers: Arc::new(crate::peers::PeerManager::disabled()),
         }
     }
 
