@@ -58,6 +58,18 @@ fn start_ours(
     db: &Path,
     tls: Option<(u16, &Path)>,
 ) -> Result<ServerProcess> {
+    start_ours_with_rpc(node, ip, port, db, tls, None)
+}
+
+/// `start_ours`, with LocalRPC on `127.0.0.1:rpc` when given.
+fn start_ours_with_rpc(
+    node: &RegtestNode,
+    ip: &str,
+    port: u16,
+    db: &Path,
+    tls: Option<(u16, &Path)>,
+    rpc: Option<u16>,
+) -> Result<ServerProcess> {
     let mut services = format!("tcp://{ip}:{port}");
     let mut extra = Vec::new();
     if let Some((ssl, dir)) = tls {
@@ -79,7 +91,13 @@ fn start_ours(
             ("DB_DIRECTORY", db.display().to_string()),
             ("COIN", "BitcoinSV".into()),
             ("NET", "regtest".into()),
-            ("SERVICES", services.clone()),
+            (
+                "SERVICES",
+                match rpc {
+                    Some(r) => format!("{services},rpc://127.0.0.1:{r}"),
+                    None => services.clone(),
+                },
+            ),
             ("REPORT_SERVICES", services),
             ("PEER_DISCOVERY", "on".into()),
             ("PEER_ALLOW_PRIVATE", "1".into()),
@@ -239,8 +257,10 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
         )
     };
     let (a, b) = (addr(A_IP, port_a), addr(B_IP, port_b));
-    let mut server_a =
-        tokio::task::block_in_place(|| start_ours(&node, A_IP, port_a, db_a.path(), None))?;
+    let rpc_a = free_port_on("127.0.0.1");
+    let mut server_a = tokio::task::block_in_place(|| {
+        start_ours_with_rpc(&node, A_IP, port_a, db_a.path(), None, Some(rpc_a))
+    })?;
     let mut server_b = tokio::task::block_in_place(|| {
         start_ours(
             &node,
@@ -298,6 +318,38 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
             B_IP,
             ["v1.7", format!("s{ssl_b}"), format!("t{port_b}")]
         ])
+    );
+
+    // ElectrumX's own admin client shows B as a good peer of A.
+    let venv = electrumx_testkit::electrumx_venv()?;
+    let admin = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(venv.join("bin/electrumx_rpc"))
+            .arg("-p")
+            .arg(rpc_a.to_string())
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "electrumx_rpc {args:?}: {}",
+            out.status
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let table = admin(&["peers"])?;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(B_IP))
+        .unwrap_or_else(|| panic!("B missing from {table}"));
+    assert!(
+        row.contains("good") && row.contains(&port_b.to_string()),
+        "{row}"
+    );
+    let info: Value = serde_json::from_str(&admin(&["getinfo"])?)?;
+    assert!(info["peers"]["good"].as_u64() >= Some(2), "{info}");
+    let added = admin(&["add_peer", "peer.invalid t50001"])?;
+    assert!(
+        added.contains("peer 'peer.invalid t50001' added"),
+        "{added}"
     );
 
     // A peer on another chain: told to A from its own address, verified, marked bad, never listed.
