@@ -357,7 +357,11 @@ async fn signals_while_serving_and_a_second_signal_during_sync() -> Result<()> {
         format!("tcp://127.0.0.1:{tcp}"),
     );
     env.push(("CACHE_MB", "1".into()));
+    env.push(("PREFETCH_MB", "1".into()));
     env.push(("PROGRESS_INTERVAL", "1".into()));
+    // No DAEMON_COOKIE_FILE: the cookie is found in the node's data directory.
+    env.retain(|(k, _)| *k != "DAEMON_COOKIE_FILE");
+    env.push(("DAEMON_DATADIR", node.datadir().display().to_string()));
 
     // Two signals in a row during sync: the second exits at once; the database stays usable.
     let mut server = ServerProcess::start(&env)?;
@@ -371,9 +375,47 @@ async fn signals_while_serving_and_a_second_signal_during_sync() -> Result<()> {
         server.tail(10)
     );
 
-    // The next start is clean and catches up; a client is connected when SIGTERM arrives.
-    let mut server = ServerProcess::start(&env)?;
+    // The next start is clean and catches up, scraped by Prometheus all along; a client is
+    // connected when SIGTERM arrives.
+    let metrics = free_port();
+    let mut scraped_env = env.clone();
+    scraped_env.retain(|(k, _)| *k != "SERVICES");
+    scraped_env.push((
+        "SERVICES",
+        format!("tcp://127.0.0.1:{tcp},metrics://127.0.0.1:{metrics}"),
+    ));
+    let mut server = ServerProcess::start(&scraped_env)?;
+    let scraper = std::thread::spawn(move || -> Vec<String> {
+        let mut scrapes = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok((_, body)) = http_get(metrics, "/metrics") {
+                let done = sample(&body, "electrumx_caught_up") == Some(1.0);
+                scrapes.push(body);
+                if done {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        scrapes
+    });
     server.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
+    let scrapes = scraper.join().expect("scraper");
+    let mid_sync = scrapes.iter().filter(|b| {
+        sample(b, "electrumx_caught_up") == Some(0.0)
+            && sample(b, "electrumx_daemon_height") == Some(300.0)
+            && sample(b, "electrumx_indexed_blocks_total").unwrap_or(0.0) > 0.0
+            && sample(b, "electrumx_processed_height").unwrap_or(300.0) < 300.0
+    });
+    assert!(
+        mid_sync.count() > 0,
+        "no scrape caught the sync in progress ({} scrapes)",
+        scrapes.len()
+    );
+    let last = scrapes.last().unwrap();
+    assert_eq!(sample(last, "electrumx_db_height"), Some(300.0));
+    assert_eq!(sample(last, "electrumx_sync_lag_blocks"), Some(0.0));
     let mut client = RawConn::connect(tcp)?;
     client.call("server.version", serde_json::json!(["sig-test", "1.4"]))?;
     let header = client.result("blockchain.headers.subscribe", serde_json::json!([]))?;

@@ -27,6 +27,21 @@ pub enum Network {
     Regtest,
 }
 
+impl Network {
+    /// The subdirectory of the node's data directory that holds this network's files
+    /// (Bitcoin Core's layout: mainnet at the top, then `testnet3`, `testnet4`, `signet`,
+    /// `regtest`).
+    pub fn datadir_subdir(&self) -> &'static str {
+        match self {
+            Network::Mainnet => "",
+            Network::Testnet => "testnet3",
+            Network::Testnet4 => "testnet4",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+}
+
 /// Everything the index needs to know about a coin/network pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoinParams {

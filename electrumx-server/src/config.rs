@@ -28,9 +28,14 @@ pub struct Settings {
     #[arg(long, env = "DAEMON_URL")]
     pub daemon_url: Option<String>,
 
-    /// Cookie file for node auth when DAEMON_URL has no credentials (e.g. ~/.bitcoin/.cookie).
+    /// Cookie file for node auth when DAEMON_URL has no credentials (default: `.cookie` in
+    /// the network's directory under DAEMON_DATADIR).
     #[arg(long, env = "DAEMON_COOKIE_FILE")]
     pub daemon_cookie_file: Option<PathBuf>,
+
+    /// The node's data directory, where its cookie file is looked for (default: ~/.bitcoin).
+    #[arg(long, env = "DAEMON_DATADIR")]
+    pub daemon_datadir: Option<PathBuf>,
 
     /// Index blocks from this directory of block files instead of a node.
     #[arg(long, env = "BLOCKS_DIR")]
@@ -403,6 +408,9 @@ pub struct Resolved {
     pub coin: CoinParams,
     /// Daemon URLs (empty when indexing block files).
     pub daemon_urls: Vec<DaemonUrl>,
+    /// The cookie file for URLs without credentials: `DAEMON_COOKIE_FILE`, else the node's
+    /// default one for the network; `None` when every URL has credentials.
+    pub cookie_file: Option<PathBuf>,
     /// Poll interval.
     pub poll_interval: Duration,
     /// Peer discovery.
@@ -410,6 +418,36 @@ pub struct Resolved {
 }
 
 impl Settings {
+    /// `DAEMON_COOKIE_FILE`, else `<DAEMON_DATADIR or ~/.bitcoin>/<network dir>/.cookie` when
+    /// some URL has no credentials.
+    fn cookie_file(
+        &self,
+        coin: &CoinParams,
+        urls: &[DaemonUrl],
+    ) -> Result<Option<PathBuf>, String> {
+        if let Some(f) = &self.daemon_cookie_file {
+            return Ok(Some(f.clone()));
+        }
+        if urls.iter().all(|u| u.user_pass.is_some()) {
+            return Ok(None);
+        }
+        let datadir = match &self.daemon_datadir {
+            Some(d) => d.clone(),
+            None => {
+                let home = std::env::var_os("HOME").ok_or(
+                    "DAEMON_URL has no credentials and HOME is not set: give DAEMON_COOKIE_FILE or DAEMON_DATADIR",
+                )?;
+                PathBuf::from(home).join(".bitcoin")
+            }
+        };
+        let file = datadir.join(coin.network.datadir_subdir()).join(".cookie");
+        tracing::info!(
+            "DAEMON_URL has no credentials: authenticating with the node's cookie file {}",
+            file.display()
+        );
+        Ok(Some(file))
+    }
+
     /// Checks values that clap cannot, naming the variable at fault.
     pub fn resolve(&self) -> Result<Resolved, String> {
         let coin = CoinParams::from_names(&self.coin, &self.net)?;
@@ -426,11 +464,12 @@ impl Settings {
                 return Err("DAEMON_URL: required (or BLOCKS_DIR to index block files)".into());
             }
         };
-        if let Some(f) = &self.daemon_cookie_file
+        let cookie_file = self.cookie_file(&coin, &daemon_urls)?;
+        if let Some(f) = &cookie_file
             && !f.exists()
         {
             tracing::warn!(
-                "DAEMON_COOKIE_FILE {} does not exist yet; waiting for the node to write it",
+                "cookie file {} does not exist yet; waiting for the node to write it",
                 f.display()
             );
         }
@@ -528,6 +567,7 @@ impl Settings {
             tls,
             coin,
             daemon_urls,
+            cookie_file,
             poll_interval: Duration::from_millis(self.daemon_poll_interval_blocks),
             services,
             report_services,
@@ -743,6 +783,33 @@ mod tests {
         assert!(e.contains("BLACKLIST_URL"), "{e}");
         assert!(parse_bool("Yes").unwrap() && !parse_bool("off").unwrap());
         assert!(parse_bool("flase").is_err());
+    }
+
+    #[test]
+    fn the_cookie_comes_from_the_node_datadir_without_credentials() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["electrumx-server", "--db-directory=/tmp/x", "--net=regtest"];
+            all.extend_from_slice(args);
+            Settings::try_parse_from(all).unwrap().resolve().unwrap()
+        };
+        let r = parse(&[
+            "--daemon-url=http://127.0.0.1:1/",
+            "--daemon-datadir=/data/node",
+        ]);
+        assert_eq!(
+            r.cookie_file,
+            Some(PathBuf::from("/data/node/regtest/.cookie"))
+        );
+        let r = parse(&[
+            "--daemon-url=http://u:p@127.0.0.1:1/",
+            "--daemon-datadir=/data/node",
+        ]);
+        assert_eq!(r.cookie_file, None, "credentials in the URL");
+        let r = parse(&[
+            "--daemon-url=http://127.0.0.1:1/",
+            "--daemon-cookie-file=/c",
+        ]);
+        assert_eq!(r.cookie_file, Some(PathBuf::from("/c")));
     }
 
     #[test]

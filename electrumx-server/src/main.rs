@@ -72,7 +72,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         None => {
             let mut cfg = RpcDaemonConfig::new(resolved.daemon_urls.clone());
-            cfg.cookie_file = settings.daemon_cookie_file.clone();
+            cfg.cookie_file = resolved.cookie_file.clone();
             cfg.request_timeout = Duration::from_secs(settings.daemon_timeout);
             let d = Arc::new(RpcDaemon::new(cfg, cancel.clone()).context("DAEMON_URL")?);
             rpc_daemon = Some(d.clone());
