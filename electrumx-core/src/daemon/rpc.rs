@@ -143,6 +143,9 @@ pub struct RpcDaemonConfig {
     /// kept-open one can stall 40 ms per reply when the node writes a reply in pieces (the
     /// last piece waits for a delayed ACK; Bitcoin SV's chunked replies do this).
     pub reuse_connections: Option<bool>,
+    /// Most HTTP requests in flight to the node at once (ElectrumX: 10). Beyond its
+    /// `-rpcthreads` and `-rpcworkqueue` the node answers "work queue depth exceeded".
+    pub max_in_flight: usize,
 }
 
 impl RpcDaemonConfig {
@@ -157,6 +160,7 @@ impl RpcDaemonConfig {
             max_retry_delay: Duration::from_secs(5),
             retry_limit: None,
             reuse_connections: None,
+            max_in_flight: 10,
         }
     }
 
@@ -173,6 +177,7 @@ pub struct RpcDaemon {
     /// The endpoints in use (replaceable at run time: LocalRPC `daemon_url`).
     urls: parking_lot::RwLock<Arc<Vec<DaemonUrl>>>,
     stats: Mutex<crate::stats::DaemonStats>,
+    in_flight: tokio::sync::Semaphore,
     http: reqwest::Client,
     current: AtomicUsize,
     cookie: Mutex<Option<(String, String)>>,
@@ -215,6 +220,7 @@ impl RpcDaemon {
         Ok(RpcDaemon {
             urls: parking_lot::RwLock::new(Arc::new(config.urls.clone())),
             stats: Mutex::new(Default::default()),
+            in_flight: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
             config,
             http,
             current: AtomicUsize::new(0),
@@ -297,6 +303,12 @@ impl RpcDaemon {
         body: &[u8],
         reload_cookie: bool,
     ) -> Result<Attempt<(u16, bytes::Bytes)>, DaemonError> {
+        // Never closed: acquiring only fails on a closed semaphore.
+        let _slot = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| DaemonError::Cancelled)?;
         let creds = match self.credentials(reload_cookie) {
             Ok(c) => c,
             Err(DaemonError::Unavailable(m)) => return Ok(Attempt::Temporary(m)),
