@@ -148,7 +148,8 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
         format!("tcp://127.0.0.1:{tcp},rpc://127.0.0.1:{rpc},metrics://127.0.0.1:{metrics}");
     // Start against a node URL where nothing listens: LocalRPC must answer anyway.
     let dead = format!("http://127.0.0.1:{}/", free_port());
-    let env = server_env(db.path(), dead, &node.cookie_path(), services);
+    let mut env = server_env(db.path(), dead, &node.cookie_path(), services);
+    env.push(("ANON_LOGS", "1".into()));
     let mut server = ServerProcess::start(&env)?;
     server.wait_for_line("rpc service listening", 1, Duration::from_secs(60))?;
     server.wait_for_line("metrics service listening", 1, Duration::from_secs(60))?;
@@ -187,6 +188,10 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
         "{answer}"
     );
     server.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
+    let again = our_rpc(rpc, &["daemon_url", &node.rpc_url()])?;
+    assert!(again.contains("now using daemon at 127.0.0.1:"), "{again}");
+    let again = our_rpc(rpc, &["daemon-url", &node.rpc_url()])?;
+    assert!(again.contains("now using daemon at 127.0.0.1:"), "{again}");
     let info = json_of(&electrumx_rpc(rpc, &["getinfo"])?)?;
     assert_eq!(info["db height"], 40);
     assert_eq!(info["daemon height"], 40);
@@ -217,7 +222,11 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
         "{logged}"
     );
     client.call("server.ping", serde_json::json!([]))?;
-    server.wait_for_line("request: ", 1, Duration::from_secs(10))?;
+    let logged_line = server.wait_for_line("request: ", 1, Duration::from_secs(10))?;
+    assert!(
+        logged_line.contains("xx.xx.xx.xx:xx") && !logged_line.contains("127.0.0.1:"),
+        "ANON_LOGS: {logged_line}"
+    );
     let inspect = json_of(&electrumx_rpc(rpc, &["inspect_session", &id])?)?;
     assert_eq!(inspect["client_name"], "ops-test/1.0");
     assert_eq!(inspect["is_logged"], true);
@@ -227,6 +236,7 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
     assert!(info["request counts"]["server.version"].as_u64() >= Some(1));
     let unknown = electrumx_rpc(rpc, &["disconnect", "999999", "nosuchgroup"])?;
     assert!(unknown.contains("unknown: 999999") && unknown.contains("unknown: nosuchgroup"));
+    assert!(our_rpc(rpc, &["disconnect", "999999"])?.contains("unknown: 999999"));
     let gone = electrumx_rpc(rpc, &["disconnect", &id])?;
     assert!(
         gone.contains(&format!("disconnecting session {id}")),
@@ -363,17 +373,24 @@ async fn signals_while_serving_and_a_second_signal_during_sync() -> Result<()> {
     env.retain(|(k, _)| *k != "DAEMON_COOKIE_FILE");
     env.push(("DAEMON_DATADIR", node.datadir().display().to_string()));
 
-    // Two signals in a row during sync: the second exits at once; the database stays usable.
+    // Two signals during sync: the first starts a clean stop, the second (if the stop has
+    // not finished yet) exits at once with 130. Either way the database stays usable.
     let mut server = ServerProcess::start(&env)?;
     server.wait_for_line("flush to disk", 1, Duration::from_secs(120))?;
     server.signal("TERM")?;
-    server.signal("TERM")?;
+    server.wait_for_line(
+        "SIGTERM received: flushing and stopping",
+        1,
+        Duration::from_secs(10),
+    )?;
+    let _ = server.signal("TERM"); // the process may already be gone
     let status = server.wait_exit(Duration::from_secs(30))?;
-    assert!(
-        status.success() || status.code() == Some(130),
-        "{status}: {:?}",
-        server.tail(10)
-    );
+    let log = server.tail(20).join("\n");
+    match status.code() {
+        Some(0) => assert!(log.contains("stopped cleanly"), "{log}"),
+        Some(130) => assert!(log.contains("second SIGTERM: exiting at once"), "{log}"),
+        _ => panic!("{status}: {log}"),
+    }
 
     // The next start is clean and catches up, scraped by Prometheus all along; a client is
     // connected when SIGTERM arrives.

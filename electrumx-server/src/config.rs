@@ -146,9 +146,9 @@ pub struct Settings {
     #[arg(long, env = "IRC_SERVER")]
     pub irc_server: Option<String>,
 
-    /// Port of the IRC server.
-    #[arg(long, env = "IRC_PORT", default_value_t = 6667, value_parser = clap::value_parser!(u16).range(1..))]
-    pub irc_port: u16,
+    /// Port of the IRC server (default: 6667, or 6697 with IRC_TLS).
+    #[arg(long, env = "IRC_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub irc_port: Option<u16>,
 
     /// IRC channel to join (default: the coin's, `#electrum` for Bitcoin).
     #[arg(long, env = "IRC_CHANNEL")]
@@ -227,8 +227,8 @@ pub struct Settings {
     #[arg(long, env = "DB_ENGINE", default_value = "rocksdb")]
     pub db_engine: String,
 
-    /// Redact client IP addresses in logs (`xx.xx.xx.xx:xx`). Booleans: empty, 0, false,
-    /// no and off are false, anything else true.
+    /// Redact client IP addresses in logs (`xx.xx.xx.xx:xx`). Booleans: 1/true/yes/on or
+    /// 0/false/no/off (empty: false).
     #[arg(long, env = "ANON_LOGS", value_parser = parse_bool, default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     pub anon_logs: bool,
 
@@ -409,7 +409,7 @@ pub struct Resolved {
     /// Daemon URLs (empty when indexing block files).
     pub daemon_urls: Vec<DaemonUrl>,
     /// The cookie file for URLs without credentials: `DAEMON_COOKIE_FILE`, else the node's
-    /// default one for the network; `None` when every URL has credentials.
+    /// default one for the network.
     pub cookie_file: Option<PathBuf>,
     /// Poll interval.
     pub poll_interval: Duration,
@@ -418,8 +418,9 @@ pub struct Resolved {
 }
 
 impl Settings {
-    /// `DAEMON_COOKIE_FILE`, else `<DAEMON_DATADIR or ~/.bitcoin>/<network dir>/.cookie` when
-    /// some URL has no credentials.
+    /// `DAEMON_COOKIE_FILE`, else `<DAEMON_DATADIR or ~/.bitcoin>/<network dir>/.cookie`.
+    /// Resolved even when every URL has credentials: LocalRPC's `daemon_url` may switch to
+    /// one without.
     fn cookie_file(
         &self,
         coin: &CoinParams,
@@ -428,23 +429,22 @@ impl Settings {
         if let Some(f) = &self.daemon_cookie_file {
             return Ok(Some(f.clone()));
         }
-        if urls.iter().all(|u| u.user_pass.is_some()) {
-            return Ok(None);
-        }
-        let datadir = match &self.daemon_datadir {
-            Some(d) => d.clone(),
-            None => {
-                let home = std::env::var_os("HOME").ok_or(
-                    "DAEMON_URL has no credentials and HOME is not set: give DAEMON_COOKIE_FILE or DAEMON_DATADIR",
-                )?;
-                PathBuf::from(home).join(".bitcoin")
+        let needed = urls.iter().any(|u| u.user_pass.is_none());
+        let datadir = match (&self.daemon_datadir, std::env::var_os("HOME")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(home)) => PathBuf::from(home).join(".bitcoin"),
+            (None, None) if needed => {
+                return Err("DAEMON_URL has no credentials and HOME is not set: give DAEMON_COOKIE_FILE or DAEMON_DATADIR".into());
             }
+            (None, None) => return Ok(None),
         };
         let file = datadir.join(coin.network.datadir_subdir()).join(".cookie");
-        tracing::info!(
-            "DAEMON_URL has no credentials: authenticating with the node's cookie file {}",
-            file.display()
-        );
+        if needed {
+            tracing::info!(
+                "DAEMON_URL has no credentials: authenticating with the node's cookie file {}",
+                file.display()
+            );
+        }
         Ok(Some(file))
     }
 
@@ -466,6 +466,7 @@ impl Settings {
         };
         let cookie_file = self.cookie_file(&coin, &daemon_urls)?;
         if let Some(f) = &cookie_file
+            && daemon_urls.iter().any(|u| u.user_pass.is_none())
             && !f.exists()
         {
             tracing::warn!(
@@ -601,11 +602,20 @@ impl Settings {
             None => coin.blacklist_url.map(str::to_string),
         };
         let report: Vec<String> = report_services.iter().map(|s| s.to_string()).collect();
+        // Outgoing peer connections leave from the address clients are served on; never
+        // from an admin service's address, and never from loopback unless private
+        // addresses are allowed (a loopback source cannot reach a public peer).
+        use crate::services::Protocol;
         let local_addr = services
             .iter()
-            .filter(|s| s.protocol != crate::services::Protocol::Rpc)
+            .filter(|s| {
+                matches!(
+                    s.protocol,
+                    Protocol::Tcp | Protocol::Ssl | Protocol::Ws | Protocol::Wss
+                )
+            })
             .filter_map(|s| s.host.parse::<std::net::IpAddr>().ok())
-            .find(|ip| !ip.is_unspecified());
+            .find(|ip| !ip.is_unspecified() && (self.peer_allow_private || !ip.is_loopback()));
         Ok(crate::peers::PeerConfig {
             discovery,
             announce: self.peer_announce,
@@ -804,7 +814,11 @@ mod tests {
             "--daemon-url=http://u:p@127.0.0.1:1/",
             "--daemon-datadir=/data/node",
         ]);
-        assert_eq!(r.cookie_file, None, "credentials in the URL");
+        assert_eq!(
+            r.cookie_file,
+            Some(PathBuf::from("/data/node/regtest/.cookie")),
+            "resolved also with credentials, for a later switch to a URL without"
+        );
         let r = parse(&[
             "--daemon-url=http://127.0.0.1:1/",
             "--daemon-cookie-file=/c",
@@ -841,6 +855,19 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(r.peers.local_addr, Some("10.0.0.5".parse().unwrap()));
+        // Admin services and loopback never choose the source of outgoing connections.
+        let r = resolve(&[
+            ("REPORT_SERVICES", "tcp://example.com:50001"),
+            ("SERVICES", "tcp://:50001,rpc://,metrics://127.0.0.1:4224"),
+        ])
+        .unwrap();
+        assert_eq!(r.peers.local_addr, None);
+        let r = resolve(&[
+            ("REPORT_SERVICES", "tcp://example.com:50001"),
+            ("SERVICES", "tcp://127.0.0.1:50001"),
+        ])
+        .unwrap();
+        assert_eq!(r.peers.local_addr, None);
         assert_eq!(
             r.peers.our_features["hosts"]["example.com"]["tcp_port"],
             serde_json::json!(50001)

@@ -162,7 +162,7 @@ impl IrcConfig {
         }
         Ok(Some(IrcConfig {
             server,
-            port: settings.irc_port,
+            port: settings.irc_port.unwrap_or(if tls { 6697 } else { 6667 }),
             tls,
             channel,
             prefix: coin.irc_prefix.to_string(),

@@ -117,46 +117,6 @@ async fn connection(stream: TcpStream, ctx: Arc<AdminContext>, shutdown: Cancell
     }
 }
 
-/// The admin commands, in the order `electrumx-rpc --help` lists them.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("getinfo", "summary of server state"),
-    ("sessions", "client sessions"),
-    ("groups", "session groups (by subnet)"),
-    ("peers", "peer servers"),
-    (
-        "add_peer",
-        "add a peer: REAL_NAME, e.g. \"host.tld s50002 t50001\"",
-    ),
-    (
-        "disconnect",
-        "disconnect sessions: IDs, group names or \"all\"",
-    ),
-    (
-        "log",
-        "toggle request logging: IDs, group names, \"all\", \"none\" or \"new\"",
-    ),
-    (
-        "daemon_url",
-        "replace the node URL(s) (default: DAEMON_URL as configured)",
-    ),
-    (
-        "query",
-        "history, UTXOs and balance of scripts (hex) or addresses",
-    ),
-    (
-        "reorg",
-        "take back N blocks (default 3) and sync them again",
-    ),
-    ("inspect_session", "one session in detail: ID"),
-    ("sync", "sync progress"),
-    (
-        "notify",
-        "poll the node for new blocks now (for the node's -blocknotify)",
-    ),
-    ("db", "database size by column family"),
-    ("stop", "shut down cleanly (flushes the index)"),
-];
-
 /// Answers one admin command.
 pub async fn dispatch(ctx: &AdminContext, method: &str, p: &Params) -> Result<Value, RpcError> {
     match method {
@@ -360,14 +320,11 @@ struct SessionRefs {
 
 fn session_refs(p: &Params) -> Result<Vec<String>, RpcError> {
     let bad = || RpcError::bad_request("expected a list of session IDs");
-    let items: Vec<Value> = match p.get(0, "session_ids") {
-        Some(Value::Array(a)) => a.clone(),
-        Some(_) => return Err(bad()),
-        None => match p {
-            // Positional strings: `["1", "2"]`.
-            Params::Positional(v) => v.clone(),
-            Params::Named(_) => return Err(bad()),
-        },
+    let items: Vec<Value> = match (p, p.get(0, "session_ids")) {
+        (_, Some(Value::Array(a))) => a.clone(),
+        // Positional ids given flat: `["1", "2"]`.
+        (Params::Positional(v), _) => v.clone(),
+        (Params::Named(_), _) => return Err(bad()),
     };
     items
         .into_iter()

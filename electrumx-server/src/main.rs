@@ -53,10 +53,33 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(|| LogWriter)
         .init();
 }
 
+/// True while the progress bar is on the terminal.
+static BAR_ACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Log output (stdout) that first wipes the progress bar's line, so a log line never
+/// starts with a piece of the bar; the bar is drawn again on its next tick.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if BAR_ACTIVE.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+        }
+        std::io::stdout().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Listening from the start: a signal during start-up is a clean stop, not a kill.
+    let mut signals = Signals::new();
     let resolved = settings.resolve().map_err(anyhow::Error::msg)?;
     tracing::info!(
         "electrumx-server {} starting: {}, DB_DIRECTORY {}",
@@ -84,7 +107,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .db_dir(&settings.db_directory)
         .daemon(daemon)
         .cache_mb(settings.cache_mb as usize)
-        .progress_interval(Duration::from_secs(settings.progress_interval))
+        // On a terminal the bar shows progress; the periodic line is for logs.
+        .progress_interval(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Duration::from_secs(86_400)
+        } else {
+            Duration::from_secs(settings.progress_interval)
+        })
         .prefetch_options(PrefetchOptions {
             memory_budget: (settings.prefetch_mb as usize) << 20,
             poll_interval: resolved.poll_interval,
@@ -96,8 +124,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let controller = Arc::new(builder.build().context("opening the index")?);
     controller.start()?;
     let serving = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
     let stop_requested = CancellationToken::new();
-    let state = server_state(&settings, &resolved, &controller).await;
+    let state = server_state(&settings, &resolved, &controller);
     let admin = Arc::new(AdminContext {
         controller: controller.clone(),
         state: state.clone(),
@@ -112,7 +141,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             Protocol::Rpc | Protocol::Metrics => bind_admin(svc).await?,
             _ => continue,
         };
-        let (ctx, token) = (admin.clone(), serving.clone());
+        let (ctx, token) = (admin.clone(), admin_stop.clone());
         if svc.protocol == Protocol::Rpc {
             admin_tasks.spawn(local_rpc::serve(listener, ctx, token));
         } else {
@@ -178,7 +207,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let outcome: anyhow::Result<()> = tokio::select! {
-        sig = shutdown_signal() => { tracing::info!("{sig} received: flushing and stopping"); Ok(()) }
+        sig = signals.next() => { tracing::info!("{sig} received: flushing and stopping"); Ok(()) }
         _ = stop_requested.cancelled() => { tracing::info!("stop requested over LocalRPC: flushing and stopping"); Ok(()) }
         _ = sync_ended => {
             Err(anyhow::anyhow!("{}", controller.status().borrow().error.clone().unwrap_or_else(|| "sync loop ended".into())))
@@ -187,14 +216,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     serving.cancel();
     cancel.cancel();
-    admin_tasks.abort_all();
+    // LocalRPC and metrics stay up while the index flushes and stops.
     let stopped = tokio::select! {
         r = controller.stop() => r,
-        sig = shutdown_signal() => {
+        sig = signals.next() => {
             tracing::warn!("second {sig}: exiting at once (the database stays consistent)");
             std::process::exit(130);
         }
     };
+    admin_stop.cancel();
+    while admin_tasks.join_next().await.is_some() {}
     if let Some(irc) = irc {
         let _ = irc.await; // IRC's QUIT: at most 3 s after `serving.cancel()`
     }
@@ -227,7 +258,7 @@ async fn bind_admin(svc: &Service) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// The state client sessions and the admin services share.
-async fn server_state(
+fn server_state(
     settings: &Settings,
     resolved: &Resolved,
     controller: &Controller,
@@ -241,13 +272,14 @@ async fn server_state(
     ));
     let mut state = ServerState::new(resolved.coin.clone(), index, mempool, daemon.clone());
     state.identity = Identity {
-        banner: banner(settings, &daemon).await,
+        banner_file: settings.banner_file.clone(),
         donation_address: settings.donation_address.clone(),
         report_services: resolved
             .report_services
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        daemon_version: Default::default(),
     };
     state.limits = resolved.limits.clone();
     state.cost = Arc::new(resolved.cost.clone());
@@ -298,49 +330,46 @@ async fn progress_bar(controller: Arc<Controller>, stop: CancellationToken) {
         }
         let p = controller.progress();
         let line = electrumx_server::progress::bar_line(&first, &p, started.elapsed(), 30);
+        BAR_ACTIVE.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
     }
+    BAR_ACTIVE.store(false, std::sync::atomic::Ordering::Relaxed);
     let mut err = std::io::stderr().lock();
     let _ = write!(err, "\r\x1b[2K");
     let _ = err.flush();
 }
 
-/// The banner: BANNER_FILE with ElectrumX's variables substituted, or a default line.
-async fn banner(settings: &Settings, daemon: &Arc<dyn Daemon>) -> String {
-    let version = electrumx_server::state::server_version();
-    let Some(path) = &settings.banner_file else {
-        return format!("You are connected to an {version} server.");
-    };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let info = daemon
-        .call_json("getnetworkinfo", serde_json::json!([]))
-        .await
-        .ok();
-    let field = |k: &str| {
-        info.as_ref()
-            .and_then(|i| i.get(k))
-            .map(|v| v.to_string().trim_matches('"').to_string())
-    };
-    text.replace("$SERVER_VERSION", env!("CARGO_PKG_VERSION"))
-        .replace("$SERVER_SUBVERSION", &version)
-        .replace("$DAEMON_VERSION", &field("version").unwrap_or_default())
-        .replace(
-            "$DAEMON_SUBVERSION",
-            &field("subversion").unwrap_or_default(),
-        )
-        .replace("$DONATION_ADDRESS", &settings.donation_address)
+/// SIGINT and SIGTERM, listened to once for the whole run so that none is lost between
+/// the first (stop cleanly) and the second (exit at once).
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => "SIGINT",
+            _ = recv(&mut self.term) => "SIGTERM",
+        }
     }
 }

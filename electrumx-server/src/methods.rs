@@ -667,7 +667,7 @@ async fn dispatch(
         }
         "server.banner" => {
             p.check(method, &[])?;
-            Ok(json!(state.identity.banner))
+            Ok(json!(state.identity.banner()))
         }
         "server.donation_address" => {
             p.check(method, &[])?;

@@ -46,6 +46,10 @@ pub async fn run(
         _ = shutdown.cancelled() => return Ok(()),
         r = controller.wait_caught_up() => { r?; }
     }
+    state
+        .identity
+        .learn_daemon_version(state.daemon.as_ref(), Duration::from_secs(10))
+        .await;
     match state.mempool.refresh().await {
         Ok(Some(u)) => tracing::info!(txs = u.added, "mempool loaded"),
         Ok(None) => {}

@@ -51,12 +51,54 @@ impl Default for Limits {
 /// How the server describes itself to clients.
 #[derive(Clone, Debug, Default)]
 pub struct Identity {
-    /// Banner text (`BANNER_FILE`, with `$VARIABLES` substituted).
-    pub banner: String,
+    /// `BANNER_FILE`: read at every `server.banner`, as ElectrumX does, so edits show
+    /// without a restart (`None`: a default line).
+    pub banner_file: Option<std::path::PathBuf>,
     /// `DONATION_ADDRESS`.
     pub donation_address: String,
     /// Services reported in `server.features` (`REPORT_SERVICES`), as `proto://host:port`.
     pub report_services: Vec<String>,
+    /// The node's `version` and `subversion` for the banner, once the node told them.
+    pub daemon_version: Arc<parking_lot::RwLock<Option<(String, String)>>>,
+}
+
+impl Identity {
+    /// The banner: `BANNER_FILE` with `$SERVER_VERSION`, `$SERVER_SUBVERSION`,
+    /// `$DAEMON_VERSION`, `$DAEMON_SUBVERSION` and `$DONATION_ADDRESS` substituted, or
+    /// ElectrumX's default line.
+    pub fn banner(&self) -> String {
+        let version = server_version();
+        let Some(path) = &self.banner_file else {
+            return format!("You are connected to an {version} server.");
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("BANNER_FILE {}: {e}", path.display());
+                return format!("You are connected to an {version} server.");
+            }
+        };
+        let (dv, dsv) = self.daemon_version.read().clone().unwrap_or_default();
+        text.replace("$SERVER_VERSION", env!("CARGO_PKG_VERSION"))
+            .replace("$SERVER_SUBVERSION", &version)
+            .replace("$DAEMON_VERSION", &dv)
+            .replace("$DAEMON_SUBVERSION", &dsv)
+            .replace("$DONATION_ADDRESS", &self.donation_address)
+    }
+
+    /// Asks the node for its version once (bounded by `timeout`), for the banner.
+    pub async fn learn_daemon_version(&self, daemon: &dyn Daemon, timeout: std::time::Duration) {
+        let call = daemon.call_json("getnetworkinfo", serde_json::json!([]));
+        let Ok(Ok(info)) = tokio::time::timeout(timeout, call).await else {
+            return;
+        };
+        let field = |k: &str| {
+            info.get(k)
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        *self.daemon_version.write() = Some((field("version"), field("subversion")));
+    }
 }
 
 /// The shared state of all sessions.

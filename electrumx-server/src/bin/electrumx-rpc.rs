@@ -16,22 +16,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[command(name = "electrumx-rpc", version)]
 struct Cli {
     /// LocalRPC port (default: RPC_PORT, else 8000).
-    #[arg(short, long, env = "RPC_PORT", default_value_t = 8000)]
+    #[arg(short, long, env = "RPC_PORT", default_value_t = 8000, global = true)]
     port: u16,
     /// LocalRPC host.
-    #[arg(long, default_value = "localhost")]
+    #[arg(long, default_value = "localhost", global = true)]
     host: String,
     /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, global = true)]
     timeout: u64,
     /// Print the raw JSON result instead of tables and lines.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+/// ElectrumX's command names (`add_peer`); the kebab-case forms (`add-peer`) work too.
 #[derive(Subcommand, Debug)]
+#[command(rename_all = "snake_case")]
 enum Command {
     /// Summary of server state.
     Getinfo,
@@ -51,6 +53,7 @@ enum Command {
     /// Shut the server down cleanly.
     Stop,
     /// Add a peer, e.g. "host.tld s50002 t50001".
+    #[command(alias = "add-peer")]
     AddPeer { real_name: String },
     /// Disconnect sessions: IDs, group names or "all".
     Disconnect {
@@ -63,6 +66,7 @@ enum Command {
         session_ids: Vec<String>,
     },
     /// Replace the node URL(s); without one, restore DAEMON_URL as configured.
+    #[command(alias = "daemon-url")]
     DaemonUrl {
         #[arg(default_value = "")]
         daemon_url: String,
@@ -81,6 +85,7 @@ enum Command {
         count: u64,
     },
     /// One session in detail.
+    #[command(alias = "inspect-session")]
     InspectSession { session_id: u64 },
 }
 
