@@ -134,6 +134,7 @@ pub struct SessionCost {
     group: Option<String>,
     cost: f64,
     last: Instant,
+    last_extra: f64,
 }
 
 impl SessionCost {
@@ -147,6 +148,7 @@ impl SessionCost {
             group,
             cost: 0.0,
             last: Instant::now(),
+            last_extra: 0.0,
         };
         s.charge(5.0);
         s
@@ -207,12 +209,19 @@ impl SessionCost {
         group.retained + others
     }
 
+    /// The cost this session bore from its group (other members and retained cost) when
+    /// its last request was admitted (ElectrumX's `XCost`).
+    pub fn last_extra(&self) -> f64 {
+        self.last_extra
+    }
+
     /// Decides how to treat the next request.
     pub fn throttle(&mut self, subscriptions: usize) -> Throttle {
         if !self.cfg.enabled() {
             return Throttle::Proceed;
         }
-        let total = self.cost(subscriptions) + self.extra_from_group();
+        self.last_extra = self.extra_from_group();
+        let total = self.cost(subscriptions) + self.last_extra;
         let span = (self.cfg.hard - self.cfg.soft).max(1.0);
         let fraction = ((total - self.cfg.soft) / span).max(0.0);
         if fraction >= 1.0 {

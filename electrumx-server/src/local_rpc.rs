@@ -209,6 +209,11 @@ fn getinfo(ctx: &AdminContext) -> Value {
         subs_txo += txo;
     }
     let sum = |f: &dyn Fn(&SessionEntry) -> u64| list.iter().map(|s| f(s)).sum::<u64>();
+    let group_count = {
+        let mut names: BTreeSet<String> = st.sessions.groups().into_keys().collect();
+        names.extend(st.cost_groups.snapshot().into_keys());
+        names.len()
+    };
     let counts: BTreeMap<&str, u64> = st.sessions.method_counts().into_iter().collect();
     let total: u64 = counts.values().sum();
     let status = ctx.controller.status().borrow().clone();
@@ -223,7 +228,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
         "daemon": daemon_stats.as_ref().map_or_else(|| st.daemon.describe(), |d| d.current_url.clone()),
         "daemon height": status.daemon_height,
         "db height": status.height,
-        "groups": st.sessions.groups().len(),
+        "groups": group_count,
         "pid": std::process::id(),
         "peers": st.peers.info(),
         "request counts": counts,
@@ -262,7 +267,7 @@ fn session_row(st: &ServerState, s: &SessionEntry) -> Value {
         client,
         s.protocol_version.lock().clone(),
         c.cost(),
-        0.0,
+        c.extra_cost(),
         get(&c.pending),
         get(&c.txs_sent),
         st.subs.count(s.id),
@@ -288,8 +293,13 @@ fn sessions(ctx: &AdminContext) -> Value {
 fn groups(ctx: &AdminContext) -> Value {
     let st = &ctx.state;
     let costs = st.cost_groups.snapshot();
+    // Groups with live sessions, and those that only retain the cost of closed ones.
+    let mut all = st.sessions.groups();
+    for name in costs.keys() {
+        all.entry(name.clone()).or_default();
+    }
     let mut rows = Vec::new();
-    for (name, members) in st.sessions.groups() {
+    for (name, members) in all {
         let (cost, retained) = costs.get(&name).copied().unwrap_or((0.0, 0.0));
         let sum = |f: &dyn Fn(&SessionEntry) -> u64| members.iter().map(|s| f(s)).sum::<u64>();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

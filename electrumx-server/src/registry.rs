@@ -34,6 +34,8 @@ pub struct SessionCounters {
     pub pending: AtomicU64,
     /// Current cost, as `f64` bits.
     cost_bits: AtomicU64,
+    /// Cost borne from the session's group, as `f64` bits.
+    extra_cost_bits: AtomicU64,
 }
 
 impl SessionCounters {
@@ -45,6 +47,17 @@ impl SessionCounters {
     /// The session's cost as last recorded.
     pub fn cost(&self) -> f64 {
         f64::from_bits(self.cost_bits.load(Ordering::Relaxed))
+    }
+
+    /// Records the cost borne from the session's group.
+    pub fn set_extra_cost(&self, cost: f64) {
+        self.extra_cost_bits
+            .store(cost.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The cost borne from the session's group, as last recorded (ElectrumX's `XCost`).
+    pub fn extra_cost(&self) -> f64 {
+        f64::from_bits(self.extra_cost_bits.load(Ordering::Relaxed))
     }
 }
 
@@ -76,7 +89,8 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
-    /// ElectrumX's flags column: the transport's letter, `C` if closing, `L` if logged.
+    /// ElectrumX's flags column: the transport's letter, `C` if closing, `L` if logged, then
+    /// the requests it may have in flight (always 1 here).
     pub fn flags(&self) -> String {
         let mut f = String::new();
         f.push(match self.protocol {
@@ -91,6 +105,7 @@ impl SessionEntry {
         if self.log_me.load(Ordering::Relaxed) {
             f.push('L');
         }
+        f.push('1');
         f
     }
 }
@@ -288,10 +303,10 @@ mod tests {
         assert_eq!(reg.method_counts()["server.ping"], 2);
         assert_eq!(a.counters.errors.load(Ordering::Relaxed), 1);
         assert_eq!(reg.groups()["203.0.113.0/24"].len(), 1);
-        assert_eq!(a.flags(), "T");
+        assert_eq!(a.flags(), "T1");
         a.log_me.store(true, Ordering::Relaxed);
         a.kill.cancel();
-        assert_eq!(a.flags(), "TCL");
+        assert_eq!(a.flags(), "TCL1");
         reg.close(1);
         assert_eq!(reg.len(), 1);
     }

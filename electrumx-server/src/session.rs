@@ -127,6 +127,7 @@ pub async fn serve<S>(
         cost.charge(std::mem::take(&mut ctx.pending_cost));
         cost.charge_bytes(line.len() + reply.as_ref().map_or(0, String::len));
         entry.counters.set_cost(cost.cost(state.subs.count(id)));
+        entry.counters.set_extra_cost(cost.last_extra());
         for _ in 0..std::mem::take(&mut ctx.pending_txs_sent) {
             state.sessions.count_tx_sent(&entry);
         }
