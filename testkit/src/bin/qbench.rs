@@ -38,7 +38,19 @@ impl Conn {
         Ok(c)
     }
 
+    /// Sends a request and reads its reply. The reply is checked as JSON and its envelope
+    /// read (id, error); the result is kept as raw JSON text, not built into a tree, so the
+    /// client's own parsing of long lists does not dominate what is measured.
     async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.call_with(method, params, 4096).await
+    }
+
+    /// `call` returning the whole result, however long.
+    async fn call_full(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.call_with(method, params, usize::MAX).await
+    }
+
+    async fn call_with(&mut self, method: &str, params: Value, keep: usize) -> Result<Value> {
         self.id += 1;
         let mut req = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
             .to_string();
@@ -49,15 +61,29 @@ impl Conn {
             if self.reader.read_line(&mut self.line).await? == 0 {
                 bail!("connection closed");
             }
-            let v: Value = serde_json::from_str(&self.line)?;
-            if v.get("id") == Some(&json!(self.id)) {
-                if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-                    bail!("{method}: {e}");
+            let v: Envelope = serde_json::from_str(&self.line)?;
+            if v.id == Some(self.id) {
+                if let Some(e) = v.error.filter(|e| e.get() != "null") {
+                    bail!("{method}: {}", e.get());
                 }
-                return Ok(v["result"].clone());
+                // Small results (tips, sizes) are what the benchmark itself reads.
+                return Ok(match v.result {
+                    Some(r) if r.get().len() < keep => serde_json::from_str(r.get())?,
+                    _ => Value::Null,
+                });
             }
         }
     }
+}
+
+/// A reply's envelope, the result left as raw JSON.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    id: Option<u64>,
+    #[serde(borrow)]
+    result: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The heavy script's wallet number.
@@ -118,16 +144,16 @@ async fn main() -> Result<()> {
     }
     let sh = |w: u32| ScriptHash::of_script(&ScriptKind::Wallet(w).script()).to_hex();
     let heavy_len = probe
-        .call("blockchain.scripthash.get_history", json!([sh(HEAVY)]))
+        .call_full("blockchain.scripthash.get_history", json!([sh(HEAVY)]))
         .await
         .map(|v| v.as_array().map_or(0, Vec::len));
     let medium_len = probe
-        .call("blockchain.scripthash.get_history", json!([sh(100)]))
+        .call_full("blockchain.scripthash.get_history", json!([sh(100)]))
         .await?
         .as_array()
         .map_or(0, Vec::len);
     let light_len = probe
-        .call("blockchain.scripthash.get_history", json!([sh(150_000)]))
+        .call_full("blockchain.scripthash.get_history", json!([sh(150_000)]))
         .await?
         .as_array()
         .map_or(0, Vec::len);
