@@ -4,6 +4,8 @@
 # the time from submitting a block to the node until the last header notification arrives.
 # Works on copies of the cached chain and database (see bench-query.sh), so caches stay as
 # they are.   tools/bench-notify.sh [SESSIONS] [SUBS_PER_SESSION]
+# BLOCKNOTIFY=1: the node runs `electrumx-rpc notify` on each block (-blocknotify) instead of
+# the server finding the block at its next poll.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/electrumx-rs/target}"
@@ -20,12 +22,18 @@ cp -r "$chain/node" "$work/node"; cp -r "$db" "$work/db"
 pid=""
 cleanup() { [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null; tools/regtest-node.sh stop "$work/node" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
-tools/regtest-node.sh start "$work/node" >/dev/null
-node_port="$(cat "$work/node/rpcport")"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+rpc_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+node_args=(); services="tcp://127.0.0.1:$port"; poll=100
+if [[ -n "${BLOCKNOTIFY:-}" ]]; then
+    node_args=("-blocknotify=$bin/electrumx-rpc -p $rpc_port notify %s")
+    services="$services,rpc://127.0.0.1:$rpc_port"; poll=5000
+fi
+tools/regtest-node.sh start "$work/node" "${node_args[@]}" >/dev/null
+node_port="$(cat "$work/node/rpcport")"
 DAEMON_URL="http://127.0.0.1:$node_port/" DAEMON_COOKIE_FILE="$work/node/regtest/.cookie" DB_DIRECTORY="$work/db" \
-COIN=BitcoinSV NET=regtest SERVICES="tcp://127.0.0.1:$port" COST_SOFT_LIMIT=0 COST_HARD_LIMIT=0 \
-MAX_SESSIONS=$((sessions + 100)) DAEMON_POLL_INTERVAL_BLOCKS=100 "$bin/electrumx-server" > "$work/server.log" 2>&1 &
+COIN=BitcoinSV NET=regtest SERVICES="$services" COST_SOFT_LIMIT=0 COST_HARD_LIMIT=0 \
+MAX_SESSIONS=$((sessions + 100)) DAEMON_POLL_INTERVAL_BLOCKS=$poll "$bin/electrumx-server" > "$work/server.log" 2>&1 &
 pid=$!
 until grep -q "listening for clients" "$work/server.log"; do sleep 0.5; done
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
