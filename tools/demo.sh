@@ -22,6 +22,7 @@ trap cleanup EXIT
 url="$(tools/regtest-node.sh start "$work/node")"
 port="$(cat "$work/node/rpcport")"
 echo "demo: node on 127.0.0.1:$port; starting electrumx-server (Ctrl-C to stop)" >&2
+echo "demo: Electrum clients on 127.0.0.1:50001; admin: $bin/electrumx-rpc -p 8000 getinfo; metrics: curl 127.0.0.1:4224/metrics" >&2
 cat >&2 <<MSG
 
   The index is in $work/db. To mine another block while it runs:
@@ -33,5 +34,5 @@ MSG
 DAEMON_URL="http://127.0.0.1:$port/" \
 DAEMON_COOKIE_FILE="$work/node/regtest/.cookie" \
 DB_DIRECTORY="$work/db" COIN=BitcoinSV NET=regtest \
-DAEMON_POLL_INTERVAL_BLOCKS=1000 SERVICES=tcp://127.0.0.1:50001 \
+DAEMON_POLL_INTERVAL_BLOCKS=1000 SERVICES=tcp://127.0.0.1:50001,rpc://127.0.0.1:8000,metrics://127.0.0.1:4224 \
     "$bin/electrumx-server" || true
