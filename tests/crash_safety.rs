@@ -9,7 +9,7 @@ use electrumx_core::{ChainIndex, CoinParams, Index};
 use electrumx_testkit::chaingen::{ChainGen, GenParams, Ledger};
 use electrumx_testkit::check::assert_index_matches_ledger;
 use electrumx_testkit::node::RegtestNode;
-use electrumx_testkit::server::ServerProcess;
+use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,21 +20,11 @@ fn coin() -> CoinParams {
 }
 
 fn server_env(node: &RegtestNode, db: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("DAEMON_URL", node.rpc_url()),
-        (
-            "DAEMON_COOKIE_FILE",
-            node.cookie_path().display().to_string(),
-        ),
-        ("DB_DIRECTORY", db.display().to_string()),
-        ("COIN", "BitcoinSV".into()),
-        ("NET", "regtest".into()),
-        ("CACHE_MB", "1".into()),
-        ("PREFETCH_MB", "1".into()),
-        ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
-        ("PROGRESS_INTERVAL", "1".into()),
-        ("LOG_LEVEL", "info".into()),
-    ]
+    let mut env = regtest_env(node, db);
+    set_env(&mut env, "CACHE_MB", "1");
+    set_env(&mut env, "PREFETCH_MB", "1");
+    set_env(&mut env, "PROGRESS_INTERVAL", "1");
+    env
 }
 
 /// Opens the database the killed process left and checks it is exactly the chain's prefix

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use electrumx_testkit::chaingen::{ChainGen, GenParams};
 use electrumx_testkit::node::{RegtestNode, free_port};
-use electrumx_testkit::server::ServerProcess;
+use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -251,24 +251,19 @@ fn server_env(
     irc_port: u16,
     extra: &[(&'static str, String)],
 ) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("DAEMON_URL", node.rpc_url()),
-        (
-            "DAEMON_COOKIE_FILE",
-            node.cookie_path().display().to_string(),
-        ),
-        ("DB_DIRECTORY", db.display().to_string()),
-        ("COIN", "BitcoinSV".into()),
-        ("NET", "regtest".into()),
-        ("SERVICES", format!("tcp://127.0.0.1:{}", free_port())),
-        ("REPORT_SERVICES", REPORT.into()),
-        ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
-        ("LOG_LEVEL", "info".into()),
-        ("IRC", "1".into()),
-        ("IRC_SERVER", "127.0.0.1".into()),
-        ("IRC_PORT", irc_port.to_string()),
-    ];
-    env.extend(extra.iter().cloned());
+    let mut env = regtest_env(node, db);
+    set_env(
+        &mut env,
+        "SERVICES",
+        format!("tcp://127.0.0.1:{}", free_port()),
+    );
+    set_env(&mut env, "REPORT_SERVICES", REPORT);
+    set_env(&mut env, "IRC", "1");
+    set_env(&mut env, "IRC_SERVER", "127.0.0.1");
+    set_env(&mut env, "IRC_PORT", irc_port.to_string());
+    for (k, v) in extra {
+        set_env(&mut env, k, v.clone());
+    }
     env
 }
 

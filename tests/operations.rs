@@ -8,7 +8,7 @@ use electrumx_core::ScriptHash;
 use electrumx_testkit::chaingen::{ChainGen, GenParams, Ledger};
 use electrumx_testkit::node::{RegtestNode, free_port};
 use electrumx_testkit::rawclient::RawConn;
-use electrumx_testkit::server::ServerProcess;
+use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -24,23 +24,18 @@ fn chain_params() -> GenParams {
     }
 }
 
+/// `regtest_env` with another node URL (`daemon_url`), `services`, 100 ms mempool polls.
 fn server_env(
+    node: &RegtestNode,
     db: &Path,
     daemon_url: String,
-    cookie: &Path,
     services: String,
 ) -> Vec<(&'static str, String)> {
-    vec![
-        ("DAEMON_URL", daemon_url),
-        ("DAEMON_COOKIE_FILE", cookie.display().to_string()),
-        ("DB_DIRECTORY", db.display().to_string()),
-        ("COIN", "BitcoinSV".into()),
-        ("NET", "regtest".into()),
-        ("SERVICES", services),
-        ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
-        ("DAEMON_POLL_INTERVAL_MEMPOOL", "100".into()),
-        ("LOG_LEVEL", "info".into()),
-    ]
+    let mut env = regtest_env(node, db);
+    set_env(&mut env, "DAEMON_URL", daemon_url);
+    set_env(&mut env, "SERVICES", services);
+    set_env(&mut env, "DAEMON_POLL_INTERVAL_MEMPOOL", "100");
+    env
 }
 
 /// Runs ElectrumX's `electrumx_rpc` against `port`; returns stdout (fails on a non-zero exit).
@@ -148,8 +143,8 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
         format!("tcp://127.0.0.1:{tcp},rpc://127.0.0.1:{rpc},metrics://127.0.0.1:{metrics}");
     // Start against a node URL where nothing listens: LocalRPC must answer anyway.
     let dead = format!("http://127.0.0.1:{}/", free_port());
-    let mut env = server_env(db.path(), dead, &node.cookie_path(), services);
-    env.push(("ANON_LOGS", "1".into()));
+    let mut env = server_env(&node, db.path(), dead, services);
+    set_env(&mut env, "ANON_LOGS", "1");
     let mut server = ServerProcess::start(&env)?;
     server.wait_for_line("rpc service listening", 1, Duration::from_secs(60))?;
     server.wait_for_line("metrics service listening", 1, Duration::from_secs(60))?;
@@ -318,13 +313,12 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
     let status = server.wait_exit(Duration::from_secs(30))?;
     assert!(status.success(), "{status}: {:?}", server.tail(10));
     let mut env = server_env(
+        &node,
         db.path(),
         node.rpc_url(),
-        &node.cookie_path(),
         format!("rpc://127.0.0.1:{rpc}"),
     );
-    env.retain(|(k, _)| *k != "DAEMON_POLL_INTERVAL_BLOCKS");
-    env.push(("DAEMON_POLL_INTERVAL_BLOCKS", "600000".into()));
+    set_env(&mut env, "DAEMON_POLL_INTERVAL_BLOCKS", "600000");
     let mut server = ServerProcess::start(&env)?;
     server.wait_for_line("caught up with the node", 1, Duration::from_secs(60))?;
     let info = json_of(&electrumx_rpc(rpc, &["getinfo"])?)?;
@@ -361,17 +355,21 @@ async fn signals_while_serving_and_a_second_signal_during_sync() -> Result<()> {
     let db = tempfile::tempdir()?;
     let tcp = free_port();
     let mut env = server_env(
+        &node,
         db.path(),
         node.rpc_url(),
-        &node.cookie_path(),
         format!("tcp://127.0.0.1:{tcp}"),
     );
-    env.push(("CACHE_MB", "1".into()));
-    env.push(("PREFETCH_MB", "1".into()));
-    env.push(("PROGRESS_INTERVAL", "1".into()));
+    set_env(&mut env, "CACHE_MB", "1");
+    set_env(&mut env, "PREFETCH_MB", "1");
+    set_env(&mut env, "PROGRESS_INTERVAL", "1");
     // No DAEMON_COOKIE_FILE: the cookie is found in the node's data directory.
     env.retain(|(k, _)| *k != "DAEMON_COOKIE_FILE");
-    env.push(("DAEMON_DATADIR", node.datadir().display().to_string()));
+    set_env(
+        &mut env,
+        "DAEMON_DATADIR",
+        node.datadir().display().to_string(),
+    );
 
     // Two signals during sync: the first starts a clean stop, the second (if the stop has
     // not finished yet) exits at once with 130. Either way the database stays usable.
@@ -396,11 +394,11 @@ async fn signals_while_serving_and_a_second_signal_during_sync() -> Result<()> {
     // connected when SIGTERM arrives.
     let metrics = free_port();
     let mut scraped_env = env.clone();
-    scraped_env.retain(|(k, _)| *k != "SERVICES");
-    scraped_env.push((
+    set_env(
+        &mut scraped_env,
         "SERVICES",
         format!("tcp://127.0.0.1:{tcp},metrics://127.0.0.1:{metrics}"),
-    ));
+    );
     let mut server = ServerProcess::start(&scraped_env)?;
     let scraper = std::thread::spawn(move || -> Vec<String> {
         let mut scrapes = Vec::new();

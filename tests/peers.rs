@@ -11,7 +11,7 @@
 use anyhow::{Context, Result, bail};
 use electrumx_testkit::chaingen::{ChainGen, GenParams};
 use electrumx_testkit::node::RegtestNode;
-use electrumx_testkit::server::ServerProcess;
+use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -81,34 +81,20 @@ fn start_ours_with_rpc(
         extra.push(("SSL_CERTFILE", cert.display().to_string()));
         extra.push(("SSL_KEYFILE", key.display().to_string()));
     }
-    let mut server = ServerProcess::start(
-        &[
-            ("DAEMON_URL", node.rpc_url()),
-            (
-                "DAEMON_COOKIE_FILE",
-                node.cookie_path().display().to_string(),
-            ),
-            ("DB_DIRECTORY", db.display().to_string()),
-            ("COIN", "BitcoinSV".into()),
-            ("NET", "regtest".into()),
-            (
-                "SERVICES",
-                match rpc {
-                    Some(r) => format!("{services},rpc://127.0.0.1:{r}"),
-                    None => services.clone(),
-                },
-            ),
-            ("REPORT_SERVICES", services),
-            ("PEER_DISCOVERY", "on".into()),
-            ("PEER_ALLOW_PRIVATE", "1".into()),
-            ("DAEMON_POLL_INTERVAL_BLOCKS", "200".into()),
-            ("LOG_LEVEL", "info".into()),
-        ]
-        .into_iter()
-        .chain(extra)
-        .collect::<Vec<_>>(),
-    )
-    .context("starting electrumx-server")?;
+    let mut env = regtest_env(node, db);
+    let all = match rpc {
+        Some(r) => format!("{services},rpc://127.0.0.1:{r}"),
+        None => services.clone(),
+    };
+    set_env(&mut env, "SERVICES", all);
+    set_env(&mut env, "REPORT_SERVICES", services);
+    set_env(&mut env, "PEER_DISCOVERY", "on");
+    set_env(&mut env, "PEER_ALLOW_PRIVATE", "1");
+    set_env(&mut env, "DAEMON_POLL_INTERVAL_BLOCKS", "200");
+    for (k, v) in extra {
+        set_env(&mut env, k, v);
+    }
+    let mut server = ServerProcess::start(&env).context("starting electrumx-server")?;
     server.wait_for_line("beginning peer discovery", 1, Duration::from_secs(120))?;
     Ok(server)
 }

@@ -10,7 +10,7 @@ use electrumx_core::{Hash32, ScriptHash};
 use electrumx_testkit::chaingen::{ChainGen, GenParams, ScriptKind};
 use electrumx_testkit::node::{RegtestNode, free_port};
 use electrumx_testkit::rawclient::RawConn;
-use electrumx_testkit::server::ServerProcess;
+use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -41,26 +41,14 @@ async fn start_with(
     chain.mine(&node, blocks).await?;
     let db = tempfile::tempdir()?;
     let port = free_port();
-    let mut server = ServerProcess::start(
-        &[
-            ("DAEMON_URL", node.rpc_url()),
-            (
-                "DAEMON_COOKIE_FILE",
-                node.cookie_path().display().to_string(),
-            ),
-            ("DB_DIRECTORY", db.path().display().to_string()),
-            ("COIN", "BitcoinSV".into()),
-            ("NET", "regtest".into()),
-            ("SERVICES", format!("tcp://127.0.0.1:{port}")),
-            ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
-            ("DAEMON_POLL_INTERVAL_MEMPOOL", "100".into()),
-            ("MAX_RECV", "5000".into()),
-            ("LOG_LEVEL", "info".into()),
-        ]
-        .into_iter()
-        .chain(extra(port))
-        .collect::<Vec<_>>(),
-    )?;
+    let mut env = regtest_env(&node, db.path());
+    set_env(&mut env, "SERVICES", format!("tcp://127.0.0.1:{port}"));
+    set_env(&mut env, "DAEMON_POLL_INTERVAL_MEMPOOL", "100");
+    set_env(&mut env, "MAX_RECV", "5000");
+    for (k, v) in extra(port) {
+        set_env(&mut env, k, v);
+    }
+    let mut server = ServerProcess::start(&env)?;
     server.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
     Ok(Fixture {
         node,

@@ -7,20 +7,11 @@
 use electrumx_core::{HashX, HistoryItem};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 
 /// Histories shorter than this are cheap to recompute and not cached.
 const MIN_LEN: usize = 64;
-
-#[derive(Default)]
-struct Inner {
-    map: HashMap<HashX, (Arc<Vec<HistoryItem>>, u64)>,
-    entries: usize,
-    tick: u64,
-    generation: u64,
-    lookups: u64,
-    hits: u64,
-}
 
 /// Counters of a cache, for `getinfo` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,9 +20,9 @@ pub struct CacheStats {
     pub lookups: u64,
     /// Lookups that found an entry.
     pub hits: u64,
-    /// Scripts held.
+    /// Entries held.
     pub entries: u64,
-    /// History items held.
+    /// Size held, in the cache's unit (history items, hashes).
     pub items: u64,
 }
 
@@ -48,6 +39,95 @@ impl CacheStats {
     }
 }
 
+/// A least-recently-used map bounded by the summed size of its values (each value's size is
+/// given when it is inserted), with lookup and hit counters. Not synchronised: callers hold
+/// it in a lock. Eviction scans for the oldest entry; caches hold at most a few thousand.
+pub struct SizedLru<K, V> {
+    map: HashMap<K, (V, usize, u64)>,
+    size: usize,
+    max_size: usize,
+    tick: u64,
+    lookups: u64,
+    hits: u64,
+}
+
+impl<K: Hash + Eq + Copy, V: Clone> SizedLru<K, V> {
+    /// An empty map holding values of at most `max_size` in all.
+    pub fn new(max_size: usize) -> Self {
+        SizedLru {
+            map: HashMap::new(),
+            size: 0,
+            max_size,
+            tick: 0,
+            lookups: 0,
+            hits: 0,
+        }
+    }
+
+    /// The value of `key`, marked as just used.
+    pub fn get(&mut self, key: &K) -> Option<V> {
+        self.tick += 1;
+        self.lookups += 1;
+        let tick = self.tick;
+        let (v, _, used) = self.map.get_mut(key)?;
+        *used = tick;
+        self.hits += 1;
+        Some(v.clone())
+    }
+
+    /// Stores `value` of `size` (not if it alone exceeds the bound), evicting the least
+    /// recently used entries until the bound holds.
+    pub fn insert(&mut self, key: K, value: V, size: usize) {
+        if size > self.max_size {
+            return;
+        }
+        self.tick += 1;
+        self.size += size;
+        if let Some((_, old, _)) = self.map.insert(key, (value, size, self.tick)) {
+            self.size -= old;
+        }
+        while self.size > self.max_size {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+    }
+
+    /// Drops `key`.
+    pub fn remove(&mut self, key: &K) {
+        if let Some((_, size, _)) = self.map.remove(key) {
+            self.size -= size;
+        }
+    }
+
+    /// Drops everything (counters stay).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.size = 0;
+    }
+
+    /// Lookups, hits, entries and size.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            lookups: self.lookups,
+            hits: self.hits,
+            entries: self.map.len() as u64,
+            items: self.size as u64,
+        }
+    }
+}
+
+struct Inner {
+    lru: SizedLru<HashX, Arc<Vec<HistoryItem>>>,
+    generation: u64,
+}
+
 /// The history cache (see the module docs).
 pub struct HistoryCache {
     inner: Mutex<Inner>,
@@ -58,7 +138,10 @@ impl HistoryCache {
     /// A cache holding at most `max_entries` history items in all.
     pub fn new(max_entries: usize) -> Self {
         HistoryCache {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                lru: SizedLru::new(max_entries),
+                generation: 0,
+            }),
             max_entries,
         }
     }
@@ -70,29 +153,12 @@ impl HistoryCache {
 
     /// A cached history.
     pub fn get(&self, hashx: &HashX) -> Option<Arc<Vec<HistoryItem>>> {
-        let mut inner = self.inner.lock();
-        inner.tick += 1;
-        inner.lookups += 1;
-        let tick = inner.tick;
-        let found = inner.map.get_mut(hashx).map(|(h, used)| {
-            *used = tick;
-            h.clone()
-        });
-        if found.is_some() {
-            inner.hits += 1;
-        }
-        found
+        self.inner.lock().lru.get(hashx)
     }
 
     /// Lookups, hits and size.
     pub fn stats(&self) -> CacheStats {
-        let inner = self.inner.lock();
-        CacheStats {
-            lookups: inner.lookups,
-            hits: inner.hits,
-            entries: inner.map.len() as u64,
-            items: inner.entries as u64,
-        }
+        self.inner.lock().lru.stats()
     }
 
     /// Stores a history computed during `generation` (ignored if the chain changed since).
@@ -104,25 +170,8 @@ impl HistoryCache {
         if inner.generation != generation {
             return;
         }
-        inner.tick += 1;
-        let tick = inner.tick;
-        inner.entries += history.len();
-        if let Some((old, _)) = inner.map.insert(hashx, (history, tick)) {
-            inner.entries -= old.len();
-        }
-        while inner.entries > self.max_entries {
-            let Some(oldest) = inner
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            if let Some((h, _)) = inner.map.remove(&oldest) {
-                inner.entries -= h.len();
-            }
-        }
+        let size = history.len();
+        inner.lru.insert(hashx, history, size);
     }
 
     /// Drops the histories of `touched` scripts (a new block or a reorg changed them).
@@ -130,9 +179,7 @@ impl HistoryCache {
         let mut inner = self.inner.lock();
         inner.generation += 1;
         for hx in touched {
-            if let Some((h, _)) = inner.map.remove(hx) {
-                inner.entries -= h.len();
-            }
+            inner.lru.remove(hx);
         }
     }
 
@@ -140,8 +187,7 @@ impl HistoryCache {
     pub fn clear(&self) {
         let mut inner = self.inner.lock();
         inner.generation += 1;
-        inner.map.clear();
-        inner.entries = 0;
+        inner.lru.clear();
     }
 }
 
@@ -183,6 +229,6 @@ mod tests {
         for i in 0..20u8 {
             c.insert(HashX([i; 11]), hist(200), g);
         }
-        assert!(c.inner.lock().entries <= 1000);
+        assert!(c.stats().items <= 1000);
     }
 }

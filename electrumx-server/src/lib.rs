@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod cache;
 pub mod config;
 pub mod cost;

@@ -44,25 +44,11 @@ pub struct AdminContext {
 
 /// Accepts admin connections on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, shutdown: CancellationToken) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tracing::debug!(%peer, "LocalRPC connection");
-                conns.spawn(connection(stream, ctx.clone(), shutdown.clone()));
-            }
-            Err(e) => {
-                tracing::warn!("LocalRPC accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-    conns.abort_all();
+    let stop = shutdown.clone();
+    crate::accept::accept_each(listener, "LocalRPC", shutdown, move |stream, _| {
+        connection(stream, ctx.clone(), stop.clone())
+    })
+    .await;
 }
 
 async fn connection(stream: TcpStream, ctx: Arc<AdminContext>, shutdown: CancellationToken) {
@@ -214,7 +200,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
         names.extend(st.cost_groups.snapshot().into_keys());
         names.len()
     };
-    let counts: BTreeMap<&str, u64> = st.sessions.method_counts().into_iter().collect();
+    let counts = st.requests.counts();
     let total: u64 = counts.values().sum();
     let status = ctx.controller.status().borrow().clone();
     let mempool = st.mempool.info();

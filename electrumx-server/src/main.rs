@@ -301,7 +301,7 @@ async fn log_sessions(state: Arc<ServerState>, every: Duration, stop: Cancellati
             _ = tick.tick() => {}
         }
         let (sessions, subs) = state.subs.counts();
-        let requests: u64 = state.sessions.method_counts().values().sum();
+        let requests: u64 = state.requests.counts().values().sum();
         tracing::info!(
             sessions,
             subscriptions = subs,

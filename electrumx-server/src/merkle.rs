@@ -5,10 +5,9 @@
 //! block hash (so a reorg can never serve a stale tree), as ElectrumX keeps merkle levels:
 //! the next proof from the same block is a few lookups instead of a block read and a rehash.
 
-use crate::cache::CacheStats;
+use crate::cache::{CacheStats, SizedLru};
 use electrumx_core::{BlockHash, Hash32};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Every level of a block's merkle tree, leaves (txids) first.
@@ -52,33 +51,27 @@ impl MerkleTree {
         Some(branch)
     }
 
+    /// The root (`None` for a tree without leaves).
+    pub fn root(&self) -> Option<Hash32> {
+        self.levels.last()?.first().copied()
+    }
+
     /// Hashes held (all levels).
     fn size(&self) -> usize {
         self.levels.iter().map(Vec::len).sum()
     }
 }
 
-#[derive(Default)]
-struct CacheInner {
-    map: HashMap<BlockHash, (Arc<MerkleTree>, u64)>,
-    hashes: usize,
-    tick: u64,
-    lookups: u64,
-    hits: u64,
-}
-
 /// Recently used block merkle trees, bounded by the number of hashes held.
 pub struct MerkleCache {
-    inner: Mutex<CacheInner>,
-    max_hashes: usize,
+    inner: Mutex<SizedLru<BlockHash, Arc<MerkleTree>>>,
 }
 
 impl MerkleCache {
     /// A cache holding at most `max_hashes` hashes (32 bytes each) over all trees.
     pub fn new(max_hashes: usize) -> Self {
         MerkleCache {
-            inner: Mutex::new(CacheInner::default()),
-            max_hashes,
+            inner: Mutex::new(SizedLru::new(max_hashes)),
         }
     }
 
@@ -88,54 +81,18 @@ impl MerkleCache {
         hash: BlockHash,
         leaves: impl FnOnce() -> Result<Vec<Hash32>, E>,
     ) -> Result<Arc<MerkleTree>, E> {
-        {
-            let mut inner = self.inner.lock();
-            inner.tick += 1;
-            inner.lookups += 1;
-            let tick = inner.tick;
-            if let Some((tree, used)) = inner.map.get_mut(&hash) {
-                *used = tick;
-                let tree = tree.clone();
-                inner.hits += 1;
-                return Ok(tree);
-            }
-        }
-        let tree = Arc::new(MerkleTree::new(leaves()?));
-        let size = tree.size();
-        if size > self.max_hashes {
+        if let Some(tree) = self.inner.lock().get(&hash) {
             return Ok(tree);
         }
-        let mut inner = self.inner.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        if inner.map.insert(hash, (tree.clone(), tick)).is_none() {
-            inner.hashes += size;
-        }
-        while inner.hashes > self.max_hashes {
-            let Some(oldest) = inner
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            if let Some((t, _)) = inner.map.remove(&oldest) {
-                inner.hashes -= t.size();
-            }
-        }
+        // Built outside the lock: another session may build the same tree meanwhile.
+        let tree = Arc::new(MerkleTree::new(leaves()?));
+        self.inner.lock().insert(hash, tree.clone(), tree.size());
         Ok(tree)
     }
 
     /// Lookups, hits and blocks held.
     pub fn stats(&self) -> CacheStats {
-        let inner = self.inner.lock();
-        CacheStats {
-            lookups: inner.lookups,
-            hits: inner.hits,
-            entries: inner.map.len() as u64,
-            items: inner.hashes as u64,
-        }
+        self.inner.lock().stats()
     }
 }
 
@@ -149,24 +106,8 @@ fn parent(a: &Hash32, b: &Hash32) -> Hash32 {
 /// The branch (siblings from the leaf level up) of leaf `index`, and the root.
 /// `None` if `index` is out of range.
 pub fn branch_and_root(leaves: &[Hash32], index: usize) -> Option<(Vec<Hash32>, Hash32)> {
-    if index >= leaves.len() {
-        return None;
-    }
-    let mut level = leaves.to_vec();
-    let mut idx = index;
-    let mut branch = Vec::new();
-    while level.len() > 1 {
-        if level.len() % 2 == 1 {
-            level.push(*level.last().expect("non-empty"));
-        }
-        branch.push(level[idx ^ 1]);
-        level = level
-            .chunks_exact(2)
-            .map(|p| parent(&p[0], &p[1]))
-            .collect();
-        idx /= 2;
-    }
-    Some((branch, level[0]))
+    let tree = MerkleTree::new(leaves.to_vec());
+    Some((tree.branch(index)?, tree.root()?))
 }
 
 #[cfg(test)]
@@ -178,18 +119,9 @@ mod tests {
     }
 
     #[test]
-    fn trees_give_the_same_branches_and_the_cache_is_bounded() {
-        for n in 1..40usize {
-            let leaves: Vec<Hash32> = (0..n as u8).map(h).collect();
-            let tree = MerkleTree::new(leaves.clone());
-            for i in 0..n {
-                assert_eq!(
-                    tree.branch(i).unwrap(),
-                    branch_and_root(&leaves, i).unwrap().0
-                );
-            }
-            assert!(tree.branch(n).is_none());
-        }
+    fn the_cache_is_bounded_and_out_of_range_leaves_have_no_branch() {
+        assert!(MerkleTree::new(vec![h(1), h(2)]).branch(2).is_none());
+        assert!(MerkleTree::new(Vec::new()).root().is_none());
         let cache = MerkleCache::new(10);
         let build = |n: u8| move || Ok::<_, ()>((0..n).map(h).collect::<Vec<_>>());
         cache.get_or_build(h(100), build(4)).unwrap(); // 4 + 2 + 1 = 7 hashes

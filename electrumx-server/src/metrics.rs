@@ -84,6 +84,15 @@ impl RequestMetrics {
         }
     }
 
+    /// Requests answered per method since start.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.methods
+            .lock()
+            .iter()
+            .map(|(m, s)| (*m, s.latency.count()))
+            .collect()
+    }
+
     /// Writes `electrumx_requests_total`, `electrumx_request_errors_total` and
     /// `electrumx_request_duration_seconds`.
     pub fn render(&self, out: &mut String) {

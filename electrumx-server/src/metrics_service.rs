@@ -19,28 +19,13 @@ const MAX_HEAD: usize = 8192;
 
 /// Serves scrapes on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, shutdown: CancellationToken) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let ctx = ctx.clone();
-                conns.spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(10), answer(stream, &ctx)).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!("metrics accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    crate::accept::accept_each(listener, "metrics", shutdown, move |stream, _| {
+        let ctx = ctx.clone();
+        async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &ctx)).await;
         }
-    }
-    conns.abort_all();
+    })
+    .await;
 }
 
 async fn answer(mut stream: TcpStream, ctx: &AdminContext) -> std::io::Result<()> {

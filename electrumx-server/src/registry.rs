@@ -114,7 +114,6 @@ impl SessionEntry {
 pub struct SessionRegistry {
     sessions: Mutex<BTreeMap<u64, Arc<SessionEntry>>>,
     log_new: AtomicBool,
-    method_counts: Mutex<HashMap<&'static str, u64>>,
     txs_sent: AtomicU64,
     accepted: AtomicU64,
     started: Instant,
@@ -126,7 +125,6 @@ impl Default for SessionRegistry {
         SessionRegistry {
             sessions: Mutex::new(BTreeMap::new()),
             log_new: AtomicBool::new(false),
-            method_counts: Mutex::new(HashMap::new()),
             txs_sent: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             started: Instant::now(),
@@ -168,9 +166,9 @@ impl SessionRegistry {
         self.sessions.lock().remove(&id);
     }
 
-    /// Counts one request to `method` (a known method name or `"unknown"`).
+    /// Counts one request of a session to `method` (a known method name or `"unknown"`).
+    /// Server-wide counts are in [`crate::metrics::RequestMetrics`].
     pub fn count_request(&self, entry: &SessionEntry, method: &'static str, error: bool) {
-        *self.method_counts.lock().entry(method).or_default() += 1;
         *entry.method_counts.lock().entry(method).or_default() += 1;
         entry.counters.requests.fetch_add(1, Ordering::Relaxed);
         if error {
@@ -207,11 +205,6 @@ impl SessionRegistry {
     /// Sessions accepted since start.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// Requests per method since start.
-    pub fn method_counts(&self) -> HashMap<&'static str, u64> {
-        self.method_counts.lock().clone()
     }
 
     /// Transactions broadcast since start.
@@ -300,7 +293,7 @@ mod tests {
         reg.count_request(&a, "server.ping", false);
         reg.count_request(&a, "server.ping", true);
         assert_eq!(reg.len(), 2);
-        assert_eq!(reg.method_counts()["server.ping"], 2);
+        assert_eq!(a.method_counts.lock()["server.ping"], 2);
         assert_eq!(a.counters.errors.load(Ordering::Relaxed), 1);
         assert_eq!(reg.groups()["203.0.113.0/24"].len(), 1);
         assert_eq!(a.flags(), "T1");

@@ -7,6 +7,32 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The settings every test server on a regtest node starts from: the node (cookie auth),
+/// `db`, BitcoinSV regtest, 100 ms block polls, info logs. Adjust with [`set_env`].
+pub fn regtest_env(
+    node: &crate::node::RegtestNode,
+    db: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DAEMON_URL", node.rpc_url()),
+        (
+            "DAEMON_COOKIE_FILE",
+            node.cookie_path().display().to_string(),
+        ),
+        ("DB_DIRECTORY", db.display().to_string()),
+        ("COIN", "BitcoinSV".into()),
+        ("NET", "regtest".into()),
+        ("DAEMON_POLL_INTERVAL_BLOCKS", "100".into()),
+        ("LOG_LEVEL", "info".into()),
+    ]
+}
+
+/// Sets `key` to `value` in `env`, replacing an earlier value.
+pub fn set_env(env: &mut Vec<(&'static str, String)>, key: &'static str, value: impl Into<String>) {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value.into()));
+}
+
 /// A running `electrumx-server` process.
 pub struct ServerProcess {
     child: Child,
