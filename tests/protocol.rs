@@ -49,7 +49,12 @@ async fn start_with(
         set_env(&mut env, k, v);
     }
     let mut server = ServerProcess::start(&env)?;
-    server.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
+    // One "listening" line per client service: wait until every listener is bound.
+    let listeners = env
+        .iter()
+        .find(|(k, _)| *k == "SERVICES")
+        .map_or(1, |(_, v)| v.split(',').count());
+    server.wait_for_line("listening for clients", listeners, Duration::from_secs(120))?;
     Ok(Fixture {
         node,
         chain,
