@@ -95,6 +95,10 @@ pub struct BlockProcessor {
     opts: ProcessorOptions,
     writes: PendingWrites,
     coins: FastMap<OutKey, CoinInfo>,
+    /// Outputs known to be in the database (flushed during this initial sync), kept so that
+    /// spending one needs no database seek. Bounded by half of the cache budget, oldest
+    /// evicted first; emptied once caught up and on reorgs.
+    clean: FastMap<OutKey, CoinInfo>,
     spent_db_keys: HashSet<[u8; keys::OUTPOINT_KEY_LEN]>,
     pending: ChainState,
     /// A flush being written on another thread while indexing goes on (initial sync only).
@@ -141,6 +145,7 @@ impl BlockProcessor {
             opts,
             writes: PendingWrites::default(),
             coins: FastMap::default(),
+            clean: FastMap::default(),
             spent_db_keys: HashSet::new(),
             pending: ChainState::default(),
             inflight: None,
@@ -226,9 +231,10 @@ impl BlockProcessor {
         }
     }
 
-    /// Bytes held in memory awaiting a flush.
+    /// Bytes held in memory by the sync's caches (awaiting a flush, or flushed outputs kept
+    /// for fast spends).
     pub fn cache_bytes(&self) -> usize {
-        self.coins.len() * COIN_ENTRY_BYTES
+        (self.coins.len() + self.clean.len()) * COIN_ENTRY_BYTES
             + self.writes.bytes()
             + self.spent_db_keys.len() * 48
             + self.inflight.as_ref().map_or(0, |f| f.bytes)
@@ -237,12 +243,58 @@ impl BlockProcessor {
     /// True when the caches have outgrown their budget. The budget (`CACHE_MB`) bounds the
     /// sync's whole memory: a flush holds its writes up to [`FLUSH_MEMORY_FACTOR`] times (our
     /// buffers, the RocksDB write batch, the memtable it lands in), and one flush may be in
-    /// flight while the next window fills, so a window gets a sixth of the budget.
+    /// flight while the next window fills, so a window gets a sixth of what the cache of
+    /// flushed outputs (at most half the budget) leaves.
     pub fn should_flush(&self) -> bool {
         let window = self.coins.len() * COIN_ENTRY_BYTES
             + self.writes.bytes()
             + self.spent_db_keys.len() * 48;
-        window.saturating_mul(FLUSH_MEMORY_FACTOR * 2) >= self.opts.cache_bytes
+        let clean = (self.clean.len() * COIN_ENTRY_BYTES).min(self.clean_budget());
+        window.saturating_mul(FLUSH_MEMORY_FACTOR * 2) >= self.opts.cache_bytes - clean
+    }
+
+    /// Bytes the cache of flushed outputs may hold.
+    fn clean_budget(&self) -> usize {
+        self.opts.cache_bytes / 2
+    }
+
+    /// Moves the outputs of a committed flush into the cache of flushed outputs (those
+    /// spent since it started are gone from the database, so they stay out), then trims the
+    /// cache to its budget by dropping the oldest outputs.
+    fn keep_flushed_coins(&mut self, coins: &FastMap<OutKey, CoinInfo>) {
+        let budget_entries = self.clean_budget() / COIN_ENTRY_BYTES;
+        if budget_entries == 0 {
+            return;
+        }
+        self.clean.reserve(coins.len());
+        for (k, c) in coins {
+            let db_key = keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum);
+            if !self.spent_db_keys.contains(&db_key) {
+                self.clean.insert(*k, *c);
+            }
+        }
+        if self.clean.len() > budget_entries {
+            // Keep the newest three quarters of the budget: recent outputs are the likeliest
+            // to be spent next.
+            let keep = budget_entries * 3 / 4;
+            let mut txnums: Vec<u64> = self.clean.values().map(|c| c.txnum).collect();
+            let cut = txnums.len() - keep;
+            let (_, cutoff, _) = txnums.select_nth_unstable(cut);
+            let cutoff = *cutoff;
+            drop(txnums);
+            self.clean.retain(|_, c| c.txnum >= cutoff);
+            self.clean.shrink_to_fit();
+            tracing::debug!(
+                entries = self.clean.len(),
+                cutoff,
+                "flushed-output cache trimmed"
+            );
+        }
+    }
+
+    /// Drops the cache of flushed outputs (caught up, or the chain is being taken back).
+    fn drop_clean(&mut self) {
+        self.clean = FastMap::default();
     }
 
     /// True if there is anything unflushed.
@@ -256,6 +308,7 @@ impl BlockProcessor {
             f.handle
                 .join()
                 .map_err(|_| IndexError::Corrupt("flush thread panicked".into()))??;
+            self.keep_flushed_coins(&f.coins);
         }
         Ok(())
     }
@@ -304,21 +357,24 @@ impl BlockProcessor {
                     .inflight
                     .as_ref()
                     .and_then(|f| f.coins.get(&key).copied());
-                let (coin, db_key) = match self.coins.remove(&key) {
-                    Some(c) => (c, None),
-                    // Written by the in-flight flush: delete it like any flushed output.
-                    None if in_flight.is_some() => {
-                        let c = in_flight.expect("checked");
-                        (
-                            c,
-                            Some(keys::outpoint_key(
-                                &key.txid.0[..TXID_PREFIX_LEN],
-                                key.vout,
-                                c.txnum,
-                            )),
-                        )
-                    }
-                    None => match self.resolved.remove(&key) {
+                let unflushed = self.coins.remove(&key);
+                // Written by the in-flight flush or an earlier one, and still known in memory:
+                // deleted like any flushed output, without a seek.
+                let flushed = match unflushed {
+                    Some(_) => None,
+                    None => in_flight.or_else(|| self.clean.remove(&key)),
+                };
+                let (coin, db_key) = match (unflushed, flushed) {
+                    (Some(c), _) => (c, None),
+                    (None, Some(c)) => (
+                        c,
+                        Some(keys::outpoint_key(
+                            &key.txid.0[..TXID_PREFIX_LEN],
+                            key.vout,
+                            c.txnum,
+                        )),
+                    ),
+                    (None, None) => match self.resolved.remove(&key) {
                         Some((c, k)) => (c, Some(k)),
                         None => {
                             return Err(IndexError::MissingPrevout {
@@ -407,7 +463,7 @@ impl BlockProcessor {
         }
         self.pending.headers.push(*block.header());
         self.pending.hashes.push(block.hash);
-        self.pending.tx_counts.push(self.tx_count);
+        Arc::make_mut(&mut self.pending.tx_counts).push(self.tx_count);
         Ok(Advance::Applied)
     }
 
@@ -432,7 +488,11 @@ impl BlockProcessor {
                     .inflight
                     .as_ref()
                     .is_some_and(|f| f.coins.contains_key(&key));
-                if !in_block && !in_flight && !self.coins.contains_key(&key) {
+                if !in_block
+                    && !in_flight
+                    && !self.coins.contains_key(&key)
+                    && !self.clean.contains_key(&key)
+                {
                     self.db_lookups
                         .push((keys::outpoint_prefix(&key.txid, key.vout), key));
                 }
@@ -536,8 +596,10 @@ impl BlockProcessor {
             store.commit(batch, meta, sync, move |chain| {
                 chain.headers.extend(pending.headers);
                 chain.hashes.extend(pending.hashes);
-                chain.tx_counts.extend(pending.tx_counts);
-            })
+                Arc::make_mut(&mut chain.tx_counts).extend(pending.tx_counts.iter());
+            })?;
+            store.compact_if_crowded();
+            Ok(())
         };
         if sync {
             return commit();
@@ -558,9 +620,12 @@ impl BlockProcessor {
 
     /// Marks the first catch-up with the node as done (persisted with the next commit).
     pub fn mark_synced(&mut self) -> Result<()> {
+        self.wait_inflight()?;
+        self.drop_clean();
         let mut meta = self.store.meta();
         if meta.first_sync {
             self.flush(true)?;
+            self.store.finish_bulk_load()?;
             meta = self.store.meta();
             meta.first_sync = false;
             self.store
@@ -573,6 +638,7 @@ impl BlockProcessor {
     /// information. Fails without changing anything if some block lacks undo information.
     pub fn backup_to(&mut self, fork_height: u32) -> Result<()> {
         self.flush(true)?;
+        self.drop_clean();
         let store = self.store.clone();
         let chain = store.chain().read();
         let Some(tip) = chain.tip_height() else {
@@ -677,7 +743,7 @@ impl BlockProcessor {
         store.commit(batch, meta, true, |chain| {
             chain.headers.truncate(new_count as usize);
             chain.hashes.truncate(new_count as usize);
-            chain.tx_counts.truncate(new_count as usize);
+            Arc::make_mut(&mut chain.tx_counts).truncate(new_count as usize);
         })?;
         self.tx_count = new_tx_count;
         tracing::info!(

@@ -102,7 +102,7 @@ const TXID_BATCH: usize = 1000;
 
 struct View<'a> {
     snapshot: rocksdb::Snapshot<'a>,
-    tx_counts: Vec<u64>,
+    tx_counts: Arc<Vec<u64>>,
 }
 
 impl<'a> View<'a> {
@@ -128,7 +128,7 @@ impl Index {
     fn view(&self) -> View<'_> {
         let chain = self.store.chain().read();
         let snapshot = self.store.db().snapshot();
-        // The cumulative counts are small (8 bytes a block); copying them keeps the lock short.
+        // The cumulative counts are shared, not copied (see `ChainState::tx_counts`).
         View {
             snapshot,
             tx_counts: chain.tx_counts.clone(),

@@ -42,6 +42,9 @@ pub mod cf {
     pub const SPENDERS: &str = "spenders";
     /// height → undo record.
     pub const UNDO: &str = "undo";
+    /// Written but never read while syncing (only queries read them): bulk-loaded during
+    /// the initial sync, without compactions until it ends (see [`super::Store::finish_bulk_load`]).
+    pub const BULK: [&str; 7] = [HEADERS, TXIDS, TXID_INDEX, UTXOS, HISTORY, SPENDERS, UNDO];
     /// All of them.
     pub const ALL: [&str; 9] = [
         META, HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO,
@@ -77,8 +80,10 @@ pub struct ChainState {
     /// Block hashes by height.
     pub hashes: Vec<BlockHash>,
     /// Cumulative tx count after each height (tx numbers of block h are
-    /// `tx_counts[h-1] .. tx_counts[h]`).
-    pub tx_counts: Vec<u64>,
+    /// `tx_counts[h-1] .. tx_counts[h]`). Shared with readers' views: a query takes a
+    /// reference, not a copy (on mainnet the list is several megabytes); writers go through
+    /// `Arc::make_mut`, which copies only while a view of the old list is alive.
+    pub tx_counts: std::sync::Arc<Vec<u64>>,
 }
 
 impl ChainState {
@@ -116,7 +121,14 @@ pub struct Store {
     path: PathBuf,
     state: RwLock<ChainState>,
     meta: RwLock<DbState>,
+    /// Bulk-load mode (the initial sync): batches skip the WAL, the `BULK` families are not
+    /// compacted. See [`Store::finish_bulk_load`].
+    bulk: std::sync::atomic::AtomicBool,
 }
+
+/// L0 files one bulk-loaded family may gather before it is compacted anyway (bounds the
+/// files a query would have to look at, and the final compaction's fan-in).
+const BULK_MAX_L0_FILES: u64 = 200;
 
 /// Tuning of the database.
 #[derive(Clone, Debug)]
@@ -186,6 +198,10 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_open_files(opts.max_open_files);
         db_opts.set_max_background_jobs(2);
+        db_opts.set_max_subcompactions(2);
+        // Memtables of all families are flushed together, so a batch written without the
+        // WAL (initial sync) survives a crash entirely or not at all.
+        db_opts.set_atomic_flush(true);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_max_total_wal_size(256 << 20);
         // Bound memtables across all column families (each would otherwise grow to its own
@@ -232,8 +248,12 @@ impl Store {
             path: path.into(),
             state: RwLock::new(ChainState::default()),
             meta: RwLock::new(meta),
+            bulk: std::sync::atomic::AtomicBool::new(false),
         };
         store.load_chain_state()?;
+        if store.meta().first_sync {
+            store.set_bulk_load(true)?;
+        }
         Ok(store)
     }
 
@@ -266,7 +286,7 @@ impl Store {
             h.copy_from_slice(&v[..HEADER_LEN]);
             st.hashes.push(Hash32::sha256d(&h));
             st.headers.push(h);
-            st.tx_counts.push(u64::from_be_bytes(
+            std::sync::Arc::make_mut(&mut st.tx_counts).push(u64::from_be_bytes(
                 v[HEADER_LEN..].try_into().expect("8 bytes"),
             ));
             it.next();
@@ -327,15 +347,113 @@ impl Store {
         batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
         let mut wo = rocksdb::WriteOptions::default();
         // With the WAL every committed batch survives a crash of the process; `sync` (at the
-        // tip) makes it survive a power loss too.
-        wo.set_sync(sync);
+        // tip) makes it survive a power loss too. During the bulk load no batch goes through
+        // the WAL (one that did could be replayed after a crash without the batches before
+        // it): a crash loses the batches since the last memtable flush, which is atomic
+        // across families, and a restart resumes from that older state, still a prefix of
+        // the chain; `sync` then writes the memtables out.
+        let bulk = self.is_bulk_load();
+        if bulk {
+            wo.disable_wal(true);
+        } else {
+            wo.set_sync(sync);
+        }
         let mut chain = self.state.write();
         let t0 = std::time::Instant::now();
         self.db.write_opt(batch, &wo)?;
+        if bulk && sync {
+            self.flush_memtables()?;
+        }
         tracing::debug!(secs = t0.elapsed().as_secs_f64(), "flush: batch written");
         update(&mut chain);
         debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
         *self.meta.write() = new_meta;
+        Ok(())
+    }
+
+    /// Whether the store is in bulk-load mode (the initial sync).
+    pub fn is_bulk_load(&self) -> bool {
+        self.bulk.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_bulk_load(&self, on: bool) -> Result<()> {
+        // L0 files of the bulk load are written uncompressed: the compaction after it reads
+        // them once and writes the bottom level with ZSTD.
+        let opts: &[(&str, &str)] = if on {
+            &[
+                ("disable_auto_compactions", "true"),
+                ("compression", "kNoCompression"),
+            ]
+        } else {
+            &[
+                ("disable_auto_compactions", "false"),
+                ("compression", "kLZ4Compression"),
+            ]
+        };
+        for name in cf::BULK {
+            self.db.set_options_cf(self.cf(name), opts)?;
+        }
+        self.bulk.store(on, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// During the bulk load: compacts a bulk-loaded family that has gathered too many L0
+    /// files (only a very long initial sync, such as mainnet's, gets there).
+    pub fn compact_if_crowded(&self) {
+        if !self.is_bulk_load() {
+            return;
+        }
+        for name in cf::BULK {
+            let h = self.cf(name);
+            let l0 = self
+                .db
+                .property_int_value_cf(h, "rocksdb.num-files-at-level0")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if l0 > BULK_MAX_L0_FILES {
+                tracing::info!(
+                    cf = name,
+                    l0_files = l0,
+                    "compacting during the initial sync"
+                );
+                self.compact_cf(name);
+            }
+        }
+    }
+
+    fn compact_cf(&self, name: &str) {
+        let mut o = rocksdb::CompactOptions::default();
+        o.set_exclusive_manual_compaction(true);
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
+        self.db
+            .compact_range_cf_opt(self.cf(name), None::<&[u8]>, None::<&[u8]>, &o);
+    }
+
+    /// Ends the bulk load of the initial sync: writes the memtables to disk (so that the
+    /// batches written without the WAL are durable before any batch goes through it) and
+    /// turns automatic compactions back on. RocksDB then merges each family's L0 files in
+    /// the background, in one pass down to the bottom level (spent outputs' entries and
+    /// tombstones go away there); queries are correct meanwhile, only somewhat slower.
+    pub fn finish_bulk_load(&self) -> Result<()> {
+        if !self.is_bulk_load() {
+            return Ok(());
+        }
+        self.flush_memtables()?;
+        self.set_bulk_load(false)?;
+        tracing::info!(
+            db_mb = self.disk_size() >> 20,
+            "initial sync's bulk load done; compacting in the background"
+        );
+        Ok(())
+    }
+
+    /// Writes every memtable to SST files (all families atomically) and waits for it.
+    pub fn flush_memtables(&self) -> Result<()> {
+        let handles: Vec<_> = cf::ALL.iter().map(|n| self.cf(n)).collect();
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_cfs_opt(&handles, &fo)?;
         Ok(())
     }
 
