@@ -344,6 +344,17 @@ async fn raw_socket_framing_negotiation_and_errors() -> Result<()> {
         let h = c.result("blockchain.block.headers", json!([0, 2]))?;
         assert_eq!(h["hex"].as_str().unwrap().len(), 320);
         assert_eq!(h["max"], json!(2016));
+        assert_eq!(h["count"], json!(2));
+        // With a checkpoint: the proof of the last header, as block.header gives it.
+        let h = c.result("blockchain.block.headers", json!([3, 3, 8]))?;
+        let one = c.result("blockchain.block.header", json!([5, 8]))?;
+        assert_eq!(h["hex"].as_str().unwrap().len(), 480);
+        assert_eq!(
+            &h["hex"].as_str().unwrap()[320..],
+            one["header"].as_str().unwrap()
+        );
+        assert_eq!(h["branch"], one["branch"]);
+        assert_eq!(h["root"], one["root"]);
         assert!(c.result("blockchain.relayfee", json!([]))?.is_number());
 
         // Errors: unknown method, bad params, invalid JSON, out of range, huge numbers, bad hex.
@@ -382,8 +393,39 @@ async fn raw_socket_framing_negotiation_and_errors() -> Result<()> {
         c.send_raw(
             b"{\"jsonrpc\":\"2.0\",\"id\":100,\"method\":\"server.ping\"}\n{\"jsonrpc\":\"2.0\",\"id\":101,\"method\":\"server.ping\"}\n",
         )?;
-        assert_eq!(c.recv()?.unwrap()["id"], json!(100));
-        assert_eq!(c.recv()?.unwrap()["id"], json!(101));
+        // Requests are handled concurrently: replies may come in any order.
+        let mut ids = [
+            c.recv()?.unwrap()["id"].clone(),
+            c.recv()?.unwrap()["id"].clone(),
+        ];
+        ids.sort_by_key(|v| v.as_i64());
+        assert_eq!(ids, [json!(100), json!(101)]);
+        // Many pipelined requests of several kinds: each answered once, by its id.
+        let mut pipelined = String::new();
+        for i in 0..40 {
+            let (method, params) = match i % 4 {
+                0 => ("server.ping", json!([])),
+                1 => ("blockchain.block.header", json!([i])),
+                2 => ("blockchain.block.headers", json!([0, 50])),
+                _ => (
+                    "blockchain.scripthash.get_history",
+                    json!([format!("{:064x}", i)]),
+                ),
+            };
+            pipelined.push_str(
+                &json!({"jsonrpc": "2.0", "id": 1000 + i, "method": method, "params": params})
+                    .to_string(),
+            );
+            pipelined.push('\n');
+        }
+        c.send_raw(pipelined.as_bytes())?;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let r = c.recv()?.unwrap();
+            assert!(r.get("error").is_none(), "{r}");
+            assert!(seen.insert(r["id"].as_i64().unwrap()));
+        }
+        assert_eq!(seen, (1000..1040).collect());
         c.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":102,")?;
         std::thread::sleep(Duration::from_millis(100));
         c.send_raw(b"\"method\":\"server.ping\"}          \n")?;

@@ -125,8 +125,14 @@ impl<K: Hash + Eq + Copy, V: Clone> SizedLru<K, V> {
 
 struct Inner {
     lru: SizedLru<HashX, Arc<Vec<HistoryItem>>>,
+    /// Long histories as `get_history` writes them (JSON list entries without the brackets),
+    /// bounded by bytes: rendering tens of thousands of entries costs more than the scan.
+    rendered: SizedLru<HashX, Arc<String>>,
     generation: u64,
 }
+
+/// Histories at least this long are kept rendered as JSON too.
+pub const RENDER_MIN_LEN: usize = 1000;
 
 /// The history cache (see the module docs).
 pub struct HistoryCache {
@@ -135,15 +141,36 @@ pub struct HistoryCache {
 }
 
 impl HistoryCache {
-    /// A cache holding at most `max_entries` history items in all.
+    /// A cache holding at most `max_entries` history items in all, and as many rendered
+    /// JSON bytes as 100 bytes an item (a rendered entry takes about 95).
     pub fn new(max_entries: usize) -> Self {
         HistoryCache {
             inner: Mutex::new(Inner {
                 lru: SizedLru::new(max_entries),
+                rendered: SizedLru::new(max_entries.saturating_mul(100)),
                 generation: 0,
             }),
             max_entries,
         }
+    }
+
+    /// A cached rendering of a long history.
+    pub fn get_rendered(&self, hashx: &HashX) -> Option<Arc<String>> {
+        self.inner.lock().rendered.get(hashx)
+    }
+
+    /// Stores the rendering of a history of `len` items made during `generation` (ignored
+    /// if the chain changed since, or if the history is short).
+    pub fn insert_rendered(&self, hashx: HashX, json: Arc<String>, len: usize, generation: u64) {
+        if len < RENDER_MIN_LEN {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let size = json.len();
+        inner.rendered.insert(hashx, json, size);
     }
 
     /// The current generation; pass it back to [`HistoryCache::insert`].
@@ -180,6 +207,7 @@ impl HistoryCache {
         inner.generation += 1;
         for hx in touched {
             inner.lru.remove(hx);
+            inner.rendered.remove(hx);
         }
     }
 
@@ -188,6 +216,7 @@ impl HistoryCache {
         let mut inner = self.inner.lock();
         inner.generation += 1;
         inner.lru.clear();
+        inner.rendered.clear();
     }
 }
 
@@ -230,5 +259,26 @@ mod tests {
             c.insert(HashX([i; 11]), hist(200), g);
         }
         assert!(c.stats().items <= 1000);
+    }
+
+    #[test]
+    fn renderings_follow_the_histories() {
+        let c = HistoryCache::new(100_000);
+        let a = HashX([1; 11]);
+        let g = c.generation();
+        c.insert_rendered(a, Arc::new("x".into()), 10, g);
+        assert!(
+            c.get_rendered(&a).is_none(),
+            "short histories are not kept rendered"
+        );
+        c.insert_rendered(a, Arc::new("x".into()), RENDER_MIN_LEN, g);
+        assert_eq!(c.get_rendered(&a).unwrap().as_str(), "x");
+        c.invalidate(&HashSet::from([a]));
+        assert!(c.get_rendered(&a).is_none());
+        c.insert_rendered(a, Arc::new("x".into()), RENDER_MIN_LEN, g);
+        assert!(
+            c.get_rendered(&a).is_none(),
+            "rendered before the change: not stored"
+        );
     }
 }

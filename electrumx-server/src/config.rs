@@ -203,7 +203,8 @@ pub struct Settings {
     #[arg(long, env = "BANDWIDTH_UNIT_COST", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub bandwidth_unit_cost: u64,
 
-    /// Accepted for ElectrumX compatibility; each session answers one request at a time.
+    /// Requests one session may have in progress at once; lowered as the session's cost
+    /// rises above `COST_SOFT_LIMIT` (as in ElectrumX).
     #[arg(long, env = "INITIAL_CONCURRENT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub initial_concurrent: u64,
 
@@ -518,6 +519,7 @@ impl Settings {
             session_timeout: Duration::from_secs(self.session_timeout),
             request_timeout: Duration::from_secs(self.request_timeout),
             send_queue: self.send_queue as usize,
+            initial_concurrent: self.initial_concurrent as usize,
         };
         let needs_tls = services.iter().any(|s| {
             matches!(

@@ -5,7 +5,9 @@
 //! their group's cost, and a closed session leaves its cost to the group for a while, so
 //! reconnecting does not reset it. Above `COST_SOFT_LIMIT` each request is delayed (up to
 //! `REQUEST_SLEEP` at the hard limit); at `COST_HARD_LIMIT` the session gets error -101 and
-//! is closed. Sessions handle one request at a time, so `INITIAL_CONCURRENT` is not needed.
+//! is closed. A session handles up to `INITIAL_CONCURRENT` requests at once, fewer as its
+//! cost rises: `ceil((1 − fraction) × INITIAL_CONCURRENT)`, fraction being how far the cost
+//! is from the soft towards the hard limit.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -135,6 +137,7 @@ pub struct SessionCost {
     cost: f64,
     last: Instant,
     last_extra: f64,
+    last_fraction: f64,
 }
 
 impl SessionCost {
@@ -149,6 +152,7 @@ impl SessionCost {
             cost: 0.0,
             last: Instant::now(),
             last_extra: 0.0,
+            last_fraction: 0.0,
         };
         s.charge(5.0);
         s
@@ -209,6 +213,14 @@ impl SessionCost {
         group.retained + others
     }
 
+    /// Requests the session may have in progress at once, as of its last [`throttle`]
+    /// (ElectrumX's rule: `ceil((1 − fraction) × initial)`, at least one).
+    ///
+    /// [`throttle`]: SessionCost::throttle
+    pub fn allowed_concurrency(&self, initial: usize) -> usize {
+        (((1.0 - self.last_fraction) * initial as f64).ceil() as usize).clamp(1, initial.max(1))
+    }
+
     /// The cost this session bore from its group (other members and retained cost) when
     /// its last request was admitted (ElectrumX's `XCost`).
     pub fn last_extra(&self) -> f64 {
@@ -224,6 +236,7 @@ impl SessionCost {
         let total = self.cost(subscriptions) + self.last_extra;
         let span = (self.cfg.hard - self.cfg.soft).max(1.0);
         let fraction = ((total - self.cfg.soft) / span).max(0.0);
+        self.last_fraction = fraction.min(1.0);
         if fraction >= 1.0 {
             Throttle::Disconnect
         } else if fraction > 0.0 {
@@ -310,8 +323,13 @@ mod tests {
         let ip: IpAddr = "8.8.8.8".parse().unwrap();
         let mut a = SessionCost::new(cfg.clone(), groups.clone(), 1, ip);
         assert_eq!(a.throttle(0), Throttle::Proceed);
+        assert_eq!(a.allowed_concurrency(10), 10);
         a.charge(10.0);
         assert!(matches!(a.throttle(0), Throttle::Sleep(_)));
+        // Cost 15 of soft 10 / hard 20 (less a little decay): half way, so about half the
+        // concurrency, rounded up.
+        let allowed = a.allowed_concurrency(10);
+        assert!((5..=6).contains(&allowed), "{allowed}");
         // A second session from the same /24 pays for the first.
         let mut b = SessionCost::new(cfg.clone(), groups.clone(), 2, "8.8.8.9".parse().unwrap());
         assert!(matches!(b.throttle(0), Throttle::Sleep(_)));

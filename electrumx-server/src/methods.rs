@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// What a session knows about itself while answering.
+#[derive(Clone, Debug)]
 pub struct SessionCtx {
     /// Session id (for subscriptions).
     pub id: u64,
@@ -29,6 +30,16 @@ pub struct SessionCtx {
 }
 
 impl SessionCtx {
+    /// A copy for one request handled alongside others: same identity and version, nothing
+    /// pending yet (the session adds what the request accrued when it is done).
+    pub fn for_request(&self) -> SessionCtx {
+        SessionCtx {
+            pending_cost: 0.0,
+            pending_txs_sent: 0,
+            ..self.clone()
+        }
+    }
+
     /// A new session's context, before `server.version`.
     pub fn new(id: u64, remote: Option<std::net::IpAddr>) -> SessionCtx {
         SessionCtx {
@@ -866,11 +877,8 @@ async fn script_query(
         "get_history" => {
             let st = state.clone();
             let list = blocking(move || {
-                let confirmed = confirmed_history(&st, &sh)?;
-                let mut w = ListWriter::with_capacity(confirmed.len() * 100);
-                for h in confirmed.iter() {
-                    w.entry(&h.txid, &[("height", h.height as i64)]);
-                }
+                let confirmed = confirmed_history_json(&st, &sh)?;
+                let mut w = ListWriter::continuing(&confirmed, 256);
                 mempool_list(&st, &sh.hashx(), &mut w);
                 Ok(w.finish())
             })
@@ -950,8 +958,26 @@ impl ListWriter {
         ListWriter { out, first: true }
     }
 
+    /// A list starting with already written `entries` (comma-separated, no brackets), with
+    /// room for `more` bytes after them.
+    fn continuing(entries: &str, more: usize) -> Self {
+        let mut out = String::with_capacity(entries.len() + more + 2);
+        out.push('[');
+        out.push_str(entries);
+        ListWriter {
+            out,
+            first: entries.is_empty(),
+        }
+    }
+
+    /// The entries written, without the brackets.
+    fn into_entries(self) -> String {
+        let mut s = self.out;
+        s.remove(0);
+        s
+    }
+
     fn entry(&mut self, txid: &Hash32, fields: &[(&str, i64)]) {
-        use std::fmt::Write;
         if !self.first {
             self.out.push(',');
         }
@@ -965,7 +991,10 @@ impl ListWriter {
             .push_str(std::str::from_utf8(&buf).expect("hex is ASCII"));
         self.out.push('"');
         for (k, v) in fields {
-            let _ = write!(self.out, ",\"{k}\":{v}");
+            self.out.push_str(",\"");
+            self.out.push_str(k);
+            self.out.push_str("\":");
+            push_int(&mut self.out, *v);
         }
         self.out.push('}');
     }
@@ -984,6 +1013,44 @@ fn mempool_list(state: &ServerState, hashx: &HashX, w: &mut ListWriter) {
             &[("height", e.electrum_height()), ("fee", e.fee as i64)],
         );
     }
+}
+
+/// Appends the decimal form of `n` (without `fmt`'s machinery: lists have many numbers).
+fn push_int(out: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("digits are ASCII"));
+}
+
+/// A script's confirmed history as `get_history` list entries (no brackets): from the
+/// rendered cache, or written from [`confirmed_history`] (and kept if long).
+fn confirmed_history_json(state: &ServerState, sh: &ScriptHash) -> Result<Arc<String>, RpcError> {
+    if let Some(json) = state.history_cache.get_rendered(&sh.hashx()) {
+        return Ok(json);
+    }
+    let generation = state.history_cache.generation();
+    let confirmed = confirmed_history(state, sh)?;
+    let mut w = ListWriter::with_capacity(confirmed.len() * 100);
+    for h in confirmed.iter() {
+        w.entry(&h.txid, &[("height", h.height as i64)]);
+    }
+    let json = Arc::new(w.into_entries());
+    state
+        .history_cache
+        .insert_rendered(sh.hashx(), json.clone(), confirmed.len(), generation);
+    Ok(json)
 }
 
 /// A script's confirmed history, from the cache or the index (and then cached); "history
@@ -1040,4 +1107,32 @@ pub fn outpoint_status(state: &ServerState, op: &Outpoint) -> Result<Value, RpcE
         );
     }
     Ok(json!({"funder_height": funder_height}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_writer_writes_json() {
+        let txid = Hash32([0xab; 32]);
+        let mut w = ListWriter::with_capacity(0);
+        w.entry(&txid, &[("height", -1), ("fee", 0)]);
+        w.entry(&txid, &[("height", 1_234_567_890_123)]);
+        let entries = w.into_entries();
+        let mut w = ListWriter::continuing(&entries, 0);
+        w.entry(&txid, &[("height", i64::MIN + 1)]);
+        let v: Value = serde_json::from_str(&w.finish()).unwrap();
+        let h = "ab".repeat(32);
+        assert_eq!(
+            v,
+            json!([
+                {"tx_hash": h, "height": -1, "fee": 0},
+                {"tx_hash": h, "height": 1_234_567_890_123_i64},
+                {"tx_hash": h, "height": i64::MIN + 1},
+            ])
+        );
+        let empty = ListWriter::continuing("", 0);
+        assert_eq!(empty.finish(), "[]");
+    }
 }

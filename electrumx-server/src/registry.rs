@@ -30,8 +30,11 @@ pub struct SessionCounters {
     pub errors: AtomicU64,
     /// Transactions broadcast.
     pub txs_sent: AtomicU64,
-    /// Requests being processed (0 or 1: a session answers one at a time).
+    /// Requests being processed.
     pub pending: AtomicU64,
+    /// Requests the session may have in progress at once (`INITIAL_CONCURRENT`, lowered
+    /// by the cost model); 0 until its first request.
+    pub concurrency: AtomicU64,
     /// Current cost, as `f64` bits.
     cost_bits: AtomicU64,
     /// Cost borne from the session's group, as `f64` bits.
@@ -90,7 +93,7 @@ pub struct SessionEntry {
 
 impl SessionEntry {
     /// ElectrumX's flags column: the transport's letter, `C` if closing, `L` if logged, then
-    /// the requests it may have in flight (always 1 here).
+    /// the requests it may have in flight.
     pub fn flags(&self) -> String {
         let mut f = String::new();
         f.push(match self.protocol {
@@ -105,7 +108,8 @@ impl SessionEntry {
         if self.log_me.load(Ordering::Relaxed) {
             f.push('L');
         }
-        f.push('1');
+        let n = self.counters.concurrency.load(Ordering::Relaxed).max(1);
+        f.push_str(&n.to_string());
         f
     }
 }
@@ -300,6 +304,8 @@ mod tests {
         a.log_me.store(true, Ordering::Relaxed);
         a.kill.cancel();
         assert_eq!(a.flags(), "TCL1");
+        a.counters.concurrency.store(10, Ordering::Relaxed);
+        assert_eq!(a.flags(), "TCL10");
         reg.close(1);
         assert_eq!(reg.len(), 1);
     }

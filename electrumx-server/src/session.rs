@@ -11,8 +11,12 @@ use crate::methods::{self, After, Reply, SessionCtx};
 use crate::registry::SessionEntry;
 use crate::services::Protocol;
 use crate::state::ServerState;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -74,17 +78,41 @@ pub async fn serve<S>(
     let mut lines = LineReader::new(reader, state.limits.max_recv);
     let mut ctx = SessionCtx::new(id, Some(peer.ip()));
     let mut cost = SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip());
+    // Requests in progress (after `server.version`, up to the allowed concurrency); their
+    // replies go out as they finish, in any order (clients match them by id).
+    let mut running: FuturesUnordered<BoxFuture<'static, Handled>> = FuturesUnordered::new();
+    let mut allowed = 1usize;
     loop {
         let next = tokio::select! {
             _ = kill.cancelled() => break,
-            r = tokio::time::timeout(state.limits.session_timeout, lines.next_line()) => r,
+            Some(done) = running.next(), if !running.is_empty() => {
+                entry.counters.pending.store(running.len() as u64, Ordering::Relaxed);
+                if done.finish(&state, &mut ctx, &mut cost, &entry, &tx).is_break() {
+                    break;
+                }
+                continue;
+            }
+            r = tokio::time::timeout(state.limits.session_timeout, lines.next_line()),
+                if running.len() < allowed => r,
         };
         let line = match next {
             Err(_) => {
                 tracing::debug!(id, "session idle too long; closing");
                 break;
             }
-            Ok(Ok(Line::Eof)) | Ok(Err(_)) => break,
+            Ok(Ok(Line::Eof)) => {
+                // The client is done sending; answer what it asked before leaving.
+                while let Some(done) = running.next().await {
+                    if done
+                        .finish(&state, &mut ctx, &mut cost, &entry, &tx)
+                        .is_break()
+                    {
+                        break;
+                    }
+                }
+                break;
+            }
+            Ok(Err(_)) => break,
             Ok(Ok(Line::TooLong)) => {
                 tracing::info!(
                     id,
@@ -121,31 +149,48 @@ pub async fn serve<S>(
                 break;
             }
         }
-        entry.counters.pending.store(1, Ordering::Relaxed);
-        let (reply, after) = handle_message(&state, &mut ctx, &line, &entry).await;
-        entry.counters.pending.store(0, Ordering::Relaxed);
-        cost.charge(std::mem::take(&mut ctx.pending_cost));
-        cost.charge_bytes(line.len() + reply.as_ref().map_or(0, String::len));
-        entry.counters.set_cost(cost.cost(state.subs.count(id)));
-        entry.counters.set_extra_cost(cost.last_extra());
-        for _ in 0..std::mem::take(&mut ctx.pending_txs_sent) {
-            state.sessions.count_tx_sent(&entry);
-        }
-        if ctx.version.is_some() && entry.protocol_version.lock().is_empty() {
-            *entry.client.lock() = ctx.client_name.clone();
-            if let Some(v) = ctx.version {
-                *entry.protocol_version.lock() = v.to_string();
+        allowed = cost.allowed_concurrency(state.limits.initial_concurrent);
+        entry
+            .counters
+            .concurrency
+            .store(allowed as u64, Ordering::Relaxed);
+        if ctx.version.is_none() {
+            // Until the version is negotiated requests go one at a time: the first one sets
+            // what every later one sees.
+            entry.counters.pending.store(1, Ordering::Relaxed);
+            let (reply, after) = handle_message(&state, &mut ctx, &line, &entry).await;
+            entry.counters.pending.store(0, Ordering::Relaxed);
+            if finish_request(
+                &state,
+                &mut ctx,
+                &mut cost,
+                &entry,
+                &tx,
+                line.len(),
+                reply,
+                after,
+            )
+            .is_break()
+            {
+                break;
             }
+            continue;
         }
-        if let Some(reply) = reply
-            && tx.try_send(reply).is_err()
-        {
-            tracing::info!(id, "client not reading its replies; closing");
-            break;
-        }
-        if after == After::Disconnect {
-            break;
-        }
+        let (st, en, mut rctx) = (state.clone(), entry.clone(), ctx.for_request());
+        running.push(Box::pin(async move {
+            let (reply, after) = handle_message(&st, &mut rctx, &line, &en).await;
+            Handled {
+                line_len: line.len(),
+                reply,
+                after,
+                cost: rctx.pending_cost,
+                txs_sent: rctx.pending_txs_sent,
+            }
+        }));
+        entry
+            .counters
+            .pending
+            .store(running.len() as u64, Ordering::Relaxed);
     }
     state.subs.remove_session(id);
     state.sessions.close(id);
@@ -153,6 +198,71 @@ pub async fn serve<S>(
     // Let queued replies (e.g. the error before a disconnect) go out.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer_task).await;
     tracing::debug!(id, "session closed");
+}
+
+/// A request handled alongside others, with what it accrued.
+struct Handled {
+    line_len: usize,
+    reply: Option<String>,
+    after: After,
+    cost: f64,
+    txs_sent: u64,
+}
+
+impl Handled {
+    /// Adds what the request accrued to the session's context, then books it.
+    fn finish(
+        self,
+        state: &ServerState,
+        ctx: &mut SessionCtx,
+        cost: &mut SessionCost,
+        entry: &SessionEntry,
+        tx: &mpsc::Sender<String>,
+    ) -> ControlFlow<()> {
+        ctx.pending_cost += self.cost;
+        ctx.pending_txs_sent += self.txs_sent;
+        let (len, reply, after) = (self.line_len, self.reply, self.after);
+        finish_request(state, ctx, cost, entry, tx, len, reply, after)
+    }
+}
+
+/// Books a handled request (cost, counters, the version once negotiated) and queues its
+/// reply; `Break` when the session must end.
+#[allow(clippy::too_many_arguments)]
+fn finish_request(
+    state: &ServerState,
+    ctx: &mut SessionCtx,
+    cost: &mut SessionCost,
+    entry: &SessionEntry,
+    tx: &mpsc::Sender<String>,
+    line_len: usize,
+    reply: Option<String>,
+    after: After,
+) -> ControlFlow<()> {
+    let id = ctx.id;
+    cost.charge(std::mem::take(&mut ctx.pending_cost));
+    cost.charge_bytes(line_len + reply.as_ref().map_or(0, String::len));
+    entry.counters.set_cost(cost.cost(state.subs.count(id)));
+    entry.counters.set_extra_cost(cost.last_extra());
+    for _ in 0..std::mem::take(&mut ctx.pending_txs_sent) {
+        state.sessions.count_tx_sent(entry);
+    }
+    if ctx.version.is_some() && entry.protocol_version.lock().is_empty() {
+        *entry.client.lock() = ctx.client_name.clone();
+        if let Some(v) = ctx.version {
+            *entry.protocol_version.lock() = v.to_string();
+        }
+    }
+    if let Some(reply) = reply
+        && tx.try_send(reply).is_err()
+    {
+        tracing::info!(id, "client not reading its replies; closing");
+        return ControlFlow::Break(());
+    }
+    if after == After::Disconnect {
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
 }
 
 fn truncate(s: &str, max: usize) -> &str {

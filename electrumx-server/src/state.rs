@@ -24,6 +24,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Messages queued for a session before it counts as not reading and is dropped.
     pub send_queue: usize,
+    /// Requests of one session handled at once, before cost throttling
+    /// (`INITIAL_CONCURRENT`).
+    pub initial_concurrent: usize,
 }
 
 impl Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             session_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
             send_queue: 1000,
+            initial_concurrent: 10,
         }
     }
 }

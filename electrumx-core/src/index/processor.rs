@@ -234,7 +234,8 @@ impl BlockProcessor {
     /// Bytes held in memory by the sync's caches (awaiting a flush, or flushed outputs kept
     /// for fast spends).
     pub fn cache_bytes(&self) -> usize {
-        (self.coins.len() + self.clean.len()) * COIN_ENTRY_BYTES
+        self.coins.len() * COIN_ENTRY_BYTES
+            + self.clean_bytes()
             + self.writes.bytes()
             + self.spent_db_keys.len() * 48
             + self.inflight.as_ref().map_or(0, |f| f.bytes)
@@ -249,8 +250,8 @@ impl BlockProcessor {
         let window = self.coins.len() * COIN_ENTRY_BYTES
             + self.writes.bytes()
             + self.spent_db_keys.len() * 48;
-        let clean = (self.clean.len() * COIN_ENTRY_BYTES).min(self.clean_budget());
-        window.saturating_mul(FLUSH_MEMORY_FACTOR * 2) >= self.opts.cache_bytes - clean
+        let rest = self.opts.cache_bytes.saturating_sub(self.clean_bytes());
+        window.saturating_mul(FLUSH_MEMORY_FACTOR * 2) >= rest
     }
 
     /// Bytes the cache of flushed outputs may hold.
@@ -260,13 +261,13 @@ impl BlockProcessor {
 
     /// Moves the outputs of a committed flush into the cache of flushed outputs (those
     /// spent since it started are gone from the database, so they stay out), then trims the
-    /// cache to its budget by dropping the oldest outputs.
+    /// cache to its budget by dropping the oldest outputs: recent outputs are the likeliest
+    /// to be spent next.
     fn keep_flushed_coins(&mut self, coins: &FastMap<OutKey, CoinInfo>) {
         let budget_entries = self.clean_budget() / COIN_ENTRY_BYTES;
         if budget_entries == 0 {
             return;
         }
-        self.clean.reserve(coins.len());
         for (k, c) in coins {
             let db_key = keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum);
             if !self.spent_db_keys.contains(&db_key) {
@@ -274,8 +275,6 @@ impl BlockProcessor {
             }
         }
         if self.clean.len() > budget_entries {
-            // Keep the newest three quarters of the budget: recent outputs are the likeliest
-            // to be spent next.
             let keep = budget_entries * 3 / 4;
             let mut txnums: Vec<u64> = self.clean.values().map(|c| c.txnum).collect();
             let cut = txnums.len() - keep;
@@ -283,13 +282,14 @@ impl BlockProcessor {
             let cutoff = *cutoff;
             drop(txnums);
             self.clean.retain(|_, c| c.txnum >= cutoff);
-            self.clean.shrink_to_fit();
-            tracing::debug!(
-                entries = self.clean.len(),
-                cutoff,
-                "flushed-output cache trimmed"
-            );
+            tracing::debug!(entries = self.clean.len(), "flushed-output cache trimmed");
         }
+    }
+
+    /// Bytes held by the table of the cache of flushed outputs (an entry and a control byte
+    /// a slot; a table has 8 slots for 7 entries it can hold).
+    fn clean_bytes(&self) -> usize {
+        self.clean.capacity() * (std::mem::size_of::<(OutKey, CoinInfo)>() + 1) * 8 / 7
     }
 
     /// Drops the cache of flushed outputs (caught up, or the chain is being taken back).
@@ -573,7 +573,7 @@ impl BlockProcessor {
         if self.pending.headers.is_empty() {
             return Ok(());
         }
-        let bytes = self.cache_bytes();
+        let bytes = self.cache_bytes() - self.clean_bytes();
         let writes = std::mem::take(&mut self.writes);
         let coins = Arc::new(std::mem::take(&mut self.coins));
         let spent = Arc::new(std::mem::take(&mut self.spent_db_keys));

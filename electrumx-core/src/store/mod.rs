@@ -156,7 +156,9 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_bottommost_compression_type(DBCompressionType::Zstd);
     let small = matches!(name, cf::META | cf::HEADERS);
-    o.set_write_buffer_size(if small { 4 << 20 } else { 64 << 20 });
+    // Memtables of several families fill at once during the initial sync; each may have a
+    // second one waiting to be written, so they are kept moderate.
+    o.set_write_buffer_size(if small { 4 << 20 } else { 32 << 20 });
     o.set_target_file_size_base(64 << 20);
     o.set_level_compaction_dynamic_level_bytes(true);
     let mut t = BlockBasedOptions::default();
