@@ -59,7 +59,7 @@ pub async fn run(
     let next_id = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
     for svc in &client_services {
-        let listener = TcpListener::bind(svc.bind_addr())
+        let listener = listen(&svc.bind_addr())
             .await
             .map_err(|e| anyhow::anyhow!("SERVICES: cannot listen on {svc}: {e}"))?;
         tracing::info!(
@@ -273,4 +273,32 @@ async fn follow_changes(
             }
         }
     }
+}
+
+/// Pending connections the kernel may queue per listener (it caps this at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on the first address of `addr` that can be bound, with a backlog for bursts of
+/// wallets connecting at once (tokio's default is 1024; a full queue resets connections).
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_err = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        let bound = (|| {
+            let socket = if sa.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.bind(sa)?;
+            socket.listen(LISTEN_BACKLOG)
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address to listen on")
+    }))
 }

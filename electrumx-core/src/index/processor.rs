@@ -103,6 +103,8 @@ pub struct BlockProcessor {
     pending: ChainState,
     /// A flush being written on another thread while indexing goes on (initial sync only).
     inflight: Option<Inflight>,
+    /// The compaction that ends the initial sync's bulk load, running on its own thread.
+    compaction: Option<std::thread::JoinHandle<()>>,
     tx_count: u64,
     /// Height of the node's tip as last seen; undo data is kept within `reorg_limit` of it.
     daemon_height: u32,
@@ -149,6 +151,7 @@ impl BlockProcessor {
             spent_db_keys: HashSet::new(),
             pending: ChainState::default(),
             inflight: None,
+            compaction: None,
             tx_count,
             daemon_height: 0,
             touched: Touched::default(),
@@ -625,7 +628,15 @@ impl BlockProcessor {
         let mut meta = self.store.meta();
         if meta.first_sync {
             self.flush(true)?;
-            self.store.finish_bulk_load()?;
+            if self.store.is_bulk_load() {
+                self.store.finish_bulk_load()?;
+                let store = Arc::downgrade(&self.store);
+                self.compaction = Some(
+                    std::thread::Builder::new()
+                        .name("compaction".into())
+                        .spawn(move || Store::compact_after_bulk_load(store))?,
+                );
+            }
             meta = self.store.meta();
             meta.first_sync = false;
             self.store
@@ -752,6 +763,19 @@ impl BlockProcessor {
             "backed up to the fork point"
         );
         Ok(())
+    }
+}
+
+impl Drop for BlockProcessor {
+    /// The index is stopping: a compaction still running is abandoned (it resumes as RocksDB's
+    /// own after the next open), so that the database closes promptly.
+    fn drop(&mut self) {
+        if let Some(handle) = self.compaction.take() {
+            if !handle.is_finished() {
+                self.store.stop_background_work();
+            }
+            let _ = handle.join();
+        }
     }
 }
 

@@ -124,6 +124,8 @@ pub struct Store {
     /// Bulk-load mode (the initial sync): batches skip the WAL, the `BULK` families are not
     /// compacted. See [`Store::finish_bulk_load`].
     bulk: std::sync::atomic::AtomicBool,
+    /// Set by [`Store::stop_background_work`]: no compaction is to start any more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// L0 files one bulk-loaded family may gather before it is compacted anyway (bounds the
@@ -251,6 +253,7 @@ impl Store {
             state: RwLock::new(ChainState::default()),
             meta: RwLock::new(meta),
             bulk: std::sync::atomic::AtomicBool::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         };
         store.load_chain_state()?;
         if store.meta().first_sync {
@@ -434,9 +437,8 @@ impl Store {
 
     /// Ends the bulk load of the initial sync: writes the memtables to disk (so that the
     /// batches written without the WAL are durable before any batch goes through it) and
-    /// turns automatic compactions back on. RocksDB then merges each family's L0 files in
-    /// the background, in one pass down to the bottom level (spent outputs' entries and
-    /// tombstones go away there); queries are correct meanwhile, only somewhat slower.
+    /// turns automatic compactions back on. [`Store::compact_after_bulk_load`] then merges
+    /// each family's files in the background; queries are correct meanwhile, only slower.
     pub fn finish_bulk_load(&self) -> Result<()> {
         if !self.is_bulk_load() {
             return Ok(());
@@ -448,6 +450,39 @@ impl Store {
             "initial sync's bulk load done; compacting in the background"
         );
         Ok(())
+    }
+
+    /// Compacts every family once, one after the other, in one pass down to the bottom level
+    /// (ZSTD; spent outputs' entries and tombstones go away): the end of the initial sync's
+    /// bulk load, run on a thread of its own. It holds the store only while one family is
+    /// being compacted, so a shutdown is not held up for long.
+    pub fn compact_after_bulk_load(store: std::sync::Weak<Store>) {
+        let t0 = std::time::Instant::now();
+        let stopped = |s: &Store| s.stopping.load(std::sync::atomic::Ordering::Acquire);
+        for name in cf::ALL {
+            let Some(s) = store.upgrade() else { return };
+            if stopped(&s) {
+                return;
+            }
+            s.compact_cf(name);
+        }
+        if let Some(s) = store.upgrade()
+            && !stopped(&s)
+        {
+            tracing::info!(
+                secs = format!("{:.1}", t0.elapsed().as_secs_f64()),
+                db_mb = s.disk_size() >> 20,
+                "database compacted after the initial sync"
+            );
+        }
+    }
+
+    /// Stops RocksDB's background work for good (a compaction in progress is abandoned, to
+    /// be redone after the next open) and waits for it: the index is shutting down.
+    pub fn stop_background_work(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.db.cancel_all_background_work(true);
     }
 
     /// Writes every memtable to SST files (all families atomically) and waits for it.
