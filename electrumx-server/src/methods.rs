@@ -94,16 +94,24 @@ fn daemon_err(e: DaemonError) -> RpcError {
 /// Index work in progress at once, server-wide: twice the cores. With sessions handling
 /// several requests each, unbounded blocking tasks would be hundreds of runnable threads
 /// starving the async workers (accepts, replies) of the CPU; waiting here is asynchronous.
-static INDEX_WORK: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    tokio::sync::Semaphore::new(cores * 2)
-});
+static INDEX_WORK: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(tokio::sync::Semaphore::new(cores * 2))
+    });
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
 ) -> Result<T, RpcError> {
-    let _permit = INDEX_WORK.acquire().await.map_err(internal)?;
-    tokio::task::spawn_blocking(f).await.map_err(internal)?
+    let permit = INDEX_WORK.clone().acquire_owned().await.map_err(internal)?;
+    // The permit goes with the work: it is returned when the work is done, whether or not
+    // the request's future is being polled then.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(internal)?
 }
 
 // ----- argument helpers -----

@@ -102,7 +102,12 @@ pub async fn serve<S>(
             }
             Ok(Ok(Line::Eof)) => {
                 // The client is done sending; answer what it asked before leaving.
-                while let Some(done) = running.next().await {
+                loop {
+                    let done = tokio::select! {
+                        _ = kill.cancelled() => break,
+                        done = running.next() => done,
+                    };
+                    let Some(done) = done else { break };
                     if done
                         .finish(&state, &mut ctx, &mut cost, &entry, &tx)
                         .is_break()
@@ -136,7 +141,24 @@ pub async fn serve<S>(
         }
         match cost.throttle(state.subs.count(id)) {
             Throttle::Proceed => {}
-            Throttle::Sleep(d) => tokio::time::sleep(d).await,
+            Throttle::Sleep(d) => {
+                // Requests already running finish (and send their replies) meanwhile.
+                let sleep = tokio::time::sleep(d);
+                tokio::pin!(sleep);
+                let mut end = false;
+                while !end {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        _ = kill.cancelled() => end = true,
+                        Some(done) = running.next(), if !running.is_empty() => {
+                            end = done.finish(&state, &mut ctx, &mut cost, &entry, &tx).is_break();
+                        }
+                    }
+                }
+                if end {
+                    break;
+                }
+            }
             Throttle::Disconnect => {
                 tracing::info!(id, peer = %shown, "closing session: excessive resource usage");
                 let err = RpcError::new(code::EXCESSIVE_RESOURCE_USAGE, "excessive resource usage");

@@ -45,6 +45,9 @@ impl Hasher for PassThroughHasher {
 /// A HashMap with [`PassThroughHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
 
+/// A HashSet with [`PassThroughHasher`].
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<PassThroughHasher>>;
+
 /// An output known to the processor but not (or not yet) in the database.
 #[derive(Clone, Copy, Debug)]
 pub struct CoinInfo {

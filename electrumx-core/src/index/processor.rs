@@ -5,7 +5,7 @@
 //! `WriteBatch`; when both together exceed the cache budget, everything is committed in one
 //! atomic batch with the new state record. Once caught up, each block is committed on its own.
 
-use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, OutKey};
+use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, FastSet, OutKey};
 use super::pending::PendingWrites;
 use crate::coin::{Coin, CoinParams};
 use crate::error::{IndexError, Result};
@@ -96,10 +96,11 @@ pub struct BlockProcessor {
     writes: PendingWrites,
     coins: FastMap<OutKey, CoinInfo>,
     /// Outputs known to be in the database (flushed during this initial sync), kept so that
-    /// spending one needs no database seek. Bounded by half of the cache budget, oldest
-    /// evicted first; emptied once caught up and on reorgs.
+    /// spending one needs no database seek. Bounded by about half of the cache budget (its
+    /// table's size is counted against the flush windows), oldest evicted first; emptied
+    /// once caught up and on reorgs.
     clean: FastMap<OutKey, CoinInfo>,
-    spent_db_keys: HashSet<[u8; keys::OUTPOINT_KEY_LEN]>,
+    spent_db_keys: FastSet<[u8; keys::OUTPOINT_KEY_LEN]>,
     pending: ChainState,
     /// A flush being written on another thread while indexing goes on (initial sync only).
     inflight: Option<Inflight>,
@@ -122,7 +123,7 @@ pub struct BlockProcessor {
 struct Inflight {
     handle: std::thread::JoinHandle<Result<()>>,
     coins: Arc<FastMap<OutKey, CoinInfo>>,
-    spent_db_keys: Arc<HashSet<[u8; keys::OUTPOINT_KEY_LEN]>>,
+    spent_db_keys: Arc<FastSet<[u8; keys::OUTPOINT_KEY_LEN]>>,
     hashes: Vec<BlockHash>,
     base: u32,
     bytes: usize,
@@ -141,6 +142,19 @@ impl BlockProcessor {
     /// A processor over an open store.
     pub fn new(store: Arc<Store>, coin: CoinParams, opts: ProcessorOptions) -> Self {
         let tx_count = store.chain().read().tx_count();
+        // The compaction that ends the initial sync was cut short by a stop: resume it.
+        let compaction = match store.needs_bulk_compaction() {
+            true => match store.hold_bulk_compactions() {
+                Ok(()) => spawn_bulk_compaction(&store)
+                    .map_err(|e| tracing::warn!("cannot start the compaction thread: {e}"))
+                    .ok(),
+                Err(e) => {
+                    tracing::warn!("cannot hold compactions back: {e}");
+                    None
+                }
+            },
+            false => None,
+        };
         BlockProcessor {
             store,
             coin,
@@ -148,10 +162,10 @@ impl BlockProcessor {
             writes: PendingWrites::default(),
             coins: FastMap::default(),
             clean: FastMap::default(),
-            spent_db_keys: HashSet::new(),
+            spent_db_keys: FastSet::default(),
             pending: ChainState::default(),
             inflight: None,
-            compaction: None,
+            compaction,
             tx_count,
             daemon_height: 0,
             touched: Touched::default(),
@@ -630,12 +644,7 @@ impl BlockProcessor {
             self.flush(true)?;
             if self.store.is_bulk_load() {
                 self.store.finish_bulk_load()?;
-                let store = Arc::downgrade(&self.store);
-                self.compaction = Some(
-                    std::thread::Builder::new()
-                        .name("compaction".into())
-                        .spawn(move || Store::compact_after_bulk_load(store))?,
-                );
+                self.compaction = Some(spawn_bulk_compaction(&self.store)?);
             }
             meta = self.store.meta();
             meta.first_sync = false;
@@ -764,6 +773,14 @@ impl BlockProcessor {
         );
         Ok(())
     }
+}
+
+/// Starts [`Store::compact_after_bulk_load`] on a thread of its own.
+fn spawn_bulk_compaction(store: &Arc<Store>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let store = Arc::downgrade(store);
+    std::thread::Builder::new()
+        .name("compaction".into())
+        .spawn(move || Store::compact_after_bulk_load(store))
 }
 
 impl Drop for BlockProcessor {

@@ -126,6 +126,8 @@ pub struct Store {
     bulk: std::sync::atomic::AtomicBool,
     /// Set by [`Store::stop_background_work`]: no compaction is to start any more.
     stopping: std::sync::atomic::AtomicBool,
+    /// Bulk-loaded families handed back to automatic compactions during the bulk load.
+    crowded: parking_lot::Mutex<Vec<&'static str>>,
 }
 
 /// L0 files one bulk-loaded family may gather before it is compacted anyway (bounds the
@@ -254,6 +256,7 @@ impl Store {
             meta: RwLock::new(meta),
             bulk: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            crowded: parking_lot::Mutex::new(Vec::new()),
         };
         store.load_chain_state()?;
         if store.meta().first_sync {
@@ -366,13 +369,15 @@ impl Store {
         let mut chain = self.state.write();
         let t0 = std::time::Instant::now();
         self.db.write_opt(batch, &wo)?;
-        if bulk && sync {
-            self.flush_memtables()?;
-        }
         tracing::debug!(secs = t0.elapsed().as_secs_f64(), "flush: batch written");
         update(&mut chain);
         debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
         *self.meta.write() = new_meta;
+        drop(chain);
+        if bulk && sync {
+            // Outside the lock: readers need not wait for the memtables to be written.
+            self.flush_memtables()?;
+        }
         Ok(())
     }
 
@@ -383,17 +388,16 @@ impl Store {
 
     fn set_bulk_load(&self, on: bool) -> Result<()> {
         // L0 files of the bulk load are written uncompressed: the compaction after it reads
-        // them once and writes the bottom level with ZSTD.
+        // them once and writes the bottom level with ZSTD. Automatic compactions of these
+        // families stay off until that compaction has been through each of them: with them
+        // on, RocksDB would stop writes at 36 L0 files (`level0_stop_writes_trigger`).
         let opts: &[(&str, &str)] = if on {
             &[
                 ("disable_auto_compactions", "true"),
                 ("compression", "kNoCompression"),
             ]
         } else {
-            &[
-                ("disable_auto_compactions", "false"),
-                ("compression", "kLZ4Compression"),
-            ]
+            &[("compression", "kLZ4Compression")]
         };
         for name in cf::BULK {
             self.db.set_options_cf(self.cf(name), opts)?;
@@ -402,37 +406,88 @@ impl Store {
         Ok(())
     }
 
-    /// During the bulk load: compacts a bulk-loaded family that has gathered too many L0
-    /// files (only a very long initial sync, such as mainnet's, gets there).
+    fn l0_files(&self, name: &str) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(name), "rocksdb.num-files-at-level0")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// During the bulk load: a bulk-loaded family that has gathered too many L0 files (only
+    /// a very long initial sync, such as mainnet's, gets there) goes back to RocksDB's own
+    /// leveled compaction for the rest of the sync, in the background, with its L0 write
+    /// triggers raised above what it holds so that writes go on meanwhile.
     pub fn compact_if_crowded(&self) {
         if !self.is_bulk_load() {
             return;
         }
         for name in cf::BULK {
-            let h = self.cf(name);
-            let l0 = self
-                .db
-                .property_int_value_cf(h, "rocksdb.num-files-at-level0")
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            if l0 > BULK_MAX_L0_FILES {
+            let l0 = self.l0_files(name);
+            if l0 > BULK_MAX_L0_FILES && !self.crowded.lock().contains(&name) {
+                self.crowded.lock().push(name);
                 tracing::info!(
                     cf = name,
                     l0_files = l0,
-                    "compacting during the initial sync"
+                    "compacting in the background during the initial sync"
                 );
-                self.compact_cf(name);
+                let slowdown = (4 * BULK_MAX_L0_FILES).to_string();
+                let stop = (6 * BULK_MAX_L0_FILES).to_string();
+                let set = self.db.set_options_cf(
+                    self.cf(name),
+                    &[
+                        ("level0_slowdown_writes_trigger", slowdown.as_str()),
+                        ("level0_stop_writes_trigger", stop.as_str()),
+                        ("disable_auto_compactions", "false"),
+                    ],
+                );
+                if let Err(e) = set {
+                    tracing::warn!(cf = name, "cannot turn compactions on: {e}");
+                }
             }
         }
     }
 
     fn compact_cf(&self, name: &str) {
+        // Not exclusive: the families compacted automatically (`outpoints`, those already
+        // handed back) go on being compacted meanwhile.
         let mut o = rocksdb::CompactOptions::default();
-        o.set_exclusive_manual_compaction(true);
+        o.set_exclusive_manual_compaction(false);
         o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
         self.db
             .compact_range_cf_opt(self.cf(name), None::<&[u8]>, None::<&[u8]>, &o);
+    }
+
+    /// Hands a family back to RocksDB's automatic compactions, with its default L0 write
+    /// triggers.
+    fn enable_auto_compactions(&self, name: &str) {
+        let set = self.db.set_options_cf(
+            self.cf(name),
+            &[
+                ("level0_slowdown_writes_trigger", "20"),
+                ("level0_stop_writes_trigger", "36"),
+                ("disable_auto_compactions", "false"),
+            ],
+        );
+        if let Err(e) = set {
+            tracing::warn!(cf = name, "cannot turn compactions on: {e}");
+        }
+    }
+
+    /// Whether bulk-loaded families still wait for the compaction that ends the bulk load
+    /// (it was cut short by a stop): more L0 files than RocksDB's write slowdown trigger.
+    pub fn needs_bulk_compaction(&self) -> bool {
+        !self.meta().first_sync && cf::BULK.iter().any(|n| self.l0_files(n) >= 20)
+    }
+
+    /// Before a post-sync compaction resumed after a restart: keeps RocksDB from compacting
+    /// (and stopping writes to) the families the compaction will go through.
+    pub fn hold_bulk_compactions(&self) -> Result<()> {
+        for name in cf::BULK {
+            self.db
+                .set_options_cf(self.cf(name), &[("disable_auto_compactions", "true")])?;
+        }
+        Ok(())
     }
 
     /// Ends the bulk load of the initial sync: writes the memtables to disk (so that the
@@ -465,6 +520,12 @@ impl Store {
                 return;
             }
             s.compact_cf(name);
+            if stopped(&s) {
+                return;
+            }
+            if cf::BULK.contains(&name) {
+                s.enable_auto_compactions(name);
+            }
         }
         if let Some(s) = store.upgrade()
             && !stopped(&s)
@@ -478,7 +539,8 @@ impl Store {
     }
 
     /// Stops RocksDB's background work for good (a compaction in progress is abandoned, to
-    /// be redone after the next open) and waits for it: the index is shutting down.
+    /// be redone after the next open) and waits for it: the index is shutting down, and the
+    /// store is not written to again (a stopped `Controller` is not restarted).
     pub fn stop_background_work(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
