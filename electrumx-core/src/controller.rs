@@ -287,7 +287,7 @@ impl Controller {
         let handle = std::thread::Builder::new()
             .name("block-processor".into())
             .spawn(move || {
-                let result = match SyncLoop::new(inner.clone(), runtime).run() {
+                let result = match SyncLoop::new(inner.clone(), runtime).and_then(|l| l.run()) {
                     // Stopped while waiting on the node: nothing was left unflushed.
                     Err(IndexError::ShuttingDown) => Ok(()),
                     r => r,
@@ -418,12 +418,12 @@ struct Progress {
 }
 
 impl SyncLoop {
-    fn new(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Self {
+    fn new(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Result<Self> {
         let processor = BlockProcessor::new(
             inner.store.clone(),
             inner.coin.clone(),
             inner.proc_opts.clone(),
-        );
+        )?;
         let progress = Progress {
             last_log: Instant::now(),
             last_height: processor.block_count(),
@@ -434,13 +434,13 @@ impl SyncLoop {
         c.blocks
             .store(processor.block_count() as u64, Ordering::Relaxed);
         c.txs.store(processor.tx_count(), Ordering::Relaxed);
-        SyncLoop {
+        Ok(SyncLoop {
             inner,
             runtime,
             processor,
             caught_up: false,
             progress,
-        }
+        })
     }
 
     /// Publishes the processor's counters after a block was applied.

@@ -16,8 +16,12 @@ const SPENDER_KEY_LEN: usize = TXNUM_LEN + 4;
 /// Unflushed writes (see the module docs).
 #[derive(Default)]
 pub struct PendingWrites {
-    /// txnum → txid (appended in txnum order).
-    pub txids: Vec<(u64, Txid)>,
+    /// Tx number of `txids[0]`: always the first of a `txids` chunk.
+    pub txids_base: u64,
+    /// Txids from `txids_base` on, in txnum order. The last chunk's txids are carried from
+    /// one window to the next ([`PendingWrites::next_window`]) until it is full, so each
+    /// flush writes its chunks whole.
+    pub txids: Vec<Txid>,
     /// `txid_index` keys.
     pub txid_index: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]>,
     /// `history` keys.
@@ -33,9 +37,37 @@ pub struct PendingWrites {
 }
 
 impl PendingWrites {
+    /// Empty writes for a chain of `tx_count` transactions, given the txids of its last,
+    /// partial `txids` chunk (`tail`, possibly empty).
+    pub fn starting_at(tx_count: u64, tail: Vec<Txid>) -> Self {
+        let txids_base = tx_count - tx_count % keys::TXIDS_PER_CHUNK;
+        debug_assert_eq!(txids_base + tail.len() as u64, tx_count);
+        PendingWrites {
+            txids_base,
+            txids: tail,
+            ..PendingWrites::default()
+        }
+    }
+
+    /// Empty writes for the window after this one: they start with this window's last,
+    /// partial chunk of txids, to be written again with the txids that complete it.
+    pub fn next_window(&self) -> Self {
+        let full = self.txids.len() - self.txids.len() % keys::TXIDS_PER_CHUNK as usize;
+        PendingWrites {
+            txids_base: self.txids_base + full as u64,
+            txids: self.txids[full..].to_vec(),
+            ..PendingWrites::default()
+        }
+    }
+
+    /// Tx number the next txid pushed gets.
+    pub fn next_txnum(&self) -> u64 {
+        self.txids_base + self.txids.len() as u64
+    }
+
     /// Approximate bytes held.
     pub fn bytes(&self) -> usize {
-        self.txids.len() * 40
+        self.txids.len() * 32
             + self.txid_index.len() * 13
             + self.history.len() * HISTORY_KEY_LEN
             + self.spenders.len() * (SPENDER_KEY_LEN + TXNUM_LEN)
@@ -48,6 +80,7 @@ impl PendingWrites {
     /// created since the last flush.
     pub fn into_batch(self, coins: &FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
         let PendingWrites {
+            txids_base,
             txids,
             mut txid_index,
             mut history,
@@ -57,8 +90,18 @@ impl PendingWrites {
             small,
         } = self;
         let mut batch = small;
-        for (n, txid) in &txids {
-            batch.put_cf(store.cf(cf::TXIDS), keys::txids_key(*n), txid.0);
+        let mut chunk_value = Vec::with_capacity(keys::TXIDS_PER_CHUNK as usize * 32);
+        for (i, chunk) in txids.chunks(keys::TXIDS_PER_CHUNK as usize).enumerate() {
+            chunk_value.clear();
+            for txid in chunk {
+                chunk_value.extend_from_slice(&txid.0);
+            }
+            let first = txids_base + i as u64 * keys::TXIDS_PER_CHUNK;
+            batch.put_cf(
+                store.cf(cf::TXIDS),
+                keys::txids_chunk_key(first),
+                &chunk_value,
+            );
         }
         drop(txids);
         txid_index.sort_unstable();

@@ -140,8 +140,10 @@ pub enum Advance {
 
 impl BlockProcessor {
     /// A processor over an open store.
-    pub fn new(store: Arc<Store>, coin: CoinParams, opts: ProcessorOptions) -> Self {
+    pub fn new(store: Arc<Store>, coin: CoinParams, opts: ProcessorOptions) -> Result<Self> {
         let tx_count = store.chain().read().tx_count();
+        // Written again, with the txids that complete it, by the first flush.
+        let txid_tail = store.txid_tail(tx_count)?;
         // The compaction that ends the initial sync was cut short by a stop: resume it.
         let compaction = match store.needs_bulk_compaction() {
             true => match store.hold_bulk_compactions() {
@@ -155,11 +157,11 @@ impl BlockProcessor {
             },
             false => None,
         };
-        BlockProcessor {
+        Ok(BlockProcessor {
             store,
             coin,
             opts,
-            writes: PendingWrites::default(),
+            writes: PendingWrites::starting_at(tx_count, txid_tail),
             coins: FastMap::default(),
             clean: FastMap::default(),
             spent_db_keys: FastSet::default(),
@@ -174,7 +176,7 @@ impl BlockProcessor {
             db_lookups: Vec::new(),
             resolved: FastMap::default(),
             tx_hashxs: Vec::new(),
-        }
+        })
     }
 
     /// The store written to.
@@ -361,7 +363,8 @@ impl BlockProcessor {
         for (i, tx) in block.txs[..n_txs].iter().enumerate() {
             let txnum = first_txnum + i as u64;
             self.tx_hashxs.clear();
-            self.writes.txids.push((txnum, tx.txid));
+            debug_assert_eq!(self.writes.next_txnum(), txnum);
+            self.writes.txids.push(tx.txid);
             self.writes
                 .txid_index
                 .push(keys::txid_index_key(&tx.txid, txnum));
@@ -418,7 +421,8 @@ impl BlockProcessor {
                 self.tx_hashxs.push(coin.hashx);
                 if keep_undo {
                     undo.spent.push(SpentOutput {
-                        created: created(key.vout, coin.txnum, coin.hashx),
+                        created: created(key.vout, coin.txnum),
+                        hashx: coin.hashx,
                         value: coin.value,
                         spender_txnum: txnum,
                     });
@@ -446,7 +450,7 @@ impl BlockProcessor {
                 );
                 self.tx_hashxs.push(hashx);
                 if keep_undo {
-                    undo.created.push(created(vout, txnum, hashx));
+                    undo.created.push(created(vout, txnum));
                 }
             }
             self.tx_hashxs.sort_unstable();
@@ -565,9 +569,7 @@ impl BlockProcessor {
                     // Txid prefix collision: compare full txids.
                     let mut found = None;
                     for c in &candidates {
-                        let stored =
-                            db.get_cf(self.store.cf(cf::TXIDS), keys::txids_key(c.1.txnum))?;
-                        if stored.as_deref() == Some(&key.txid.0[..]) {
+                        if self.store.txid(c.1.txnum)? == Some(key.txid) {
                             found = Some(*c);
                         }
                     }
@@ -591,7 +593,8 @@ impl BlockProcessor {
             return Ok(());
         }
         let bytes = self.cache_bytes() - self.clean_bytes();
-        let writes = std::mem::take(&mut self.writes);
+        let next_writes = self.writes.next_window();
+        let writes = std::mem::replace(&mut self.writes, next_writes);
         let coins = Arc::new(std::mem::take(&mut self.coins));
         let spent = Arc::new(std::mem::take(&mut self.spent_db_keys));
         let mut meta = self.store.meta();
@@ -693,17 +696,18 @@ impl BlockProcessor {
             if let Some(p) = prefixes.get(&txnum) {
                 return Ok(*p);
             }
-            let txid = db
-                .get_cf(store.cf(cf::TXIDS), keys::txids_key(txnum))?
+            let txid = store
+                .txid(txnum)?
                 .ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {txnum}")))?;
             let mut p = [0u8; TXID_PREFIX_LEN];
-            p.copy_from_slice(
-                txid.get(..TXID_PREFIX_LEN)
-                    .ok_or_else(|| IndexError::Corrupt("txid length".into()))?,
-            );
+            p.copy_from_slice(&txid.0[..TXID_PREFIX_LEN]);
             prefixes.insert(txnum, p);
             Ok(p)
         };
+        // Scripts of the outputs spent by the blocks taken back: the outputs those blocks
+        // created and spent are no longer in `outpoints`, so their scripts come from here.
+        let mut restored: std::collections::HashMap<(u64, u32), HashX> =
+            std::collections::HashMap::new();
         let mut batch = WriteBatch::default();
         for (h, rec) in &records {
             for s in &rec.spent {
@@ -711,51 +715,70 @@ impl BlockProcessor {
                 batch.put_cf(
                     store.cf(cf::OUTPOINTS),
                     keys::outpoint_key(&prefix_of(c.txnum)?, c.vout, c.txnum),
-                    keys::outpoint_value(&c.hashx, s.value),
+                    keys::outpoint_value(&s.hashx, s.value),
                 );
                 batch.put_cf(
                     store.cf(cf::UTXOS),
-                    keys::utxo_key(&c.hashx, c.txnum, c.vout),
+                    keys::utxo_key(&s.hashx, c.txnum, c.vout),
                     s.value.to_le_bytes(),
                 );
                 batch.delete_cf(store.cf(cf::SPENDERS), keys::spender_key(c.txnum, c.vout));
                 batch.delete_cf(
                     store.cf(cf::HISTORY),
-                    keys::history_key(&c.hashx, s.spender_txnum),
+                    keys::history_key(&s.hashx, s.spender_txnum),
                 );
+                restored.insert((c.txnum, c.vout), s.hashx);
                 if self.collect_touched {
-                    self.touched.hashxs.insert(c.hashx);
+                    self.touched.hashxs.insert(s.hashx);
                 }
             }
             for c in &rec.created {
-                batch.delete_cf(
-                    store.cf(cf::OUTPOINTS),
-                    keys::outpoint_key(&prefix_of(c.txnum)?, c.vout, c.txnum),
-                );
-                batch.delete_cf(
-                    store.cf(cf::UTXOS),
-                    keys::utxo_key(&c.hashx, c.txnum, c.vout),
-                );
-                batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&c.hashx, c.txnum));
+                let outpoint = keys::outpoint_key(&prefix_of(c.txnum)?, c.vout, c.txnum);
+                let hashx =
+                    match restored.get(&(c.txnum, c.vout)) {
+                        Some(h) => *h,
+                        None => {
+                            let v = db.get_cf(store.cf(cf::OUTPOINTS), outpoint)?.ok_or_else(|| {
+                            IndexError::Corrupt(format!(
+                                "undo at {h}: output {}:{} is neither unspent nor spent above",
+                                c.txnum, c.vout
+                            ))
+                        })?;
+                            keys::decode_outpoint_value(&v)
+                                .ok_or_else(|| IndexError::Corrupt("outpoint value".into()))?
+                                .0
+                        }
+                    };
+                batch.delete_cf(store.cf(cf::OUTPOINTS), outpoint);
+                batch.delete_cf(store.cf(cf::UTXOS), keys::utxo_key(&hashx, c.txnum, c.vout));
+                batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&hashx, c.txnum));
                 if self.collect_touched {
-                    self.touched.hashxs.insert(c.hashx);
+                    self.touched.hashxs.insert(hashx);
                 }
             }
             for txnum in chain.first_txnum(*h)..chain.tx_counts[*h as usize] {
-                let txid = db
-                    .get_cf(store.cf(cf::TXIDS), keys::txids_key(txnum))?
+                let txid = store
+                    .txid(txnum)?
                     .ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {txnum}")))?;
-                batch.delete_cf(store.cf(cf::TXIDS), keys::txids_key(txnum));
-                batch.delete_cf(
-                    store.cf(cf::TXID_INDEX),
-                    keys::txid_index_key(&txid_from(&txid)?, txnum),
-                );
+                batch.delete_cf(store.cf(cf::TXID_INDEX), keys::txid_index_key(&txid, txnum));
             }
             batch.delete_cf(store.cf(cf::HEADERS), keys::height_key(*h));
             batch.delete_cf(store.cf(cf::UNDO), keys::height_key(*h));
         }
         let new_count = fork_height + 1;
         let new_tx_count = chain.tx_counts[fork_height as usize];
+        // The txids chunks above the fork go; the one it cuts keeps its first txids.
+        let tail = store.txid_tail(new_tx_count)?;
+        let mut chunk = new_tx_count - new_tx_count % keys::TXIDS_PER_CHUNK;
+        if !tail.is_empty() {
+            let value: Vec<u8> = tail.iter().flat_map(|t| t.0).collect();
+            batch.put_cf(store.cf(cf::TXIDS), keys::txids_chunk_key(chunk), value);
+            chunk += keys::TXIDS_PER_CHUNK;
+        }
+        while chunk < chain.tx_count() {
+            batch.delete_cf(store.cf(cf::TXIDS), keys::txids_chunk_key(chunk));
+            chunk += keys::TXIDS_PER_CHUNK;
+        }
         drop(chain);
         let mut meta = store.meta();
         meta.block_count = new_count;
@@ -766,6 +789,7 @@ impl BlockProcessor {
             Arc::make_mut(&mut chain.tx_counts).truncate(new_count as usize);
         })?;
         self.tx_count = new_tx_count;
+        self.writes = PendingWrites::starting_at(new_tx_count, tail);
         tracing::info!(
             fork_height,
             undone = records.len(),
@@ -796,13 +820,6 @@ impl Drop for BlockProcessor {
     }
 }
 
-fn created(vout: u32, txnum: u64, hashx: HashX) -> CreatedOutput {
-    CreatedOutput { vout, txnum, hashx }
-}
-
-fn txid_from(bytes: &[u8]) -> Result<Txid> {
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| IndexError::Corrupt("txid length".into()))?;
-    Ok(crate::hash::Hash32(arr))
+fn created(vout: u32, txnum: u64) -> CreatedOutput {
+    CreatedOutput { vout, txnum }
 }

@@ -5,7 +5,7 @@
 //! together under the chain lock, so a block committed meanwhile is either wholly seen or not.
 
 use crate::error::{IndexError, Result};
-use crate::hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
+use crate::hash::{BlockHash, HashX, ScriptHash, Txid};
 use crate::parse::HEADER_LEN;
 use crate::store::keys::{self, TXNUM_LEN};
 use crate::store::{Store, cf};
@@ -219,14 +219,27 @@ impl Index {
         let cf = self.store.cf(cf::TXIDS);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&view.snapshot);
-        let keys: Vec<_> = txnums.iter().map(|n| keys::txids_key(*n)).collect();
+        // One read per chunk: the txnums of a history or a block often share chunks.
+        let mut chunks: Vec<u64> = txnums.iter().map(|n| n / keys::TXIDS_PER_CHUNK).collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        let chunk_keys: Vec<_> = chunks
+            .iter()
+            .map(|c| keys::txids_chunk_key(c * keys::TXIDS_PER_CHUNK))
+            .collect();
         let values = self
             .store
             .db()
-            .batched_multi_get_cf_opt(cf, &keys, true, &ro);
-        for (n, v) in txnums.iter().zip(values) {
-            let v = v?.ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {n}")))?;
-            out.push((*n, txid_from(&v)?));
+            .batched_multi_get_cf_opt(cf, &chunk_keys, true, &ro);
+        let values = values.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for n in txnums {
+            let txid = chunks
+                .binary_search(&(n / keys::TXIDS_PER_CHUNK))
+                .ok()
+                .and_then(|i| values[i].as_deref())
+                .and_then(|chunk| keys::txid_in_chunk(chunk, *n))
+                .ok_or_else(|| IndexError::Corrupt(format!("no txid for tx {n}")))?;
+            out.push((*n, txid));
         }
         Ok(())
     }
@@ -249,13 +262,6 @@ impl Index {
             .find(|(_, t)| t == txid)
             .map(|(n, _)| n))
     }
-}
-
-fn txid_from(v: &[u8]) -> Result<Txid> {
-    let arr: [u8; 32] = v
-        .try_into()
-        .map_err(|_| IndexError::Corrupt("txid length".into()))?;
-    Ok(Hash32(arr))
 }
 
 /// The smallest key greater than every key starting with `prefix`.

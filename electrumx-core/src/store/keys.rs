@@ -8,7 +8,7 @@ use crate::hash::{HASHX_LEN, HashX, Txid};
 pub const TXNUM_LEN: usize = 5;
 /// Bytes of a txid kept in the `txid_index` and `outpoints` keys; collisions are resolved
 /// against the full txid in `txids`.
-pub const TXID_PREFIX_LEN: usize = 8;
+pub const TXID_PREFIX_LEN: usize = 6;
 
 /// Encodes a tx number as 5 big-endian bytes.
 pub fn txnum_bytes(n: u64) -> [u8; TXNUM_LEN] {
@@ -23,9 +23,21 @@ pub fn txnum_from(b: &[u8]) -> u64 {
     u64::from_be_bytes(x)
 }
 
-/// `txids`: txnum → txid.
-pub fn txids_key(txnum: u64) -> [u8; TXNUM_LEN] {
-    txnum_bytes(txnum)
+/// Txids under one `txids` key: 4 KiB values, and 128 times fewer keys than transactions
+/// for the sync to write.
+pub const TXIDS_PER_CHUNK: u64 = 128;
+
+/// `txids`: chunk number (txnum / [`TXIDS_PER_CHUNK`]) → the chunk's txids, concatenated in
+/// txnum order. The last chunk may be partial; it is rewritten whole as it fills.
+pub fn txids_chunk_key(txnum: u64) -> [u8; TXNUM_LEN] {
+    txnum_bytes(txnum / TXIDS_PER_CHUNK)
+}
+
+/// The txid of `txnum` in the value of its chunk, if the chunk holds it.
+pub fn txid_in_chunk(chunk: &[u8], txnum: u64) -> Option<Txid> {
+    let at = (txnum % TXIDS_PER_CHUNK) as usize * 32;
+    let bytes: [u8; 32] = chunk.get(at..at + 32)?.try_into().ok()?;
+    Some(crate::hash::Hash32(bytes))
 }
 
 /// `txid_index`: txid prefix ‖ txnum → ().
@@ -112,16 +124,15 @@ pub fn height_key(height: u32) -> [u8; 4] {
     height.to_be_bytes()
 }
 
-/// An output created by a block, as its undo record lists it. (Its txid is found from the
-/// tx number in `txids` when the block is taken back, so records stay small.)
+/// An output created by a block, as its undo record lists it. Its txid is found from the
+/// tx number in `txids`, and its script from `outpoints` (or from the spent outputs of the
+/// blocks taken back with it), when the block is taken back: records stay small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreatedOutput {
     /// Output index.
     pub vout: u32,
     /// Funding tx number.
     pub txnum: u64,
-    /// Owner script.
-    pub hashx: HashX,
 }
 
 /// An output spent by a block, with all it takes to restore it.
@@ -129,14 +140,16 @@ pub struct CreatedOutput {
 pub struct SpentOutput {
     /// The output as it was created.
     pub created: CreatedOutput,
+    /// Owner script.
+    pub hashx: HashX,
     /// Its value.
     pub value: u64,
     /// The spending tx number.
     pub spender_txnum: u64,
 }
 
-const CREATED_LEN: usize = 4 + TXNUM_LEN + HASHX_LEN;
-const SPENT_LEN: usize = CREATED_LEN + 8 + TXNUM_LEN;
+const CREATED_LEN: usize = 4 + TXNUM_LEN;
+const SPENT_LEN: usize = CREATED_LEN + HASHX_LEN + 8 + TXNUM_LEN;
 
 /// Undo information of one block: what to delete and what to restore to take it back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,6 +172,7 @@ impl UndoRecord {
         v.extend_from_slice(&(self.spent.len() as u32).to_le_bytes());
         for s in &self.spent {
             encode_created(&mut v, &s.created);
+            v.extend_from_slice(&s.hashx.0);
             v.extend_from_slice(&s.value.to_le_bytes());
             v.extend_from_slice(&txnum_bytes(s.spender_txnum));
         }
@@ -181,11 +195,15 @@ impl UndoRecord {
         }
         for _ in 0..n {
             let created = decode_created(&mut b)?;
+            let mut h = [0u8; HASHX_LEN];
+            h.copy_from_slice(b.get(..HASHX_LEN)?);
+            b = &b[HASHX_LEN..];
             let value = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
             let spender_txnum = txnum_from(b.get(8..8 + TXNUM_LEN)?);
             b = &b[8 + TXNUM_LEN..];
             rec.spent.push(SpentOutput {
                 created,
+                hashx: HashX(h),
                 value,
                 spender_txnum,
             });
@@ -203,21 +221,14 @@ fn read_u32(b: &mut &[u8]) -> Option<u32> {
 fn encode_created(v: &mut Vec<u8>, c: &CreatedOutput) {
     v.extend_from_slice(&c.vout.to_be_bytes());
     v.extend_from_slice(&txnum_bytes(c.txnum));
-    v.extend_from_slice(&c.hashx.0);
 }
 
 fn decode_created(b: &mut &[u8]) -> Option<CreatedOutput> {
     let s = b.get(..CREATED_LEN)?;
     let vout = u32::from_be_bytes(s[..4].try_into().ok()?);
     let txnum = txnum_from(&s[4..]);
-    let mut h = [0u8; HASHX_LEN];
-    h.copy_from_slice(&s[4 + TXNUM_LEN..]);
     *b = &b[CREATED_LEN..];
-    Some(CreatedOutput {
-        vout,
-        txnum,
-        hashx: HashX(h),
-    })
+    Some(CreatedOutput { vout, txnum })
 }
 
 #[cfg(test)]
@@ -233,16 +244,29 @@ mod tests {
     }
 
     #[test]
+    fn txids_chunks_hold_128_consecutive_txnums() {
+        assert_eq!(txids_chunk_key(0), txids_chunk_key(127));
+        assert_ne!(txids_chunk_key(127), txids_chunk_key(128));
+        let chunk: Vec<u8> = (0u8..3).flat_map(|i| [i; 32]).collect();
+        assert_eq!(
+            txid_in_chunk(&chunk, 128 + 2),
+            Some(crate::hash::Hash32([2; 32]))
+        );
+        assert_eq!(
+            txid_in_chunk(&chunk, 128 + 3),
+            None,
+            "beyond a partial chunk"
+        );
+    }
+
+    #[test]
     fn undo_round_trip() {
-        let c = CreatedOutput {
-            vout: 7,
-            txnum: 99,
-            hashx: HashX([3; 11]),
-        };
+        let c = CreatedOutput { vout: 7, txnum: 99 };
         let rec = UndoRecord {
             created: vec![c, CreatedOutput { vout: 0, ..c }],
             spent: vec![SpentOutput {
                 created: c,
+                hashx: HashX([3; 11]),
                 value: 5_000_000_000,
                 spender_txnum: 1234,
             }],

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Format version of the database; a mismatch refuses to open.
-pub const DB_FORMAT_VERSION: u32 = 2;
+pub const DB_FORMAT_VERSION: u32 = 3;
 
 /// Column family names.
 pub mod cf {
@@ -159,6 +159,15 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut o = Options::default();
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    // The bottom level holds nearly all the data and is rewritten rarely (once after the
+    // initial sync, then as it grows): ZSTD level 9 there costs compaction time, not query
+    // time, and takes the database about 5 % below level 3.
+    o.set_bottommost_compression_options(-14, 9, 0, 0, true);
+    // Lookups in these families are for keys that exist (a spent output, a confirmed txid),
+    // so the bottom level, where a lookup ends anyway, needs no filter.
+    if matches!(name, cf::OUTPOINTS | cf::TXID_INDEX) {
+        o.set_optimize_filters_for_hits(true);
+    }
     let small = matches!(name, cf::META | cf::HEADERS);
     // Memtables of several families fill at once during the initial sync; each may have a
     // second one waiting to be written, so they are kept moderate.
@@ -448,7 +457,8 @@ impl Store {
         }
     }
 
-    fn compact_cf(&self, name: &str) {
+    /// Compacts one family over its whole key range, rewriting its bottom level too.
+    pub fn compact_cf(&self, name: &str) {
         // Not exclusive: the families compacted automatically (`outpoints`, those already
         // handed back) go on being compacted meanwhile.
         let mut o = rocksdb::CompactOptions::default();
@@ -577,6 +587,31 @@ impl Store {
                 }
             })
             .collect()
+    }
+
+    /// The committed txid of `txnum`, if there is one.
+    pub fn txid(&self, txnum: u64) -> Result<Option<crate::hash::Txid>> {
+        let chunk = self
+            .db
+            .get_pinned_cf(self.cf(cf::TXIDS), keys::txids_chunk_key(txnum))?;
+        Ok(chunk.and_then(|c| keys::txid_in_chunk(&c, txnum)))
+    }
+
+    /// The committed txids of the last, partial `txids` chunk of a chain of `tx_count`
+    /// transactions (empty when its last chunk is full).
+    pub fn txid_tail(&self, tx_count: u64) -> Result<Vec<crate::hash::Txid>> {
+        let base = tx_count - tx_count % keys::TXIDS_PER_CHUNK;
+        if base == tx_count {
+            return Ok(Vec::new());
+        }
+        let chunk = self
+            .db
+            .get_pinned_cf(self.cf(cf::TXIDS), keys::txids_chunk_key(base))?
+            .ok_or_else(|| IndexError::Corrupt(format!("no txids chunk for tx {base}")))?;
+        (base..tx_count)
+            .map(|n| keys::txid_in_chunk(&chunk, n))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| IndexError::Corrupt(format!("short txids chunk at tx {base}")))
     }
 
     /// Size of the database files on disk, in bytes.
