@@ -10,7 +10,8 @@ use crate::store::keys::{self, OUTPOINT_KEY_LEN, TXID_PREFIX_LEN, TXNUM_LEN, UTX
 use crate::store::{Store, cf};
 use rocksdb::WriteBatch;
 
-const HISTORY_KEY_LEN: usize = crate::hash::HASHX_LEN + TXNUM_LEN;
+const HASHX_LEN: usize = crate::hash::HASHX_LEN;
+const HISTORY_KEY_LEN: usize = HASHX_LEN + TXNUM_LEN;
 const SPENDER_KEY_LEN: usize = TXNUM_LEN + 4;
 
 /// Unflushed writes (see the module docs).
@@ -24,7 +25,7 @@ pub struct PendingWrites {
     pub txids: Vec<Txid>,
     /// `txid_index` keys.
     pub txid_index: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]>,
-    /// `history` keys.
+    /// `history` entries (hashX ‖ txnum), written grouped per script.
     pub history: Vec<[u8; HISTORY_KEY_LEN]>,
     /// `spenders` entries.
     pub spenders: Vec<([u8; SPENDER_KEY_LEN], [u8; TXNUM_LEN])>,
@@ -77,7 +78,9 @@ impl PendingWrites {
     }
 
     /// Builds the batch: every family's writes in key order, plus the unspent `coins`
-    /// created since the last flush.
+    /// created since the last flush. The sorting is split over two threads: during the
+    /// initial sync building the batch is the longest step of a flush, and the block
+    /// processor may be waiting for it.
     pub fn into_batch(self, coins: &FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
         let PendingWrites {
             txids_base,
@@ -89,7 +92,36 @@ impl PendingWrites {
             utxo_deletes,
             small,
         } = self;
+        let mut outpoints: Vec<([u8; OUTPOINT_KEY_LEN], Option<[u8; 19]>)> = Vec::new();
+        let mut utxos: Vec<([u8; UTXO_KEY_LEN], Option<[u8; 8]>)> = Vec::new();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Big-endian keys: integer order is byte order, and far cheaper to compare.
+                history.sort_unstable_by_key(|k| u128::from_be_bytes(*k));
+                txid_index.sort_unstable();
+                spenders.sort_unstable_by_key(|(k, _)| *k);
+            });
+            outpoints.reserve_exact(coins.len() + outpoint_deletes.len());
+            utxos.reserve_exact(coins.len() + utxo_deletes.len());
+            for (k, c) in coins.iter() {
+                outpoints.push((
+                    keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
+                    Some(keys::outpoint_value(&c.hashx, c.value)),
+                ));
+                utxos.push((
+                    keys::utxo_key(&c.hashx, c.txnum, k.vout),
+                    Some(c.value.to_le_bytes()),
+                ));
+            }
+            outpoints.extend(outpoint_deletes.into_iter().map(|k| (k, None)));
+            utxos.extend(utxo_deletes.into_iter().map(|k| (k, None)));
+            // Keys are unique within one flush window (an output is created or spent once).
+            outpoints.sort_unstable_by_key(|e| e.0);
+            utxos.sort_unstable_by_key(|e| e.0);
+        });
+
         let mut batch = small;
+        let txids_cf = store.cf(cf::TXIDS);
         let mut chunk_value = Vec::with_capacity(keys::TXIDS_PER_CHUNK as usize * 32);
         for (i, chunk) in txids.chunks(keys::TXIDS_PER_CHUNK as usize).enumerate() {
             chunk_value.clear();
@@ -97,59 +129,50 @@ impl PendingWrites {
                 chunk_value.extend_from_slice(&txid.0);
             }
             let first = txids_base + i as u64 * keys::TXIDS_PER_CHUNK;
-            batch.put_cf(
-                store.cf(cf::TXIDS),
-                keys::txids_chunk_key(first),
-                &chunk_value,
-            );
+            batch.put_cf(txids_cf, keys::txids_chunk_key(first), &chunk_value);
         }
         drop(txids);
-        txid_index.sort_unstable();
+        let cf_handle = store.cf(cf::TXID_INDEX);
         for k in &txid_index {
-            batch.put_cf(store.cf(cf::TXID_INDEX), k, []);
+            batch.put_cf(cf_handle, k, []);
         }
         drop(txid_index);
-        history.sort_unstable();
-        for k in &history {
-            batch.put_cf(store.cf(cf::HISTORY), k, []);
+        // One key per script (and per HISTORY_GROUP_MAX entries): the history of this window.
+        let cf_handle = store.cf(cf::HISTORY);
+        let mut group = Vec::with_capacity(keys::HISTORY_GROUP_MAX * TXNUM_LEN);
+        let mut i = 0;
+        while i < history.len() {
+            let key = &history[i];
+            let hashx = &key[..HASHX_LEN];
+            group.clear();
+            while i < history.len()
+                && &history[i][..HASHX_LEN] == hashx
+                && group.len() < keys::HISTORY_GROUP_MAX * TXNUM_LEN
+            {
+                group.extend_from_slice(&history[i][HASHX_LEN..]);
+                i += 1;
+            }
+            batch.put_cf(cf_handle, key, &group);
         }
         drop(history);
-        spenders.sort_unstable();
+        let cf_handle = store.cf(cf::SPENDERS);
         for (k, v) in &spenders {
-            batch.put_cf(store.cf(cf::SPENDERS), k, v);
+            batch.put_cf(cf_handle, k, v);
         }
         drop(spenders);
-
-        let mut outpoints: Vec<([u8; OUTPOINT_KEY_LEN], Option<[u8; 19]>)> =
-            Vec::with_capacity(coins.len() + outpoint_deletes.len());
-        let mut utxos: Vec<([u8; UTXO_KEY_LEN], Option<[u8; 8]>)> =
-            Vec::with_capacity(coins.len() + utxo_deletes.len());
-        for (k, c) in coins.iter() {
-            outpoints.push((
-                keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
-                Some(keys::outpoint_value(&c.hashx, c.value)),
-            ));
-            utxos.push((
-                keys::utxo_key(&c.hashx, c.txnum, k.vout),
-                Some(c.value.to_le_bytes()),
-            ));
-        }
-        outpoints.extend(outpoint_deletes.into_iter().map(|k| (k, None)));
-        utxos.extend(utxo_deletes.into_iter().map(|k| (k, None)));
-        // Keys are unique within one flush window (an output is created or spent once).
-        outpoints.sort_unstable_by_key(|e| e.0);
+        let cf_handle = store.cf(cf::OUTPOINTS);
         for (k, v) in &outpoints {
             match v {
-                Some(v) => batch.put_cf(store.cf(cf::OUTPOINTS), k, v),
-                None => batch.delete_cf(store.cf(cf::OUTPOINTS), k),
+                Some(v) => batch.put_cf(cf_handle, k, v),
+                None => batch.delete_cf(cf_handle, k),
             }
         }
         drop(outpoints);
-        utxos.sort_unstable_by_key(|e| e.0);
+        let cf_handle = store.cf(cf::UTXOS);
         for (k, v) in &utxos {
             match v {
-                Some(v) => batch.put_cf(store.cf(cf::UTXOS), k, v),
-                None => batch.delete_cf(store.cf(cf::UTXOS), k),
+                Some(v) => batch.put_cf(cf_handle, k, v),
+                None => batch.delete_cf(cf_handle, k),
             }
         }
         batch

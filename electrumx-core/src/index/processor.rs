@@ -708,6 +708,8 @@ impl BlockProcessor {
         // created and spent are no longer in `outpoints`, so their scripts come from here.
         let mut restored: std::collections::HashMap<(u64, u32), HashX> =
             std::collections::HashMap::new();
+        // Scripts whose history loses the entries of the blocks taken back.
+        let mut history_scripts: HashSet<HashX> = HashSet::new();
         let mut batch = WriteBatch::default();
         for (h, rec) in &records {
             for s in &rec.spent {
@@ -723,10 +725,7 @@ impl BlockProcessor {
                     s.value.to_le_bytes(),
                 );
                 batch.delete_cf(store.cf(cf::SPENDERS), keys::spender_key(c.txnum, c.vout));
-                batch.delete_cf(
-                    store.cf(cf::HISTORY),
-                    keys::history_key(&s.hashx, s.spender_txnum),
-                );
+                history_scripts.insert(s.hashx);
                 restored.insert((c.txnum, c.vout), s.hashx);
                 if self.collect_touched {
                     self.touched.hashxs.insert(s.hashx);
@@ -751,7 +750,7 @@ impl BlockProcessor {
                     };
                 batch.delete_cf(store.cf(cf::OUTPOINTS), outpoint);
                 batch.delete_cf(store.cf(cf::UTXOS), keys::utxo_key(&hashx, c.txnum, c.vout));
-                batch.delete_cf(store.cf(cf::HISTORY), keys::history_key(&hashx, c.txnum));
+                history_scripts.insert(hashx);
                 if self.collect_touched {
                     self.touched.hashxs.insert(hashx);
                 }
@@ -767,6 +766,9 @@ impl BlockProcessor {
         }
         let new_count = fork_height + 1;
         let new_tx_count = chain.tx_counts[fork_height as usize];
+        for hashx in &history_scripts {
+            truncate_history(&store, &mut batch, hashx, new_tx_count)?;
+        }
         // The txids chunks above the fork go; the one it cuts keeps its first txids.
         let tail = store.txid_tail(new_tx_count)?;
         let mut chunk = new_tx_count - new_tx_count % keys::TXIDS_PER_CHUNK;
@@ -797,6 +799,47 @@ impl BlockProcessor {
         );
         Ok(())
     }
+}
+
+/// Adds to `batch` what removes a script's history entries from `tx_count` on: the groups
+/// starting there or later go, and the one before, which may run past it, is cut short.
+fn truncate_history(
+    store: &Store,
+    batch: &mut WriteBatch,
+    hashx: &HashX,
+    tx_count: u64,
+) -> Result<()> {
+    let cf_handle = store.cf(cf::HISTORY);
+    let cut = keys::history_key(hashx, tx_count);
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_prefix_same_as_start(true);
+    let mut it = store.db().raw_iterator_cf_opt(cf_handle, ro);
+    it.seek(cut);
+    while let Some(k) = it.key() {
+        if !k.starts_with(&hashx.0) {
+            break;
+        }
+        batch.delete_cf(cf_handle, k);
+        it.next();
+    }
+    it.status()?;
+    it.seek_for_prev(cut);
+    if let (Some(k), Some(v)) = (it.key(), it.value())
+        && k.starts_with(&hashx.0)
+        && k < &cut[..]
+    {
+        let group =
+            keys::history_group(v).ok_or_else(|| IndexError::Corrupt("history group".into()))?;
+        let kept: Vec<u8> = group
+            .take_while(|n| *n < tx_count)
+            .flat_map(keys::txnum_bytes)
+            .collect();
+        if kept.len() != v.len() {
+            batch.put_cf(cf_handle, k, kept);
+        }
+    }
+    it.status()?;
+    Ok(())
 }
 
 /// Starts [`Store::compact_after_bulk_load`] on a thread of its own.

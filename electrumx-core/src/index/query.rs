@@ -176,13 +176,14 @@ impl Index {
         let mut batch: Vec<(u64, Txid)> = Vec::with_capacity(TXID_BATCH);
         let total = view.tx_counts.last().copied().unwrap_or(0);
         loop {
-            let at_end = match it.key() {
-                Some(k) => {
+            let at_end = match (it.key(), it.value()) {
+                (Some(k), Some(v)) => {
                     if k.len() != hashx.0.len() + TXNUM_LEN {
                         return Err(IndexError::Corrupt("history key length".into()));
                     }
-                    let txnum = keys::txnum_from(&k[hashx.0.len()..]);
-                    if txnum < total {
+                    let group = keys::history_group(v)
+                        .ok_or_else(|| IndexError::Corrupt("history group".into()))?;
+                    for txnum in group.take_while(|n| *n < total) {
                         if skipped < offset {
                             skipped += 1;
                         } else {
@@ -192,9 +193,10 @@ impl Index {
                     it.next();
                     false
                 }
-                None => true,
+                _ => true,
             };
-            if txnums.len() == TXID_BATCH || (at_end && !txnums.is_empty()) {
+            // A group holds at most HISTORY_GROUP_MAX entries: batches stay near TXID_BATCH.
+            if txnums.len() >= TXID_BATCH || (at_end && !txnums.is_empty()) {
                 self.resolve_txids(view, &txnums, &mut batch)?;
                 txnums.clear();
                 if f(&batch).is_break() {
@@ -399,12 +401,12 @@ impl ChainIndex for Index {
         let mut it = self.prefix_iter(&view, cf::HISTORY, &hashx.0);
         let total = view.tx_counts.last().copied().unwrap_or(0);
         let mut n = 0;
-        while let Some(k) = it.key() {
-            if keys::txnum_from(&k[hashx.0.len()..]) < total {
-                n += 1;
-                if n >= cap {
-                    break;
-                }
+        while let Some(v) = it.value() {
+            let group = keys::history_group(v)
+                .ok_or_else(|| IndexError::Corrupt("history group".into()))?;
+            n += group.take_while(|t| *t < total).count();
+            if n >= cap {
+                return Ok(n.min(cap));
             }
             it.next();
         }

@@ -103,7 +103,13 @@ pub fn utxo_key(hashx: &HashX, txnum: u64, vout: u32) -> [u8; UTXO_KEY_LEN] {
     k
 }
 
-/// `history`: hashX ‖ txnum → ().
+/// Most tx numbers in one `history` value; a script with more entries in one flush gets
+/// several keys (bounded values, and pages of a long history stay cheap to skip to).
+pub const HISTORY_GROUP_MAX: usize = 1000;
+
+/// `history`: hashX ‖ first txnum → the txnums (5 bytes each, ascending, the first being the
+/// key's) of the script's transactions written by one flush: a group. Groups of a script
+/// cover disjoint txnum ranges, so key order is chain order.
 pub fn history_key(hashx: &HashX, txnum: u64) -> [u8; HASHX_LEN + TXNUM_LEN] {
     let mut k = [0u8; HASHX_LEN + TXNUM_LEN];
     k[..HASHX_LEN].copy_from_slice(&hashx.0);
@@ -117,6 +123,14 @@ pub fn spender_key(txnum: u64, vout: u32) -> [u8; TXNUM_LEN + 4] {
     k[..TXNUM_LEN].copy_from_slice(&txnum_bytes(txnum));
     k[TXNUM_LEN..].copy_from_slice(&vout.to_be_bytes());
     k
+}
+
+/// The tx numbers of a `history` group value; `None` if it is malformed.
+pub fn history_group(value: &[u8]) -> Option<impl DoubleEndedIterator<Item = u64> + '_> {
+    if value.is_empty() || !value.len().is_multiple_of(TXNUM_LEN) {
+        return None;
+    }
+    Some(value.chunks_exact(TXNUM_LEN).map(txnum_from))
 }
 
 /// `headers` and `undo`: height.
@@ -257,6 +271,20 @@ mod tests {
             None,
             "beyond a partial chunk"
         );
+    }
+
+    #[test]
+    fn history_groups_decode() {
+        let v: Vec<u8> = [3u64, 9, 1 << 33]
+            .iter()
+            .flat_map(|n| txnum_bytes(*n))
+            .collect();
+        assert_eq!(
+            history_group(&v).map(|g| g.collect::<Vec<_>>()),
+            Some(vec![3, 9, 1 << 33])
+        );
+        assert!(history_group(&v[..7]).is_none());
+        assert!(history_group(&[]).is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Format version of the database; a mismatch refuses to open.
-pub const DB_FORMAT_VERSION: u32 = 3;
+pub const DB_FORMAT_VERSION: u32 = 4;
 
 /// Column family names.
 pub mod cf {
@@ -44,7 +44,9 @@ pub mod cf {
     pub const UNDO: &str = "undo";
     /// Written but never read while syncing (only queries read them): bulk-loaded during
     /// the initial sync, without compactions until it ends (see [`super::Store::finish_bulk_load`]).
-    pub const BULK: [&str; 7] = [HEADERS, TXIDS, TXID_INDEX, UTXOS, HISTORY, SPENDERS, UNDO];
+    pub const BULK: [&str; 8] = [
+        HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO,
+    ];
     /// All of them.
     pub const ALL: [&str; 9] = [
         META, HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO,
@@ -410,6 +412,14 @@ impl Store {
         };
         for name in cf::BULK {
             self.db.set_options_cf(self.cf(name), opts)?;
+        }
+        // Compactions during the bulk load (of `outpoints`, and of crowded bulk families)
+        // rewrite the bottom level again and again: LZ4 there, ZSTD again once the sync is
+        // done (the compaction after it writes every family's bottom level with ZSTD).
+        let bottom = if on { "kLZ4Compression" } else { "kZSTD" };
+        for name in cf::ALL {
+            self.db
+                .set_options_cf(self.cf(name), &[("bottommost_compression", bottom)])?;
         }
         self.bulk.store(on, std::sync::atomic::Ordering::Release);
         Ok(())
