@@ -709,13 +709,14 @@ impl SyncLoop {
             "-".into()
         };
         tracing::info!(
-            "sync: height {}/{} {:.1} blocks/s {:.0} tx/s, {} txs, cache {} MB, ETA {}, elapsed {:.0}s",
+            "sync: height {}/{} {:.1} blocks/s {:.0} tx/s, {} txs, cache {} MB, rocksdb {} MB, ETA {}, elapsed {:.0}s",
             height.saturating_sub(1),
             daemon,
             bps,
             tps,
             txs,
             self.processor.cache_bytes() >> 20,
+            self.inner.store.memory_usage() >> 20,
             eta,
             p.started.elapsed().as_secs_f64()
         );

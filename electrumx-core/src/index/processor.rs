@@ -287,6 +287,11 @@ impl BlockProcessor {
         if budget_entries == 0 {
             return;
         }
+        if self.clean.capacity() == 0 {
+            // Sized once: growing a table this big doubles it, and for a moment the old
+            // and the new table would both be in memory.
+            self.clean.reserve(budget_entries);
+        }
         for (k, c) in coins {
             let db_key = keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum);
             if !self.spent_db_keys.contains(&db_key) {

@@ -624,6 +624,27 @@ impl Store {
             .ok_or_else(|| IndexError::Corrupt(format!("short txids chunk at tx {base}")))
     }
 
+    /// Memory RocksDB holds, in bytes: memtables (also those waiting to be written), the
+    /// block cache (with pinned index and filter blocks) and table readers.
+    pub fn memory_usage(&self) -> u64 {
+        let db_int = |p: &str| self.db.property_int_value(p).ok().flatten().unwrap_or(0);
+        let per_cf = |p: &str| {
+            cf::ALL
+                .iter()
+                .map(|n| {
+                    self.db
+                        .property_int_value_cf(self.cf(n), p)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+        };
+        per_cf("rocksdb.size-all-mem-tables")
+            + db_int("rocksdb.block-cache-usage")
+            + per_cf("rocksdb.estimate-table-readers-mem")
+    }
+
     /// Size of the database files on disk, in bytes.
     pub fn disk_size(&self) -> u64 {
         fn walk(p: &Path) -> u64 {
