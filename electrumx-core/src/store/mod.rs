@@ -42,8 +42,9 @@ pub mod cf {
     pub const SPENDERS: &str = "spenders";
     /// height → undo record.
     pub const UNDO: &str = "undo";
-    /// Written but never read while syncing (only queries read them): bulk-loaded during
-    /// the initial sync, without compactions until it ends (see [`super::Store::finish_bulk_load`]).
+    /// Bulk-loaded during the initial sync, without compactions until it ends (see
+    /// [`super::Store::finish_bulk_load`]). Of these only `outpoints` is read while syncing,
+    /// through the prefix filters of its L0 files.
     pub const BULK: [&str; 8] = [
         HEADERS, TXIDS, TXID_INDEX, OUTPOINTS, UTXOS, HISTORY, SPENDERS, UNDO,
     ];
