@@ -139,17 +139,23 @@ impl PendingWrites {
         drop(txid_index);
         // One key per script (and per HISTORY_GROUP_MAX entries): the history of this window.
         let cf_handle = store.cf(cf::HISTORY);
-        let mut group = Vec::with_capacity(keys::HISTORY_GROUP_MAX * TXNUM_LEN);
+        let mut group = Vec::with_capacity(keys::HISTORY_GROUP_MAX * 3);
         let mut i = 0;
         while i < history.len() {
             let key = &history[i];
             let hashx = &key[..HASHX_LEN];
+            let mut prev = keys::txnum_from(&key[HASHX_LEN..]);
             group.clear();
+            i += 1;
+            let mut entries = 1;
             while i < history.len()
                 && &history[i][..HASHX_LEN] == hashx
-                && group.len() < keys::HISTORY_GROUP_MAX * TXNUM_LEN
+                && entries < keys::HISTORY_GROUP_MAX
             {
-                group.extend_from_slice(&history[i][HASHX_LEN..]);
+                let txnum = keys::txnum_from(&history[i][HASHX_LEN..]);
+                keys::encode_history_next(&mut group, prev, txnum);
+                prev = txnum;
+                entries += 1;
                 i += 1;
             }
             batch.put_cf(cf_handle, key, &group);

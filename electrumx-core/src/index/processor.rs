@@ -833,12 +833,15 @@ fn truncate_history(
         && k.starts_with(&hashx.0)
         && k < &cut[..]
     {
-        let group =
-            keys::history_group(v).ok_or_else(|| IndexError::Corrupt("history group".into()))?;
-        let kept: Vec<u8> = group
-            .take_while(|n| *n < tx_count)
-            .flat_map(keys::txnum_bytes)
-            .collect();
+        let mut group = Vec::new();
+        let first = keys::txnum_from(&k[hashx.0.len()..]);
+        if !keys::decode_history_group(first, v, &mut group) {
+            return Err(IndexError::Corrupt("history group".into()));
+        }
+        let mut kept = Vec::new();
+        for w in group.windows(2).take_while(|w| w[1] < tx_count) {
+            keys::encode_history_next(&mut kept, w[0], w[1]);
+        }
         if kept.len() != v.len() {
             batch.put_cf(cf_handle, k, kept);
         }

@@ -174,6 +174,7 @@ impl Index {
         let mut skipped = 0usize;
         let mut txnums: Vec<u64> = Vec::with_capacity(TXID_BATCH);
         let mut batch: Vec<(u64, Txid)> = Vec::with_capacity(TXID_BATCH);
+        let mut group: Vec<u64> = Vec::with_capacity(keys::HISTORY_GROUP_MAX);
         let total = view.tx_counts.last().copied().unwrap_or(0);
         loop {
             let at_end = match (it.key(), it.value()) {
@@ -181,9 +182,12 @@ impl Index {
                     if k.len() != hashx.0.len() + TXNUM_LEN {
                         return Err(IndexError::Corrupt("history key length".into()));
                     }
-                    let group = keys::history_group(v)
-                        .ok_or_else(|| IndexError::Corrupt("history group".into()))?;
-                    for txnum in group.take_while(|n| *n < total) {
+                    group.clear();
+                    let first = keys::txnum_from(&k[hashx.0.len()..]);
+                    if !keys::decode_history_group(first, v, &mut group) {
+                        return Err(IndexError::Corrupt("history group".into()));
+                    }
+                    for &txnum in group.iter().take_while(|n| **n < total) {
                         if skipped < offset {
                             skipped += 1;
                         } else {
@@ -401,10 +405,17 @@ impl ChainIndex for Index {
         let mut it = self.prefix_iter(&view, cf::HISTORY, &hashx.0);
         let total = view.tx_counts.last().copied().unwrap_or(0);
         let mut n = 0;
-        while let Some(v) = it.value() {
-            let group = keys::history_group(v)
-                .ok_or_else(|| IndexError::Corrupt("history group".into()))?;
-            n += group.take_while(|t| *t < total).count();
+        let mut group: Vec<u64> = Vec::with_capacity(keys::HISTORY_GROUP_MAX);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.len() != hashx.0.len() + TXNUM_LEN {
+                return Err(IndexError::Corrupt("history key length".into()));
+            }
+            group.clear();
+            let first = keys::txnum_from(&k[hashx.0.len()..]);
+            if !keys::decode_history_group(first, v, &mut group) {
+                return Err(IndexError::Corrupt("history group".into()));
+            }
+            n += group.iter().take_while(|t| **t < total).count();
             if n >= cap {
                 return Ok(n.min(cap));
             }

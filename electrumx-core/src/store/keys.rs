@@ -103,13 +103,14 @@ pub fn utxo_key(hashx: &HashX, txnum: u64, vout: u32) -> [u8; UTXO_KEY_LEN] {
     k
 }
 
-/// Most tx numbers in one `history` value; a script with more entries in one flush gets
+/// Most tx numbers in one `history` group; a script with more entries in one flush gets
 /// several keys (bounded values, and pages of a long history stay cheap to skip to).
 pub const HISTORY_GROUP_MAX: usize = 1000;
 
-/// `history`: hashX ‖ first txnum → the txnums (5 bytes each, ascending, the first being the
-/// key's) of the script's transactions written by one flush: a group. Groups of a script
-/// cover disjoint txnum ranges, so key order is chain order.
+/// `history`: hashX ‖ first txnum → the group's other txnums, each as the LEB128 varint of
+/// its distance from the one before: the script's transactions written by one flush (a
+/// group; one entry has an empty value). Groups of a script cover disjoint txnum ranges, so
+/// key order is chain order.
 pub fn history_key(hashx: &HashX, txnum: u64) -> [u8; HASHX_LEN + TXNUM_LEN] {
     let mut k = [0u8; HASHX_LEN + TXNUM_LEN];
     k[..HASHX_LEN].copy_from_slice(&hashx.0);
@@ -125,12 +126,44 @@ pub fn spender_key(txnum: u64, vout: u32) -> [u8; TXNUM_LEN + 4] {
     k
 }
 
-/// The tx numbers of a `history` group value; `None` if it is malformed.
-pub fn history_group(value: &[u8]) -> Option<impl DoubleEndedIterator<Item = u64> + '_> {
-    if value.is_empty() || !value.len().is_multiple_of(TXNUM_LEN) {
-        return None;
+/// Appends the tx numbers of the `history` group whose key holds `first` to `out`; false
+/// (with `out` in an unspecified state) if the value is malformed.
+pub fn decode_history_group(first: u64, value: &[u8], out: &mut Vec<u64>) -> bool {
+    out.push(first);
+    let mut prev = first;
+    let mut delta = 0u64;
+    let mut shift = 0u32;
+    for &b in value {
+        if shift > 56 {
+            return false;
+        }
+        delta |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 != 0 {
+            shift += 7;
+            continue;
+        }
+        match prev.checked_add(delta) {
+            Some(n) if delta > 0 => {
+                out.push(n);
+                prev = n;
+            }
+            _ => return false,
+        }
+        delta = 0;
+        shift = 0;
     }
-    Some(value.chunks_exact(TXNUM_LEN).map(txnum_from))
+    shift == 0
+}
+
+/// Appends the `history` group encoding of `txnum`, which follows `prev` in the group.
+pub fn encode_history_next(out: &mut Vec<u8>, prev: u64, txnum: u64) {
+    debug_assert!(txnum > prev);
+    let mut d = txnum - prev;
+    while d >= 0x80 {
+        out.push((d as u8 & 0x7f) | 0x80);
+        d >>= 7;
+    }
+    out.push(d as u8);
 }
 
 /// `headers` and `undo`: height.
@@ -274,17 +307,30 @@ mod tests {
     }
 
     #[test]
-    fn history_groups_decode() {
-        let v: Vec<u8> = [3u64, 9, 1 << 33]
-            .iter()
-            .flat_map(|n| txnum_bytes(*n))
-            .collect();
-        assert_eq!(
-            history_group(&v).map(|g| g.collect::<Vec<_>>()),
-            Some(vec![3, 9, 1 << 33])
+    fn history_groups_round_trip() {
+        let txnums = [3u64, 4, 130, 1 << 33, (1 << 40) - 1];
+        let mut v = Vec::new();
+        for w in txnums.windows(2) {
+            encode_history_next(&mut v, w[0], w[1]);
+        }
+        let mut out = Vec::new();
+        assert!(decode_history_group(3, &v, &mut out));
+        assert_eq!(out, txnums);
+        out.clear();
+        assert!(decode_history_group(9, &[], &mut out), "one entry");
+        assert_eq!(out, [9]);
+        assert!(
+            !decode_history_group(3, &v[..v.len() - 1], &mut Vec::new()),
+            "cut varint"
         );
-        assert!(history_group(&v[..7]).is_none());
-        assert!(history_group(&[]).is_none());
+        assert!(
+            !decode_history_group(3, &[0], &mut Vec::new()),
+            "zero distance"
+        );
+        assert!(
+            !decode_history_group(3, &[0xff; 12], &mut Vec::new()),
+            "overlong"
+        );
     }
 
     #[test]
