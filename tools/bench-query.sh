@@ -26,6 +26,9 @@ cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { until grep -q "$2" "$1"; do sleep 0.5; done; }
+# Logs are emptied before each server starts: a backgrounded `> log` truncates only once the
+# child runs, and `wait_for` could meanwhile find the line of an earlier run.
+: > /tmp/bench-query-ours.log; : > /tmp/bench-query-ex-off.log; : > /tmp/bench-query-ex-on.log
 
 requests="${REQUESTS:-400}"
 if [[ -z "${SKIP_OURS:-}" ]]; then
