@@ -1070,6 +1070,15 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
             Ok((h.len() == paying.len() && h.iter().all(|(_, ht)| *ht == mined)).then_some(()))
         })
     })?;
+    // Confirmed transactions are answered from the transaction cache the second time.
+    let raw_of = |c: &mut RawConn, txid: &str| -> Result<Value> {
+        c.result("blockchain.transaction.get", json!([txid]))
+    };
+    let first_raw = tokio::task::block_in_place(|| -> Result<Value> {
+        let raw = raw_of(&mut c, &paying[0])?;
+        assert_eq!(raw_of(&mut c, &paying[0])?, raw);
+        Ok(raw)
+    })?;
     // That block is replaced by a longer branch without it: back in the mempool.
     fx.chain.reorg_empty(&fx.node, 1).await?;
     tokio::task::block_in_place(|| {
@@ -1081,6 +1090,11 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
                 && h.iter().all(|(_, ht)| *ht <= 0))
             .then_some(()))
         })
+    })?;
+    // Unconfirmed again (the cache was cleared by the reorg), and still the same bytes.
+    tokio::task::block_in_place(|| -> Result<()> {
+        assert_eq!(raw_of(&mut c, &paying[0])?, first_raw);
+        Ok(())
     })?;
     fx.server.signal("TERM")?;
     assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());

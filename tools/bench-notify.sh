@@ -20,7 +20,7 @@ db="$HOME/.cache/electrumx-rs/bench-dbs/ours-$(basename "$chain")"
 work="$(mktemp -d /tmp/electrumx-nbench.XXXXXX)"
 cp -r "$chain/node" "$work/node"; cp -r "$db" "$work/db"
 pid=""
-cleanup() { [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null; tools/regtest-node.sh stop "$work/node" >/dev/null 2>&1 || true; rm -rf "$work"; }
+cleanup() { [[ -n "$pid" ]] && kill -INT "$pid" 2>/dev/null; cp "$work/server.log" /tmp/bench-notify-server.log 2>/dev/null || true; tools/regtest-node.sh stop "$work/node" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 rpc_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

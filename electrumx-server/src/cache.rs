@@ -220,6 +220,100 @@ impl HistoryCache {
     }
 }
 
+/// Raw confirmed transactions, hex-encoded, as `blockchain.transaction.get` answers them
+/// (wallets fetch the same transactions again and again, and each miss is a node request).
+/// Bounded by the bytes held: two generations of about half the bound each; a lookup finds
+/// an entry in either and moves it to the current one, and when the current one is full it
+/// becomes the previous one, whose entries are dropped. Only confirmed transactions are
+/// stored (their bytes are fixed by their block); a reorg clears the cache.
+pub struct TxCache {
+    inner: Mutex<TxGenerations>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct TxGenerations {
+    current: HashMap<electrumx_core::Txid, Arc<str>>,
+    current_bytes: usize,
+    previous: HashMap<electrumx_core::Txid, Arc<str>>,
+    /// Bumped by every clear: an answer looked up before one is not stored after it.
+    generation: u64,
+    lookups: u64,
+    hits: u64,
+}
+
+impl TxCache {
+    /// An empty cache holding about `max_bytes` of hex at most.
+    pub fn new(max_bytes: usize) -> Self {
+        TxCache {
+            inner: Mutex::new(TxGenerations::default()),
+            max_bytes,
+        }
+    }
+
+    /// The hex of `txid`, if cached.
+    pub fn get(&self, txid: &electrumx_core::Txid) -> Option<Arc<str>> {
+        let mut g = self.inner.lock();
+        g.lookups += 1;
+        if let Some(hex) = g.current.get(txid).cloned() {
+            g.hits += 1;
+            return Some(hex);
+        }
+        let hex = g.previous.remove(txid)?;
+        g.hits += 1;
+        self.store(&mut g, *txid, hex.clone());
+        Some(hex)
+    }
+
+    /// The current generation, to pass to [`TxCache::insert`].
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Keeps the hex of a transaction found confirmed at `generation` (not if the cache was
+    /// cleared since).
+    pub fn insert(&self, txid: electrumx_core::Txid, hex: Arc<str>, generation: u64) {
+        if hex.len() > self.max_bytes / 2 {
+            return;
+        }
+        let mut g = self.inner.lock();
+        if g.generation == generation {
+            self.store(&mut g, txid, hex);
+        }
+    }
+
+    fn store(&self, g: &mut TxGenerations, txid: electrumx_core::Txid, hex: Arc<str>) {
+        if g.current_bytes + hex.len() > self.max_bytes / 2 {
+            g.previous = std::mem::take(&mut g.current);
+            g.current_bytes = 0;
+        }
+        g.current_bytes += hex.len();
+        if let Some(old) = g.current.insert(txid, hex) {
+            g.current_bytes -= old.len();
+        }
+    }
+
+    /// Drops everything (the chain was reorganised).
+    pub fn clear(&self) {
+        let mut g = self.inner.lock();
+        g.current.clear();
+        g.previous.clear();
+        g.current_bytes = 0;
+        g.generation += 1;
+    }
+
+    /// Counters (size in bytes of hex).
+    pub fn stats(&self) -> CacheStats {
+        let g = self.inner.lock();
+        CacheStats {
+            lookups: g.lookups,
+            hits: g.hits,
+            entries: (g.current.len() + g.previous.len()) as u64,
+            items: (g.current_bytes + g.previous.values().map(|h| h.len()).sum::<usize>()) as u64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +373,36 @@ mod tests {
         assert!(
             c.get_rendered(&a).is_none(),
             "rendered before the change: not stored"
+        );
+    }
+
+    #[test]
+    fn tx_cache_keeps_recent_transactions_within_its_bound() {
+        let txid = |i: u8| electrumx_core::Hash32([i; 32]);
+        let cache = TxCache::new(400);
+        for i in 0..10u8 {
+            cache.insert(txid(i), Arc::from("ab".repeat(50)), cache.generation());
+        }
+        let stats = cache.stats();
+        assert!(stats.items <= 400, "{stats:?}");
+        assert!(cache.get(&txid(9)).is_some(), "the newest stays");
+        assert!(cache.get(&txid(0)).is_none(), "the oldest went");
+        // A hit in the previous generation moves the entry to the current one.
+        let kept = (0..10u8)
+            .rev()
+            .find(|i| cache.get(&txid(*i)).is_some())
+            .unwrap();
+        for i in 20..22u8 {
+            cache.insert(txid(i), Arc::from("ab".repeat(50)), cache.generation());
+        }
+        assert!(cache.get(&txid(kept)).is_some());
+        let before = cache.generation();
+        cache.clear();
+        assert!(cache.get(&txid(9)).is_none());
+        cache.insert(txid(9), Arc::from("ab"), before);
+        assert!(
+            cache.get(&txid(9)).is_none(),
+            "looked up before the clear: not kept"
         );
     }
 }

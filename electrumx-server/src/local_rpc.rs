@@ -209,6 +209,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
         "caches": {
             "history": st.history_cache.stats().summary(),
             "merkle txid": st.merkle_cache.stats().summary(),
+            "tx": st.tx_cache.stats().summary(),
         },
         "coin": coin_class(ctx),
         "daemon": daemon_stats.as_ref().map_or_else(|| st.daemon.describe(), |d| d.current_url.clone()),

@@ -545,9 +545,22 @@ async fn dispatch(
                     .await
                     .map_err(daemon_err);
             }
-            transaction_raw(state, txid)
-                .await
-                .map(|raw| json!(const_hex::encode(raw)))
+            if let Some(hex) = state.tx_cache.get(&txid) {
+                return Ok(json!(&*hex));
+            }
+            let generation = state.tx_cache.generation();
+            let hex: Arc<str> = const_hex::encode(transaction_raw(state, txid).await?).into();
+            // Only confirmed transactions are kept: their bytes are fixed by their block (a
+            // reorg clears the cache), a mempool one may yet be replaced.
+            if state.mempool.get(&txid).is_none() {
+                let st = state.clone();
+                let confirmed =
+                    blocking(move || st.index.tx_position(&txid).map_err(index_err)).await?;
+                if confirmed.is_some() {
+                    state.tx_cache.insert(txid, hex.clone(), generation);
+                }
+            }
+            Ok(json!(&*hex))
         }
         "blockchain.transaction.broadcast" => {
             p.check(method, &["raw_tx"])?;

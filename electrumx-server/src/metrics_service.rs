@@ -320,6 +320,7 @@ pub async fn render(ctx: &AdminContext) -> String {
     let caches = [
         ("history", st.history_cache.stats()),
         ("merkle", st.merkle_cache.stats()),
+        ("tx", st.tx_cache.stats()),
     ];
     let per_cache = |f: fn(&crate::cache::CacheStats) -> f64| {
         caches

@@ -214,11 +214,16 @@ async fn follow_changes(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev {
-                Ok(IndexEvent::NewTip { touched: t, .. }) => {
+                Ok(IndexEvent::NewTip { touched: t, reorg_from, .. }) => {
                     touched.extend(t.iter().copied());
+                    let mut reorg = reorg_from.is_some();
                     // Take every event already queued in the same round.
-                    while let Ok(IndexEvent::NewTip { touched: t, .. }) = events.try_recv() {
+                    while let Ok(IndexEvent::NewTip { touched: t, reorg_from, .. }) = events.try_recv() {
                         touched.extend(t.iter().copied());
+                        reorg |= reorg_from.is_some();
+                    }
+                    if reorg {
+                        state.tx_cache.clear();
                     }
                     state.history_cache.invalidate(&touched);
                     if let Some(msg) = headers_notification(&state) {
@@ -227,6 +232,7 @@ async fn follow_changes(
                 }
                 Err(RecvError::Lagged(_)) => {
                     state.history_cache.clear();
+                    state.tx_cache.clear();
                     everything = true;
                 }
                 Err(RecvError::Closed) => return,

@@ -131,6 +131,8 @@ pub struct ServerState {
     pub drop_client: Option<regex::Regex>,
     /// Recently asked confirmed histories.
     pub history_cache: crate::cache::HistoryCache,
+    /// Recently asked confirmed transactions (`blockchain.transaction.get`).
+    pub tx_cache: crate::cache::TxCache,
     /// Live sessions and their counters.
     pub sessions: crate::registry::SessionRegistry,
     /// Request counts, errors and latencies per method.
@@ -165,6 +167,8 @@ impl ServerState {
             cost_groups: Default::default(),
             drop_client: None,
             history_cache: crate::cache::HistoryCache::new(2_000_000),
+            // 64 MB of hex: some 100,000 typical transactions.
+            tx_cache: crate::cache::TxCache::new(64 << 20),
             sessions: Default::default(),
             requests: Default::default(),
             anon_logs: false,
