@@ -292,21 +292,30 @@ impl BlockProcessor {
             // and the new table would both be in memory.
             self.clean.reserve(budget_entries);
         }
+        // Trimmed before the flush's outputs (the newest) go in, so the table never
+        // outgrows its size: to three quarters of the budget with them.
+        if self.clean.len() + coins.len() > budget_entries {
+            let keep = (budget_entries * 3 / 4).saturating_sub(coins.len());
+            if keep == 0 {
+                self.clean.clear();
+            } else if self.clean.len() > keep {
+                let mut txnums: Vec<u64> = self.clean.values().map(|c| c.txnum).collect();
+                let cut = txnums.len() - keep;
+                let (_, cutoff, _) = txnums.select_nth_unstable(cut);
+                let cutoff = *cutoff;
+                drop(txnums);
+                self.clean.retain(|_, c| c.txnum >= cutoff);
+            }
+            tracing::debug!(entries = self.clean.len(), "flushed-output cache trimmed");
+        }
         for (k, c) in coins {
+            if self.clean.len() >= budget_entries {
+                break;
+            }
             let db_key = keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum);
             if !self.spent_db_keys.contains(&db_key) {
                 self.clean.insert(*k, *c);
             }
-        }
-        if self.clean.len() > budget_entries {
-            let keep = budget_entries * 3 / 4;
-            let mut txnums: Vec<u64> = self.clean.values().map(|c| c.txnum).collect();
-            let cut = txnums.len() - keep;
-            let (_, cutoff, _) = txnums.select_nth_unstable(cut);
-            let cutoff = *cutoff;
-            drop(txnums);
-            self.clean.retain(|_, c| c.txnum >= cutoff);
-            tracing::debug!(entries = self.clean.len(), "flushed-output cache trimmed");
         }
     }
 
