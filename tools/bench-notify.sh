@@ -42,9 +42,9 @@ read -r ready <&"${NB[0]}"
 [[ "$ready" == READY ]] || { echo "nbench: $ready" >&2; exit 1; }
 sleep 2
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-t=$(date +%s%3N)
-tools/regtest-node.sh cli "$work/node" generate 1 >/dev/null
-echo "$t" >&"${NB[1]}"
+# nbench makes the node mine the block itself and starts its clock as that request leaves
+# (a command-line client would add its own start-up, some 20 ms here, to the figure).
+echo "generate http://$(cat "$work/node/regtest/.cookie")@127.0.0.1:$node_port/" >&"${NB[1]}"
 read -r result <&"${NB[0]}"
 echo "sessions: $sessions, subscriptions: $((sessions * subs)); server RSS: $((rss_before / 1024)) MB before, $((rss / 1024)) MB with them"
 echo "$result"
