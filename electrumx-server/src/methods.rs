@@ -905,18 +905,6 @@ async fn script_query(
             .await
         }
         "get_history" => {
-            // A short history already in the cache is answered here: handing it to the
-            // blocking pool would cost more than writing the answer.
-            if let Some(h) = state.history_cache.get(&sh.hashx())
-                && h.len() <= INLINE_HISTORY_MAX.min(state.limits.max_history())
-            {
-                let mut w = ListWriter::with_capacity(h.len() * 96 + 256);
-                for item in h.iter() {
-                    w.entry(&item.txid, &[("height", item.height as i64)]);
-                }
-                mempool_list(state, &sh.hashx(), &mut w);
-                return Ok(Reply::Raw(wrap("history", w.finish())));
-            }
             let st = state.clone();
             let list = blocking(move || {
                 let confirmed = confirmed_history_json(&st, &sh)?;
@@ -1075,9 +1063,6 @@ fn push_int(out: &mut String, n: i64) {
     }
     out.push_str(std::str::from_utf8(&buf[i..]).expect("digits are ASCII"));
 }
-
-/// Longest cached history `get_history` answers without the blocking pool.
-const INLINE_HISTORY_MAX: usize = 100;
 
 /// A script's confirmed history as `get_history` list entries (no brackets): from the
 /// rendered cache, or written from [`confirmed_history`] (and kept if long).

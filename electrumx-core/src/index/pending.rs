@@ -12,6 +12,8 @@ use rocksdb::WriteBatch;
 
 const HASHX_LEN: usize = crate::hash::HASHX_LEN;
 const HISTORY_KEY_LEN: usize = HASHX_LEN + TXNUM_LEN;
+/// History entries from which a flush sorts on a second thread.
+const PARALLEL_SORT_MIN: usize = 100_000;
 const SPENDER_KEY_LEN: usize = TXNUM_LEN + 4;
 
 /// Unflushed writes (see the module docs).
@@ -78,7 +80,7 @@ impl PendingWrites {
     }
 
     /// Builds the batch: every family's writes in key order, plus the unspent `coins`
-    /// created since the last flush. The sorting is split over two threads: during the
+    /// created since the last flush. A large window is sorted on two threads: during the
     /// initial sync building the batch is the longest step of a flush, and the block
     /// processor may be waiting for it.
     pub fn into_batch(self, coins: &FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
@@ -92,33 +94,16 @@ impl PendingWrites {
             utxo_deletes,
             small,
         } = self;
-        let mut outpoints: Vec<([u8; OUTPOINT_KEY_LEN], Option<[u8; 19]>)> = Vec::new();
-        let mut utxos: Vec<([u8; UTXO_KEY_LEN], Option<[u8; 8]>)> = Vec::new();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                // Big-endian keys: integer order is byte order, and far cheaper to compare.
-                history.sort_unstable_by_key(|k| u128::from_be_bytes(*k));
-                txid_index.sort_unstable();
-                spenders.sort_unstable_by_key(|(k, _)| *k);
-            });
-            outpoints.reserve_exact(coins.len() + outpoint_deletes.len());
-            utxos.reserve_exact(coins.len() + utxo_deletes.len());
-            for (k, c) in coins.iter() {
-                outpoints.push((
-                    keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
-                    Some(keys::outpoint_value(&c.hashx, c.value)),
-                ));
-                utxos.push((
-                    keys::utxo_key(&c.hashx, c.txnum, k.vout),
-                    Some(c.value.to_le_bytes()),
-                ));
-            }
-            outpoints.extend(outpoint_deletes.into_iter().map(|k| (k, None)));
-            utxos.extend(utxo_deletes.into_iter().map(|k| (k, None)));
-            // Keys are unique within one flush window (an output is created or spent once).
-            outpoints.sort_unstable_by_key(|e| e.0);
-            utxos.sort_unstable_by_key(|e| e.0);
-        });
+        // A block at the tip is sorted in no time: a thread would cost more than it saves.
+        let (outpoints, utxos) = if history.len() >= PARALLEL_SORT_MIN {
+            std::thread::scope(|scope| {
+                scope.spawn(|| sort_index_keys(&mut history, &mut txid_index, &mut spenders));
+                coin_writes(coins, outpoint_deletes, utxo_deletes)
+            })
+        } else {
+            sort_index_keys(&mut history, &mut txid_index, &mut spenders);
+            coin_writes(coins, outpoint_deletes, utxo_deletes)
+        };
 
         let mut batch = small;
         let txids_cf = store.cf(cf::TXIDS);
@@ -183,4 +168,46 @@ impl PendingWrites {
         }
         batch
     }
+}
+
+type OutpointWrite = ([u8; OUTPOINT_KEY_LEN], Option<[u8; 19]>);
+type UtxoWrite = ([u8; UTXO_KEY_LEN], Option<[u8; 8]>);
+
+/// Sorts the writes of the families keyed by scripts and txids.
+fn sort_index_keys(
+    history: &mut [[u8; HISTORY_KEY_LEN]],
+    txid_index: &mut [[u8; TXID_PREFIX_LEN + TXNUM_LEN]],
+    spenders: &mut [([u8; SPENDER_KEY_LEN], [u8; TXNUM_LEN])],
+) {
+    // Big-endian keys: integer order is byte order, and far cheaper to compare.
+    history.sort_unstable_by_key(|k| u128::from_be_bytes(*k));
+    txid_index.sort_unstable();
+    spenders.sort_unstable_by_key(|(k, _)| *k);
+}
+
+/// The `outpoints` and `utxos` writes (puts for `coins`, deletes for spent flushed outputs),
+/// each in key order.
+fn coin_writes(
+    coins: &FastMap<OutKey, CoinInfo>,
+    outpoint_deletes: Vec<[u8; OUTPOINT_KEY_LEN]>,
+    utxo_deletes: Vec<[u8; UTXO_KEY_LEN]>,
+) -> (Vec<OutpointWrite>, Vec<UtxoWrite>) {
+    let mut outpoints = Vec::with_capacity(coins.len() + outpoint_deletes.len());
+    let mut utxos = Vec::with_capacity(coins.len() + utxo_deletes.len());
+    for (k, c) in coins.iter() {
+        outpoints.push((
+            keys::outpoint_key(&k.txid.0[..TXID_PREFIX_LEN], k.vout, c.txnum),
+            Some(keys::outpoint_value(&c.hashx, c.value)),
+        ));
+        utxos.push((
+            keys::utxo_key(&c.hashx, c.txnum, k.vout),
+            Some(c.value.to_le_bytes()),
+        ));
+    }
+    outpoints.extend(outpoint_deletes.into_iter().map(|k| (k, None)));
+    utxos.extend(utxo_deletes.into_iter().map(|k| (k, None)));
+    // Keys are unique within one flush window (an output is created or spent once).
+    outpoints.sort_unstable_by_key(|e| e.0);
+    utxos.sort_unstable_by_key(|e| e.0);
+    (outpoints, utxos)
 }

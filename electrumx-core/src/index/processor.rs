@@ -843,9 +843,8 @@ fn truncate_history(
         && k < &cut[..]
     {
         let mut group = Vec::new();
-        let first = keys::txnum_from(&k[hashx.0.len()..]);
-        if !keys::decode_history_group(first, v, &mut group) {
-            return Err(IndexError::Corrupt("history group".into()));
+        if !keys::read_history_group(k, v, &mut group) {
+            return Err(IndexError::Corrupt("history entry".into()));
         }
         let mut kept = Vec::new();
         for w in group.windows(2).take_while(|w| w[1] < tx_count) {

@@ -179,13 +179,8 @@ impl Index {
         loop {
             let at_end = match (it.key(), it.value()) {
                 (Some(k), Some(v)) => {
-                    if k.len() != hashx.0.len() + TXNUM_LEN {
-                        return Err(IndexError::Corrupt("history key length".into()));
-                    }
-                    group.clear();
-                    let first = keys::txnum_from(&k[hashx.0.len()..]);
-                    if !keys::decode_history_group(first, v, &mut group) {
-                        return Err(IndexError::Corrupt("history group".into()));
+                    if !keys::read_history_group(k, v, &mut group) {
+                        return Err(IndexError::Corrupt("history entry".into()));
                     }
                     for &txnum in group.iter().take_while(|n| **n < total) {
                         if skipped < offset {
@@ -407,13 +402,8 @@ impl ChainIndex for Index {
         let mut n = 0;
         let mut group: Vec<u64> = Vec::with_capacity(keys::HISTORY_GROUP_MAX);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k.len() != hashx.0.len() + TXNUM_LEN {
-                return Err(IndexError::Corrupt("history key length".into()));
-            }
-            group.clear();
-            let first = keys::txnum_from(&k[hashx.0.len()..]);
-            if !keys::decode_history_group(first, v, &mut group) {
-                return Err(IndexError::Corrupt("history group".into()));
+            if !keys::read_history_group(k, v, &mut group) {
+                return Err(IndexError::Corrupt("history entry".into()));
             }
             n += group.iter().take_while(|t| **t < total).count();
             if n >= cap {

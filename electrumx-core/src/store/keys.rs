@@ -155,6 +155,16 @@ pub fn decode_history_group(first: u64, value: &[u8], out: &mut Vec<u64>) -> boo
     shift == 0
 }
 
+/// Replaces `out` with the tx numbers of the `history` entry (`key`, `value`); false if the
+/// key or the value is malformed.
+pub fn read_history_group(key: &[u8], value: &[u8], out: &mut Vec<u64>) -> bool {
+    if key.len() != HASHX_LEN + TXNUM_LEN {
+        return false;
+    }
+    out.clear();
+    decode_history_group(txnum_from(&key[HASHX_LEN..]), value, out)
+}
+
 /// Appends the `history` group encoding of `txnum`, which follows `prev` in the group.
 pub fn encode_history_next(out: &mut Vec<u8>, prev: u64, txnum: u64) {
     debug_assert!(txnum > prev);
@@ -319,6 +329,13 @@ mod tests {
         out.clear();
         assert!(decode_history_group(9, &[], &mut out), "one entry");
         assert_eq!(out, [9]);
+        let key = history_key(&HashX([1; 11]), 3);
+        assert!(read_history_group(&key, &v, &mut out));
+        assert_eq!(
+            out, txnums,
+            "read from the key's txnum, replacing what was there"
+        );
+        assert!(!read_history_group(&key[..15], &v, &mut out), "short key");
         assert!(
             !decode_history_group(3, &v[..v.len() - 1], &mut Vec::new()),
             "cut varint"
