@@ -6,6 +6,13 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's built-in options (the `MALLOC_CONF` environment variable still overrides
+/// them): transparent huge pages for its memory. The initial sync allocates and frees
+/// gigabytes of flush buffers and memtables; with 4 KB pages the kernel's page faults took
+/// about a sixth of the sync's CPU time, and the sync about 15 % longer.
+#[unsafe(export_name = "malloc_conf")]
+pub static MALLOC_CONF: &[u8; 31] = b"thp:always,metadata_thp:always\0";
+
 use anyhow::Context;
 use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::prefetch::PrefetchOptions;

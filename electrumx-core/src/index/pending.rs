@@ -36,8 +36,29 @@ pub struct PendingWrites {
     /// Flushed UTXO entries spent since the last flush.
     pub utxo_deletes: Vec<[u8; UTXO_KEY_LEN]>,
     /// Headers and undo records: few, written as they come.
-    pub small: WriteBatch,
+    pub small: Vec<SmallWrite>,
 }
+
+/// A write to the `headers` or `undo` family (one or two per block).
+pub enum SmallWrite {
+    /// Puts `value` at `key` in the family named.
+    Put(&'static str, [u8; 4], Vec<u8>),
+    /// Deletes `key` in the family named.
+    Delete(&'static str, [u8; 4]),
+}
+
+impl SmallWrite {
+    fn bytes(&self) -> usize {
+        match self {
+            SmallWrite::Put(_, _, v) => 4 + v.len(),
+            SmallWrite::Delete(..) => 4,
+        }
+    }
+}
+
+/// Bytes a `WriteBatch` record takes beyond its key and value (a type tag, a family id and
+/// two length varints), at most.
+const BATCH_RECORD_OVERHEAD: usize = 8;
 
 impl PendingWrites {
     /// Empty writes for a chain of `tx_count` transactions, given the txids of its last,
@@ -76,7 +97,26 @@ impl PendingWrites {
             + self.spenders.len() * (SPENDER_KEY_LEN + TXNUM_LEN)
             + self.outpoint_deletes.len() * OUTPOINT_KEY_LEN
             + self.utxo_deletes.len() * UTXO_KEY_LEN
-            + self.small.size_in_bytes()
+            + self.small.iter().map(SmallWrite::bytes).sum::<usize>()
+    }
+
+    /// An upper bound of the batch's size with `coins` unspent outputs, so it is allocated
+    /// once: grown by doubling, a flush's batch of several hundred megabytes was copied
+    /// over and over, and each copy touched fresh pages.
+    fn batch_capacity(&self, coins: usize) -> usize {
+        const R: usize = BATCH_RECORD_OVERHEAD;
+        let chunks = self.txids.len().div_ceil(keys::TXIDS_PER_CHUNK as usize);
+        chunks * (R + 8) + self.txids.len() * 32
+            + self.txid_index.len() * (R + TXID_PREFIX_LEN + TXNUM_LEN)
+            // At worst one group per entry; a group's entries beyond the first take a few
+            // bytes each, far fewer than a key.
+            + self.history.len() * (R + HISTORY_KEY_LEN)
+            + self.spenders.len() * (R + SPENDER_KEY_LEN + TXNUM_LEN)
+            + coins * (2 * R + OUTPOINT_KEY_LEN + 19 + UTXO_KEY_LEN + 8)
+            + self.outpoint_deletes.len() * (R + OUTPOINT_KEY_LEN)
+            + self.utxo_deletes.len() * (R + UTXO_KEY_LEN)
+            + self.small.iter().map(|w| R + w.bytes()).sum::<usize>()
+            + 64
     }
 
     /// Builds the batch: every family's writes in key order, plus the unspent `coins`
@@ -84,6 +124,7 @@ impl PendingWrites {
     /// initial sync building the batch is the longest step of a flush, and the block
     /// processor may be waiting for it.
     pub fn into_batch(self, coins: &FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
+        let mut batch = WriteBatch::with_capacity_bytes(self.batch_capacity(coins.len()));
         let PendingWrites {
             txids_base,
             txids,
@@ -105,7 +146,12 @@ impl PendingWrites {
             coin_writes(coins, outpoint_deletes, utxo_deletes)
         };
 
-        let mut batch = small;
+        for write in small {
+            match write {
+                SmallWrite::Put(family, key, value) => batch.put_cf(store.cf(family), key, value),
+                SmallWrite::Delete(family, key) => batch.delete_cf(store.cf(family), key),
+            }
+        }
         let txids_cf = store.cf(cf::TXIDS);
         let mut chunk_value = Vec::with_capacity(keys::TXIDS_PER_CHUNK as usize * 32);
         for (i, chunk) in txids.chunks(keys::TXIDS_PER_CHUNK as usize).enumerate() {

@@ -6,7 +6,7 @@
 //! atomic batch with the new state record. Once caught up, each block is committed on its own.
 
 use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, FastSet, OutKey};
-use super::pending::PendingWrites;
+use super::pending::{PendingWrites, SmallWrite};
 use crate::coin::{Coin, CoinParams};
 use crate::error::{IndexError, Result};
 use crate::hash::{BlockHash, HashX, Txid};
@@ -481,20 +481,20 @@ impl BlockProcessor {
         header_value.extend_from_slice(block.header());
         header_value.extend_from_slice(&self.tx_count.to_be_bytes());
         let small = &mut self.writes.small;
-        small.put_cf(
-            self.store.cf(cf::HEADERS),
+        small.push(SmallWrite::Put(
+            cf::HEADERS,
             keys::height_key(height),
             header_value,
-        );
+        ));
         if keep_undo {
-            small.put_cf(
-                self.store.cf(cf::UNDO),
+            small.push(SmallWrite::Put(
+                cf::UNDO,
                 keys::height_key(height),
                 undo.encode(),
-            );
+            ));
         }
         if let Some(old) = height.checked_sub(self.opts.reorg_limit) {
-            small.delete_cf(self.store.cf(cf::UNDO), keys::height_key(old));
+            small.push(SmallWrite::Delete(cf::UNDO, keys::height_key(old)));
         }
         self.pending.headers.push(*block.header());
         self.pending.hashes.push(block.hash);
