@@ -41,9 +41,12 @@ impl CacheStats {
 
 /// A least-recently-used map bounded by the summed size of its values (each value's size is
 /// given when it is inserted), with lookup and hit counters. Not synchronised: callers hold
-/// it in a lock. Eviction scans for the oldest entry; caches hold at most a few thousand.
+/// it in a lock. Recency is an ordered index of use ticks, so a lookup, an insert and each
+/// eviction cost O(log n).
 pub struct SizedLru<K, V> {
     map: HashMap<K, (V, usize, u64)>,
+    /// Last-use tick → key, for every entry of `map` (oldest first).
+    by_use: std::collections::BTreeMap<u64, K>,
     size: usize,
     max_size: usize,
     tick: u64,
@@ -56,6 +59,7 @@ impl<K: Hash + Eq + Copy, V: Clone> SizedLru<K, V> {
     pub fn new(max_size: usize) -> Self {
         SizedLru {
             map: HashMap::new(),
+            by_use: std::collections::BTreeMap::new(),
             size: 0,
             max_size,
             tick: 0,
@@ -70,6 +74,8 @@ impl<K: Hash + Eq + Copy, V: Clone> SizedLru<K, V> {
         self.lookups += 1;
         let tick = self.tick;
         let (v, _, used) = self.map.get_mut(key)?;
+        self.by_use.remove(used);
+        self.by_use.insert(tick, *key);
         *used = tick;
         self.hits += 1;
         Some(v.clone())
@@ -83,32 +89,33 @@ impl<K: Hash + Eq + Copy, V: Clone> SizedLru<K, V> {
         }
         self.tick += 1;
         self.size += size;
-        if let Some((_, old, _)) = self.map.insert(key, (value, size, self.tick)) {
+        if let Some((_, old, used)) = self.map.insert(key, (value, size, self.tick)) {
             self.size -= old;
+            self.by_use.remove(&used);
         }
+        self.by_use.insert(self.tick, key);
         while self.size > self.max_size {
-            let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, _, used))| *used)
-                .map(|(k, _)| *k)
-            else {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
                 break;
             };
-            self.remove(&oldest);
+            if let Some((_, size, _)) = self.map.remove(&oldest) {
+                self.size -= size;
+            }
         }
     }
 
     /// Drops `key`.
     pub fn remove(&mut self, key: &K) {
-        if let Some((_, size, _)) = self.map.remove(key) {
+        if let Some((_, size, used)) = self.map.remove(key) {
             self.size -= size;
+            self.by_use.remove(&used);
         }
     }
 
     /// Drops everything (counters stay).
     pub fn clear(&mut self) {
         self.map.clear();
+        self.by_use.clear();
         self.size = 0;
     }
 
@@ -328,6 +335,31 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    #[test]
+    fn sized_lru_evicts_the_least_recently_used() {
+        let mut lru: SizedLru<u32, &str> = SizedLru::new(10);
+        lru.insert(1, "a", 4);
+        lru.insert(2, "b", 4);
+        assert_eq!(lru.get(&1), Some("a"), "1 is now the most recently used");
+        lru.insert(3, "c", 4);
+        assert_eq!(lru.get(&2), None, "2 was the least recently used");
+        assert_eq!((lru.get(&1), lru.get(&3)), (Some("a"), Some("c")));
+        // Replacing a value counts its new size only.
+        lru.insert(1, "A", 6);
+        assert_eq!(lru.stats().items, 10);
+        assert_eq!(lru.get(&3), Some("c"));
+        lru.remove(&1);
+        assert_eq!(lru.stats().entries, 1);
+        lru.insert(4, "d", 6);
+        assert_eq!((lru.get(&3), lru.get(&4)), (Some("c"), Some("d")));
+        // Too large alone: not stored, nothing evicted.
+        lru.insert(5, "e", 11);
+        assert_eq!((lru.get(&5), lru.stats().entries), (None, 2));
+        lru.clear();
+        lru.insert(6, "f", 10);
+        assert_eq!(lru.get(&6), Some("f"));
     }
 
     #[test]
