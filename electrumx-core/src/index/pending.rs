@@ -35,7 +35,7 @@ pub struct PendingWrites {
     pub outpoint_deletes: Vec<[u8; OUTPOINT_KEY_LEN]>,
     /// Flushed UTXO entries spent since the last flush.
     pub utxo_deletes: Vec<[u8; UTXO_KEY_LEN]>,
-    /// Headers and undo records: few, written as they come.
+    /// Headers and undo records: one or two per block, put into the batch first.
     pub small: Vec<SmallWrite>,
 }
 
