@@ -59,7 +59,7 @@ fn env() -> &'static Env {
                 max_send: 350_000,
                 ..Limits::default()
             };
-            state.history_cache = electrumx_server::cache::HistoryCache::new(100_000);
+            state.script_cache = electrumx_server::cache::ScriptCache::new(100_000);
             let state = Arc::new(state);
             (controller, state)
         });

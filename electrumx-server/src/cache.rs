@@ -1,17 +1,20 @@
-//! A cache of confirmed histories, as ElectrumX keeps: wallets ask for the same scripts again
-//! and again, and a long history costs a scan plus one txid lookup per entry. Entries are
-//! dropped for every script a new block (or reorg) touches, before notifications go out;
-//! an answer computed while such a change happened is not stored (generation check).
-//! Bounded by the total number of entries held.
+//! Caches of confirmed, per-script answers, as ElectrumX keeps of histories: wallets ask for
+//! the same scripts again and again (a subscription's status, then its history, then its
+//! UTXOs), and a long history costs a scan plus one txid lookup per entry. A hit is also
+//! cheap enough to answer on the async worker, without the round trip through the blocking
+//! pool that a database read takes. Entries are dropped for every script a new block (or
+//! reorg) touches, before notifications go out; an answer computed while such a change
+//! happened is not stored (generation check). Bounded by the total number of entries held.
 
-use electrumx_core::{HashX, HistoryItem};
+use electrumx_core::{HashX, HistoryItem, Utxo};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// Histories shorter than this are cheap to recompute and not cached.
-const MIN_LEN: usize = 64;
+/// What an entry costs in the caches' unit beyond its items (its key, the LRU's index): an
+/// empty history or a balance is not free.
+const ENTRY_OVERHEAD: usize = 2;
 
 /// Counters of a cache, for `getinfo` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,31 +133,38 @@ impl<K: Hash + Eq + Copy, V: Clone> SizedLru<K, V> {
     }
 }
 
+/// Histories at least this long are kept rendered as JSON too.
+pub const RENDER_MIN_LEN: usize = 1000;
+
 struct Inner {
     lru: SizedLru<HashX, Arc<Vec<HistoryItem>>>,
     /// Long histories as `get_history` writes them (JSON list entries without the brackets),
     /// bounded by bytes: rendering tens of thousands of entries costs more than the scan.
     rendered: SizedLru<HashX, Arc<String>>,
+    /// Complete lists of confirmed unspent outputs.
+    utxos: SizedLru<HashX, Arc<Vec<Utxo>>>,
+    /// Confirmed balances.
+    balances: SizedLru<HashX, u64>,
     generation: u64,
 }
 
-/// Histories at least this long are kept rendered as JSON too.
-pub const RENDER_MIN_LEN: usize = 1000;
-
-/// The history cache (see the module docs).
-pub struct HistoryCache {
+/// The per-script caches (see the module docs).
+pub struct ScriptCache {
     inner: Mutex<Inner>,
     max_entries: usize,
 }
 
-impl HistoryCache {
-    /// A cache holding at most `max_entries` history items in all, and as many rendered
-    /// JSON bytes as 100 bytes an item (a rendered entry takes about 95).
+impl ScriptCache {
+    /// A cache holding at most `max_entries` history items in all, as many UTXOs and
+    /// balances, and as many rendered JSON bytes as 100 bytes an item (a rendered entry takes
+    /// about 95).
     pub fn new(max_entries: usize) -> Self {
-        HistoryCache {
+        ScriptCache {
             inner: Mutex::new(Inner {
                 lru: SizedLru::new(max_entries),
                 rendered: SizedLru::new(max_entries.saturating_mul(100)),
+                utxos: SizedLru::new(max_entries),
+                balances: SizedLru::new(max_entries / 8),
                 generation: 0,
             }),
             max_entries,
@@ -180,7 +190,7 @@ impl HistoryCache {
         inner.rendered.insert(hashx, json, size);
     }
 
-    /// The current generation; pass it back to [`HistoryCache::insert`].
+    /// The current generation; pass it back to the `insert` methods.
     pub fn generation(&self) -> u64 {
         self.inner.lock().generation
     }
@@ -190,31 +200,77 @@ impl HistoryCache {
         self.inner.lock().lru.get(hashx)
     }
 
-    /// Lookups, hits and size.
+    /// Lookups, hits and size of the history cache.
     pub fn stats(&self) -> CacheStats {
         self.inner.lock().lru.stats()
     }
 
-    /// Stores a history computed during `generation` (ignored if the chain changed since).
+    /// Lookups, hits and size of the UTXO-list cache.
+    pub fn utxo_stats(&self) -> CacheStats {
+        self.inner.lock().utxos.stats()
+    }
+
+    /// Lookups, hits and size of the balance cache.
+    pub fn balance_stats(&self) -> CacheStats {
+        self.inner.lock().balances.stats()
+    }
+
+    /// Stores a history computed during `generation` (ignored if the chain changed since,
+    /// or if it alone would take over a quarter of the cache).
     pub fn insert(&self, hashx: HashX, history: Arc<Vec<HistoryItem>>, generation: u64) {
-        if history.len() < MIN_LEN || history.len() > self.max_entries / 4 {
+        if history.len() > self.max_entries / 4 {
             return;
         }
         let mut inner = self.inner.lock();
         if inner.generation != generation {
             return;
         }
-        let size = history.len();
+        let size = history.len() + ENTRY_OVERHEAD;
         inner.lru.insert(hashx, history, size);
     }
 
-    /// Drops the histories of `touched` scripts (a new block or a reorg changed them).
+    /// A cached, complete list of a script's confirmed UTXOs.
+    pub fn get_utxos(&self, hashx: &HashX) -> Option<Arc<Vec<Utxo>>> {
+        self.inner.lock().utxos.get(hashx)
+    }
+
+    /// Stores a script's complete UTXO list computed during `generation` (same rules as
+    /// [`ScriptCache::insert`]).
+    pub fn insert_utxos(&self, hashx: HashX, utxos: Arc<Vec<Utxo>>, generation: u64) {
+        if utxos.len() > self.max_entries / 4 {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if inner.generation != generation {
+            return;
+        }
+        let size = utxos.len() + ENTRY_OVERHEAD;
+        inner.utxos.insert(hashx, utxos, size);
+    }
+
+    /// A cached confirmed balance.
+    pub fn get_balance(&self, hashx: &HashX) -> Option<u64> {
+        self.inner.lock().balances.get(hashx)
+    }
+
+    /// Stores a confirmed balance computed during `generation`.
+    pub fn insert_balance(&self, hashx: HashX, sats: u64, generation: u64) {
+        let mut inner = self.inner.lock();
+        if inner.generation != generation {
+            return;
+        }
+        inner.balances.insert(hashx, sats, ENTRY_OVERHEAD);
+    }
+
+    /// Drops what is cached of `touched` scripts (a new block or a reorg changed them).
     pub fn invalidate(&self, touched: &HashSet<HashX>) {
         let mut inner = self.inner.lock();
         inner.generation += 1;
         for hx in touched {
             inner.lru.remove(hx);
             inner.rendered.remove(hx);
+            inner.utxos.remove(hx);
+            inner.balances.remove(hx);
         }
     }
 
@@ -224,6 +280,8 @@ impl HistoryCache {
         inner.generation += 1;
         inner.lru.clear();
         inner.rendered.clear();
+        inner.utxos.clear();
+        inner.balances.clear();
     }
 }
 
@@ -364,13 +422,23 @@ mod tests {
 
     #[test]
     fn stores_invalidates_and_evicts() {
-        let c = HistoryCache::new(1000);
+        let c = ScriptCache::new(1000);
         let (a, b) = (HashX([1; 11]), HashX([2; 11]));
         let g = c.generation();
         c.insert(a, hist(100), g);
         assert_eq!(c.get(&a).unwrap().len(), 100);
-        c.insert(b, hist(10), g);
-        assert!(c.get(&b).is_none(), "short histories are not cached");
+        c.insert(b, hist(0), g);
+        assert_eq!(
+            c.get(&b).unwrap().len(),
+            0,
+            "empty histories are cached too"
+        );
+        c.insert(b, hist(251), g);
+        assert_eq!(
+            c.get(&b).unwrap().len(),
+            0,
+            "over a quarter of the cache: not stored"
+        );
         // A change during the computation: not stored.
         let g = c.generation();
         c.invalidate(&HashSet::from([b]));
@@ -388,8 +456,36 @@ mod tests {
     }
 
     #[test]
+    fn utxos_and_balances_follow_the_chain() {
+        let c = ScriptCache::new(1000);
+        let (a, b) = (HashX([1; 11]), HashX([2; 11]));
+        let utxo = |value| Utxo {
+            txid: Hash32([7; 32]),
+            vout: 0,
+            height: 5,
+            value,
+        };
+        let g = c.generation();
+        c.insert_utxos(a, Arc::new(vec![utxo(10), utxo(20)]), g);
+        c.insert_balance(a, 30, g);
+        c.insert_balance(b, 1, g);
+        assert_eq!(c.get_utxos(&a).unwrap().len(), 2);
+        assert_eq!((c.get_balance(&a), c.get_balance(&b)), (Some(30), Some(1)));
+        // A block touching `a` drops its entries only; answers computed before it are refused.
+        c.invalidate(&HashSet::from([a]));
+        assert!(c.get_utxos(&a).is_none() && c.get_balance(&a).is_none());
+        assert_eq!(c.get_balance(&b), Some(1));
+        c.insert_utxos(a, Arc::new(vec![utxo(10)]), g);
+        c.insert_balance(a, 10, g);
+        assert!(c.get_utxos(&a).is_none() && c.get_balance(&a).is_none());
+        assert_eq!((c.utxo_stats().hits, c.balance_stats().hits), (1, 3));
+        c.clear();
+        assert!(c.get_balance(&b).is_none());
+    }
+
+    #[test]
     fn renderings_follow_the_histories() {
-        let c = HistoryCache::new(100_000);
+        let c = ScriptCache::new(100_000);
         let a = HashX([1; 11]);
         let g = c.generation();
         c.insert_rendered(a, Arc::new("x".into()), 10, g);

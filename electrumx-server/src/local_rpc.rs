@@ -207,7 +207,9 @@ fn getinfo(ctx: &AdminContext) -> Value {
     let daemon_stats = st.daemon.stats();
     json!({
         "caches": {
-            "history": st.history_cache.stats().summary(),
+            "history": st.script_cache.stats().summary(),
+            "utxos": st.script_cache.utxo_stats().summary(),
+            "balance": st.script_cache.balance_stats().summary(),
             "merkle txid": st.merkle_cache.stats().summary(),
             "tx": st.tx_cache.stats().summary(),
         },

@@ -81,10 +81,24 @@ impl MerkleCache {
         hash: BlockHash,
         leaves: impl FnOnce() -> Result<Vec<Hash32>, E>,
     ) -> Result<Arc<MerkleTree>, E> {
-        if let Some(tree) = self.inner.lock().get(&hash) {
-            return Ok(tree);
+        match self.get(&hash) {
+            Some(tree) => Ok(tree),
+            None => self.build(hash, leaves),
         }
-        // Built outside the lock: another session may build the same tree meanwhile.
+    }
+
+    /// The cached tree of block `hash`.
+    pub fn get(&self, hash: &BlockHash) -> Option<Arc<MerkleTree>> {
+        self.inner.lock().get(hash)
+    }
+
+    /// Builds the tree of block `hash` from `leaves` (outside the lock: another session may
+    /// build the same tree meanwhile) and caches it.
+    pub fn build<E>(
+        &self,
+        hash: BlockHash,
+        leaves: impl FnOnce() -> Result<Vec<Hash32>, E>,
+    ) -> Result<Arc<MerkleTree>, E> {
         let tree = Arc::new(MerkleTree::new(leaves()?));
         self.inner.lock().insert(hash, tree.clone(), tree.size());
         Ok(tree)

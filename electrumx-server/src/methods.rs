@@ -7,7 +7,9 @@ use crate::state::{ServerState, server_version};
 use crate::subscriptions::{Outpoint, ScriptMethod};
 use crate::version::{self, Version};
 use bitcoin::hashes::{Hash, HashEngine, sha256};
-use electrumx_core::{ChainIndex, DaemonError, Hash32, HashX, IndexError, ScriptHash, Txid};
+use electrumx_core::{
+    ChainIndex, DaemonError, Hash32, HashX, HistoryItem, IndexError, ScriptHash, Txid, Utxo,
+};
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -199,39 +201,89 @@ fn arg_hex_list(p: &Params, i: usize, name: &str) -> Result<Vec<Value>, RpcError
 
 // ----- shared computations -----
 
+/// Most entries a cached answer may hold to be written on the async worker rather than the
+/// blocking pool: a cache hit of that size takes microseconds, less than the pool's round
+/// trip (two thread wake-ups), which was most of a light query's latency.
+const INLINE_MAX_ITEMS: usize = 1000;
+
+/// Longest history a status computation collects on its way to store it in the cache (a
+/// subscription is usually followed by `get_history` of the same script).
+const STATUS_CACHE_MAX: usize = 10_000;
+
 /// A script's status (§5 of the protocol): `None` without history.
 pub fn script_status(state: &ServerState, sh: &ScriptHash) -> Result<Option<String>, RpcError> {
-    let mut engine = sha256::Hash::engine();
-    let mut n = 0usize;
-    let mut line = String::with_capacity(80);
-    let mut add = |txid: &Hash32, height: i64| {
-        line.clear();
-        line.push_str(&txid.to_display_hex());
-        line.push(':');
-        line.push_str(&height.to_string());
-        line.push(':');
-        engine.input(line.as_bytes());
-        n += 1;
-    };
-    match state.history_cache.get(&sh.hashx()) {
-        Some(cached) => cached.iter().for_each(|h| add(&h.txid, h.height as i64)),
-        None => state
-            .index
-            .visit_history(sh, &mut |item| {
-                add(&item.txid, item.height as i64);
-                ControlFlow::Continue(())
-            })
-            .map_err(index_err)?,
+    script_status_from(state, sh, state.script_cache.get(&sh.hashx()))
+}
+
+/// [`script_status`] given the cache's answer (`cached`) already looked up.
+fn script_status_from(
+    state: &ServerState,
+    sh: &ScriptHash,
+    cached: Option<Arc<Vec<HistoryItem>>>,
+) -> Result<Option<String>, RpcError> {
+    let hashx = sh.hashx();
+    if let Some(cached) = cached {
+        return Ok(status_of(state, &hashx, &cached));
     }
-    for e in state.mempool.history(&sh.hashx()) {
-        add(&e.txid, e.electrum_height());
+    let generation = state.script_cache.generation();
+    let mut status = StatusHasher::default();
+    let mut kept = Some(Vec::new());
+    state
+        .index
+        .visit_history(sh, &mut |item| {
+            status.add(&item.txid, item.height as i64);
+            if let Some(k) = kept.as_mut() {
+                if k.len() < STATUS_CACHE_MAX {
+                    k.push(item);
+                } else {
+                    kept = None;
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(index_err)?;
+    if let Some(k) = kept {
+        state.script_cache.insert(hashx, Arc::new(k), generation);
     }
-    if n == 0 {
-        return Ok(None);
+    Ok(status.finish(state, &hashx))
+}
+
+/// The status of a script whose confirmed history is `confirmed`.
+fn status_of(state: &ServerState, hashx: &HashX, confirmed: &[HistoryItem]) -> Option<String> {
+    let mut status = StatusHasher::default();
+    for h in confirmed {
+        status.add(&h.txid, h.height as i64);
     }
-    Ok(Some(const_hex::encode(
-        sha256::Hash::from_engine(engine).to_byte_array(),
-    )))
+    status.finish(state, hashx)
+}
+
+/// Hashes `txid:height:` lines, the confirmed ones first, then the mempool's.
+#[derive(Default)]
+struct StatusHasher {
+    engine: sha256::HashEngine,
+    entries: usize,
+    line: String,
+}
+
+impl StatusHasher {
+    fn add(&mut self, txid: &Hash32, height: i64) {
+        self.line.clear();
+        self.line.push_str(&txid.to_display_hex());
+        self.line.push(':');
+        push_int(&mut self.line, height);
+        self.line.push(':');
+        self.engine.input(self.line.as_bytes());
+        self.entries += 1;
+    }
+
+    /// Adds the mempool's entries of `hashx` and returns the status (`None`: no history).
+    fn finish(mut self, state: &ServerState, hashx: &HashX) -> Option<String> {
+        for e in state.mempool.history(hashx) {
+            self.add(&e.txid, e.electrum_height());
+        }
+        (self.entries > 0)
+            .then(|| const_hex::encode(sha256::Hash::from_engine(self.engine).to_byte_array()))
+    }
 }
 
 fn history_too_large() -> RpcError {
@@ -272,20 +324,74 @@ fn cp_proof(
     branch_and_root(&leaves, height as usize).ok_or_else(|| internal("cp proof"))
 }
 
-/// The merkle tree of the block at `height` (from the cache), or "out of range".
+/// Most transactions a cached block's tree may have to be searched on the async worker.
+const INLINE_MAX_LEAVES: usize = 100_000;
+
+/// The cached merkle tree of the block at `height`, if any.
+fn cached_block_tree(state: &ServerState, height: u32) -> Option<Arc<crate::merkle::MerkleTree>> {
+    state.merkle_cache.get(&state.index.block_hash(height)?)
+}
+
+/// Whether a tree is small enough to search on the async worker (see [`INLINE_MAX_ITEMS`]).
+fn inline_tree(tree: &crate::merkle::MerkleTree) -> bool {
+    tree.leaves().len() <= INLINE_MAX_LEAVES
+}
+
+/// The merkle tree of the block at `height`: `cached`, or built and cached; "out of range"
+/// for a height beyond the tip.
 fn block_tree(
     state: &ServerState,
     height: u32,
+    cached: Option<Arc<crate::merkle::MerkleTree>>,
 ) -> Result<Arc<crate::merkle::MerkleTree>, RpcError> {
+    if let Some(tree) = cached {
+        return Ok(tree);
+    }
     let out_of_range = || RpcError::bad_request(format!("height {height} out of range"));
     let hash = state.index.block_hash(height).ok_or_else(out_of_range)?;
-    state.merkle_cache.get_or_build(hash, || {
+    state.merkle_cache.build(hash, || {
         state
             .index
             .block_txids(height)
             .map_err(index_err)?
             .ok_or_else(out_of_range)
     })
+}
+
+/// `get_merkle`'s answer from a block's tree.
+fn merkle_answer(
+    tree: &crate::merkle::MerkleTree,
+    txid: Txid,
+    height: u32,
+) -> Result<Value, RpcError> {
+    let pos = tree
+        .leaves()
+        .iter()
+        .position(|t| *t == txid)
+        .ok_or_else(|| {
+            RpcError::bad_request(format!("tx {txid} not in block at height {height}"))
+        })?;
+    let branch = tree.branch(pos).ok_or_else(|| internal("branch"))?;
+    Ok(json!({"block_height": height, "merkle": hexes(&branch), "pos": pos}))
+}
+
+/// `id_from_pos`'s answer from a block's tree.
+fn id_from_pos_answer(
+    tree: &crate::merkle::MerkleTree,
+    height: u32,
+    pos: usize,
+    merkle: bool,
+) -> Result<Value, RpcError> {
+    let txid = tree.leaves().get(pos).ok_or_else(|| {
+        RpcError::bad_request(format!(
+            "no tx at position {pos} in block at height {height}"
+        ))
+    })?;
+    if !merkle {
+        return Ok(json!(txid.to_display_hex()));
+    }
+    let branch = tree.branch(pos).ok_or_else(|| internal("branch"))?;
+    Ok(json!({"tx_hash": txid.to_display_hex(), "merkle": hexes(&branch)}))
 }
 
 fn hexes(hs: &[Hash32]) -> Vec<String> {
@@ -624,39 +730,25 @@ async fn dispatch(
             p.check(method, &["tx_hash", "height"])?;
             let txid = arg_txid(p, 0, "tx_hash")?;
             let height = arg_u32(p, 1, "height", None)?;
+            let cached = cached_block_tree(state, height);
+            if let Some(tree) = cached.as_ref().filter(|t| inline_tree(t)) {
+                return merkle_answer(tree, txid, height);
+            }
             let st = state.clone();
-            blocking(move || {
-                let tree = block_tree(&st, height)?;
-                let pos = tree
-                    .leaves()
-                    .iter()
-                    .position(|t| *t == txid)
-                    .ok_or_else(|| {
-                        RpcError::bad_request(format!("tx {txid} not in block at height {height}"))
-                    })?;
-                let branch = tree.branch(pos).ok_or_else(|| internal("branch"))?;
-                Ok(json!({"block_height": height, "merkle": hexes(&branch), "pos": pos}))
-            })
-            .await
+            blocking(move || merkle_answer(&*block_tree(&st, height, cached)?, txid, height)).await
         }
         "blockchain.transaction.id_from_pos" => {
             p.check(method, &["height", "tx_pos", "merkle"])?;
             let height = arg_u32(p, 0, "height", None)?;
             let pos = arg_u32(p, 1, "tx_pos", None)? as usize;
             let merkle = arg_bool(p, 2, "merkle")?;
+            let cached = cached_block_tree(state, height);
+            if let Some(tree) = cached.as_ref().filter(|t| inline_tree(t)) {
+                return id_from_pos_answer(tree, height, pos, merkle);
+            }
             let st = state.clone();
             blocking(move || {
-                let tree = block_tree(&st, height)?;
-                let txid = tree.leaves().get(pos).ok_or_else(|| {
-                    RpcError::bad_request(format!(
-                        "no tx at position {pos} in block at height {height}"
-                    ))
-                })?;
-                if !merkle {
-                    return Ok(json!(txid.to_display_hex()));
-                }
-                let branch = tree.branch(pos).ok_or_else(|| internal("branch"))?;
-                Ok(json!({"tx_hash": txid.to_display_hex(), "merkle": hexes(&branch)}))
+                id_from_pos_answer(&*block_tree(&st, height, cached)?, height, pos, merkle)
             })
             .await
         }
@@ -894,25 +986,42 @@ async fn script_query(
     };
     match op {
         "get_balance" => {
-            let st = state.clone();
-            blocking(move || {
-                let confirmed = st.index.balance(&sh).map_err(index_err)?;
-                let unconfirmed = st.mempool.balance_delta(&sh.hashx());
-                Ok(Reply::Value(
-                    json!({"confirmed": confirmed, "unconfirmed": unconfirmed}),
-                ))
-            })
-            .await
+            let hashx = sh.hashx();
+            let confirmed = match state.script_cache.get_balance(&hashx) {
+                Some(sats) => sats,
+                None => {
+                    let st = state.clone();
+                    blocking(move || {
+                        let generation = st.script_cache.generation();
+                        let sats = st.index.balance(&sh).map_err(index_err)?;
+                        st.script_cache.insert_balance(sh.hashx(), sats, generation);
+                        Ok(sats)
+                    })
+                    .await?
+                }
+            };
+            let unconfirmed = state.mempool.balance_delta(&hashx);
+            Ok(Reply::Value(
+                json!({"confirmed": confirmed, "unconfirmed": unconfirmed}),
+            ))
         }
         "get_history" => {
-            let st = state.clone();
-            let list = blocking(move || {
-                let confirmed = confirmed_history_json(&st, &sh)?;
-                let mut w = ListWriter::continuing(&confirmed, 256);
-                mempool_list(&st, &sh.hashx(), &mut w);
-                Ok(w.finish())
-            })
-            .await?;
+            let cached = state.script_cache.get(&sh.hashx());
+            let list = match cached {
+                Some(h) if h.len() <= INLINE_MAX_ITEMS.min(state.limits.max_history()) => {
+                    history_list(state, &sh, &h)
+                }
+                cached => {
+                    let st = state.clone();
+                    blocking(move || {
+                        let confirmed = confirmed_history_json(&st, &sh, cached)?;
+                        let mut w = ListWriter::continuing(&confirmed, 256);
+                        mempool_list(&st, &sh.hashx(), &mut w);
+                        Ok(w.finish())
+                    })
+                    .await?
+                }
+            };
             Ok(Reply::Raw(wrap("history", list)))
         }
         "get_mempool" => {
@@ -921,45 +1030,32 @@ async fn script_query(
             Ok(Reply::Raw(wrap("history", w.finish())))
         }
         "listunspent" => {
-            let st = state.clone();
-            let list = blocking(move || {
-                let limit = st.limits.max_history();
-                let utxos = st.index.utxos(&sh, limit + 1).map_err(index_err)?;
-                if utxos.len() > limit {
-                    return Err(history_too_large());
+            let limit = state.limits.max_history();
+            let list = match state.script_cache.get_utxos(&sh.hashx()) {
+                Some(u) if u.len() <= INLINE_MAX_ITEMS => utxo_list(state, &sh, &u),
+                Some(u) if u.len() > limit => return Err(history_too_large()),
+                cached => {
+                    let st = state.clone();
+                    blocking(move || {
+                        let utxos = match cached {
+                            Some(u) => u,
+                            None => confirmed_utxos(&st, &sh)?,
+                        };
+                        Ok(utxo_list(&st, &sh, &utxos))
+                    })
+                    .await?
                 }
-                let mut w = ListWriter::with_capacity(utxos.len() * 128);
-                for u in utxos
-                    .iter()
-                    .filter(|u| st.mempool.spender(&u.txid, u.vout).is_none())
-                {
-                    w.entry(
-                        &u.txid,
-                        &[
-                            ("tx_pos", u.vout as i64),
-                            ("height", u.height as i64),
-                            ("value", u.value as i64),
-                        ],
-                    );
-                }
-                for u in st.mempool.utxos(&sh.hashx()) {
-                    w.entry(
-                        &u.txid,
-                        &[
-                            ("tx_pos", u.vout as i64),
-                            ("height", 0),
-                            ("value", u.value as i64),
-                        ],
-                    );
-                }
-                Ok(w.finish())
-            })
-            .await?;
+            };
             Ok(Reply::Raw(wrap("utxos", list)))
         }
         "subscribe" => {
-            let st = state.clone();
-            let status = blocking(move || script_status(&st, &sh)).await?;
+            let status = match state.script_cache.get(&sh.hashx()) {
+                Some(h) if h.len() <= INLINE_MAX_ITEMS => status_of(state, &sh.hashx(), &h),
+                cached => {
+                    let st = state.clone();
+                    blocking(move || script_status_from(&st, &sh, cached)).await?
+                }
+            };
             state
                 .subs
                 .subscribe_script(ctx.id, sh, status.clone(), flavour);
@@ -1064,49 +1160,107 @@ fn push_int(out: &mut String, n: i64) {
     out.push_str(std::str::from_utf8(&buf[i..]).expect("digits are ASCII"));
 }
 
+/// `get_history`'s list (brackets included) of a script whose confirmed history is
+/// `confirmed`, the mempool's entries after it.
+fn history_list(state: &ServerState, sh: &ScriptHash, confirmed: &[HistoryItem]) -> String {
+    let mut w = ListWriter::with_capacity(confirmed.len() * 100 + 256);
+    for h in confirmed {
+        w.entry(&h.txid, &[("height", h.height as i64)]);
+    }
+    mempool_list(state, &sh.hashx(), &mut w);
+    w.finish()
+}
+
 /// A script's confirmed history as `get_history` list entries (no brackets): from the
-/// rendered cache, or written from [`confirmed_history`] (and kept if long).
-fn confirmed_history_json(state: &ServerState, sh: &ScriptHash) -> Result<Arc<String>, RpcError> {
-    if let Some(json) = state.history_cache.get_rendered(&sh.hashx()) {
+/// rendered cache, or written from `cached` (the history cache's answer, already looked up)
+/// or the index, and kept if long.
+fn confirmed_history_json(
+    state: &ServerState,
+    sh: &ScriptHash,
+    cached: Option<Arc<Vec<HistoryItem>>>,
+) -> Result<Arc<String>, RpcError> {
+    if let Some(json) = state.script_cache.get_rendered(&sh.hashx()) {
         return Ok(json);
     }
-    let generation = state.history_cache.generation();
-    let confirmed = confirmed_history(state, sh)?;
+    let generation = state.script_cache.generation();
+    let confirmed = match cached {
+        Some(h) if h.len() > state.limits.max_history() => return Err(history_too_large()),
+        Some(h) => h,
+        None => confirmed_history(state, sh)?,
+    };
     let mut w = ListWriter::with_capacity(confirmed.len() * 100);
     for h in confirmed.iter() {
         w.entry(&h.txid, &[("height", h.height as i64)]);
     }
     let json = Arc::new(w.into_entries());
     state
-        .history_cache
+        .script_cache
         .insert_rendered(sh.hashx(), json.clone(), confirmed.len(), generation);
     Ok(json)
 }
 
-/// A script's confirmed history, from the cache or the index (and then cached); "history
-/// too large" above the `MAX_SEND`-derived limit.
+/// A script's confirmed history from the index (then cached); "history too large" above the
+/// `MAX_SEND`-derived limit.
 fn confirmed_history(
     state: &ServerState,
     sh: &ScriptHash,
-) -> Result<Arc<Vec<electrumx_core::HistoryItem>>, RpcError> {
+) -> Result<Arc<Vec<HistoryItem>>, RpcError> {
     let limit = state.limits.max_history();
-    if let Some(h) = state.history_cache.get(&sh.hashx()) {
-        return if h.len() > limit {
-            Err(history_too_large())
-        } else {
-            Ok(h)
-        };
-    }
-    let generation = state.history_cache.generation();
+    let generation = state.script_cache.generation();
     let history = state.index.history(sh, 0, limit + 1).map_err(index_err)?;
     if history.len() > limit {
         return Err(history_too_large());
     }
     let history = Arc::new(history);
     state
-        .history_cache
+        .script_cache
         .insert(sh.hashx(), history.clone(), generation);
     Ok(history)
+}
+
+/// A script's confirmed UTXOs from the index (then cached); "history too large" above the
+/// same limit as histories.
+fn confirmed_utxos(state: &ServerState, sh: &ScriptHash) -> Result<Arc<Vec<Utxo>>, RpcError> {
+    let limit = state.limits.max_history();
+    let generation = state.script_cache.generation();
+    let utxos = state.index.utxos(sh, limit + 1).map_err(index_err)?;
+    if utxos.len() > limit {
+        return Err(history_too_large());
+    }
+    let utxos = Arc::new(utxos);
+    state
+        .script_cache
+        .insert_utxos(sh.hashx(), utxos.clone(), generation);
+    Ok(utxos)
+}
+
+/// `listunspent`'s list: the confirmed UTXOs the mempool does not spend, then the mempool's.
+fn utxo_list(state: &ServerState, sh: &ScriptHash, confirmed: &[Utxo]) -> String {
+    let mut w = ListWriter::with_capacity(confirmed.len() * 128 + 256);
+    for u in confirmed
+        .iter()
+        .filter(|u| state.mempool.spender(&u.txid, u.vout).is_none())
+    {
+        w.entry(
+            &u.txid,
+            &[
+                ("tx_pos", u.vout as i64),
+                ("height", u.height as i64),
+                ("value", u.value as i64),
+            ],
+        );
+    }
+    for u in state.mempool.utxos(&sh.hashx()) {
+        w.entry(
+            &u.txid,
+            &[
+                ("tx_pos", u.vout as i64),
+                ("height", 0),
+                ("value", u.value as i64),
+            ],
+        );
+    }
+    w.finish()
 }
 
 /// An outpoint's status (protocol 1.7): `{}`, `{funder_height}` or with the spender.

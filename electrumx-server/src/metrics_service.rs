@@ -318,7 +318,9 @@ pub async fn render(ctx: &AdminContext) -> String {
 
     // Caches.
     let caches = [
-        ("history", st.history_cache.stats()),
+        ("history", st.script_cache.stats()),
+        ("utxos", st.script_cache.utxo_stats()),
+        ("balance", st.script_cache.balance_stats()),
         ("merkle", st.merkle_cache.stats()),
         ("tx", st.tx_cache.stats()),
     ];

@@ -225,13 +225,13 @@ async fn follow_changes(
                     if reorg {
                         state.tx_cache.clear();
                     }
-                    state.history_cache.invalidate(&touched);
+                    state.script_cache.invalidate(&touched);
                     if let Some(msg) = headers_notification(&state) {
                         state.subs.notify_headers(&msg);
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    state.history_cache.clear();
+                    state.script_cache.clear();
                     state.tx_cache.clear();
                     everything = true;
                 }

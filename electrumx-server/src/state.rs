@@ -129,8 +129,8 @@ pub struct ServerState {
     pub cost_groups: Arc<crate::cost::CostGroups>,
     /// `DROP_CLIENT`: client names to refuse.
     pub drop_client: Option<regex::Regex>,
-    /// Recently asked confirmed histories.
-    pub history_cache: crate::cache::HistoryCache,
+    /// Recently asked confirmed histories, UTXO lists and balances.
+    pub script_cache: crate::cache::ScriptCache,
     /// Recently asked confirmed transactions (`blockchain.transaction.get`).
     pub tx_cache: crate::cache::TxCache,
     /// Live sessions and their counters.
@@ -166,7 +166,7 @@ impl ServerState {
             cost: Default::default(),
             cost_groups: Default::default(),
             drop_client: None,
-            history_cache: crate::cache::HistoryCache::new(2_000_000),
+            script_cache: crate::cache::ScriptCache::new(2_000_000),
             // 64 MB of hex: some 100,000 typical transactions.
             tx_cache: crate::cache::TxCache::new(64 << 20),
             sessions: Default::default(),
