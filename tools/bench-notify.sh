@@ -5,7 +5,8 @@
 # Works on copies of the cached chain and database (see bench-query.sh), so caches stay as
 # they are.   tools/bench-notify.sh [SESSIONS] [SUBS_PER_SESSION]
 # BLOCKNOTIFY=1: the node runs `electrumx-rpc notify` on each block (-blocknotify) instead of
-# the server finding the block at its next poll.
+# the server finding the block at its next poll. SERVER_BIN: another electrumx-server binary
+# to measure (an earlier build, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/electrumx-rs/target}"
@@ -33,7 +34,7 @@ tools/regtest-node.sh start "$work/node" "${node_args[@]}" >/dev/null
 node_port="$(cat "$work/node/rpcport")"
 DAEMON_URL="http://127.0.0.1:$node_port/" DAEMON_COOKIE_FILE="$work/node/regtest/.cookie" DB_DIRECTORY="$work/db" \
 COIN=BitcoinSV NET=regtest SERVICES="$services" COST_SOFT_LIMIT=0 COST_HARD_LIMIT=0 \
-MAX_SESSIONS=$((sessions + 100)) DAEMON_POLL_INTERVAL_BLOCKS=$poll "$bin/electrumx-server" > "$work/server.log" 2>&1 &
+MAX_SESSIONS=$((sessions + 100)) DAEMON_POLL_INTERVAL_BLOCKS=$poll "${SERVER_BIN:-$bin/electrumx-server}" > "$work/server.log" 2>&1 &
 pid=$!
 until grep -q "listening for clients" "$work/server.log"; do sleep 0.5; done
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")

@@ -12,9 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// What an entry costs in the caches' unit beyond its items (its key, the LRU's index): an
-/// empty history or a balance is not free.
-const ENTRY_OVERHEAD: usize = 2;
+/// What an entry costs in the caches' unit (a history item or UTXO, some 40 bytes) beyond
+/// its items: its key, the map's and the LRU index's slots, the list's own header, about
+/// 300 bytes. An empty history or a balance is not free.
+const ENTRY_OVERHEAD: usize = 8;
 
 /// Counters of a cache, for `getinfo` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

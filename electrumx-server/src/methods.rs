@@ -242,7 +242,8 @@ fn script_status_from(
             ControlFlow::Continue(())
         })
         .map_err(index_err)?;
-    if let Some(k) = kept {
+    if let Some(mut k) = kept {
+        k.shrink_to_fit();
         state.script_cache.insert(hashx, Arc::new(k), generation);
     }
     Ok(status.finish(state, &hashx))
