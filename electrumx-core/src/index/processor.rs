@@ -387,16 +387,17 @@ impl BlockProcessor {
                     txid: input.prev_txid,
                     vout: input.prev_vout,
                 };
-                let in_flight = self
-                    .inflight
-                    .as_ref()
-                    .and_then(|f| f.coins.get(&key).copied());
                 let unflushed = self.coins.remove(&key);
                 // Written by the in-flight flush or an earlier one, and still known in memory:
-                // deleted like any flushed output, without a seek.
+                // deleted like any flushed output, without a seek. Each probe is a likely
+                // cache miss in a table of millions: none is made once one has found it.
                 let flushed = match unflushed {
                     Some(_) => None,
-                    None => in_flight.or_else(|| self.clean.remove(&key)),
+                    None => self
+                        .inflight
+                        .as_ref()
+                        .and_then(|f| f.coins.get(&key).copied())
+                        .or_else(|| self.clean.remove(&key)),
                 };
                 let (coin, db_key) = match (unflushed, flushed) {
                     (Some(c), _) => (c, None),
