@@ -1031,7 +1031,8 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
         .map(|(_, k)| *k)
         .find(|k| matches!(k, ScriptKind::Wallet(_)))
         .unwrap();
-    let sh = ScriptHash::of_script(&kind.script()).to_hex();
+    let script_hash = ScriptHash::of_script(&kind.script());
+    let sh = script_hash.to_hex();
     let paying: Vec<String> = sent
         .iter()
         .filter(|t| t.outputs.iter().any(|(_, k)| *k == kind))
@@ -1051,7 +1052,34 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
             })
             .collect())
     };
-    let mut c = tokio::task::block_in_place(|| -> Result<RawConn> {
+    // Balance as (confirmed, unconfirmed), and the heights of the script's UTXOs created by
+    // the paying transactions. Asked twice each time: the second answer comes from the
+    // server's script cache, which a new block or a reorg must not leave stale.
+    let balance_of = |c: &mut RawConn| -> Result<(i64, i64)> {
+        let b = c.result("blockchain.scripthash.get_balance", json!([sh]))?;
+        let b = (
+            b["confirmed"].as_i64().unwrap(),
+            b["unconfirmed"].as_i64().unwrap(),
+        );
+        let again = c.result("blockchain.scripthash.get_balance", json!([sh]))?;
+        assert_eq!(again["confirmed"].as_i64().unwrap(), b.0);
+        Ok(b)
+    };
+    let utxo_heights_of = |c: &mut RawConn| -> Result<Vec<i64>> {
+        let u = c.result("blockchain.scripthash.listunspent", json!([sh]))?;
+        assert_eq!(
+            c.result("blockchain.scripthash.listunspent", json!([sh]))?,
+            u
+        );
+        Ok(u.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| paying.contains(&e["tx_hash"].as_str().unwrap().to_string()))
+            .map(|e| e["height"].as_i64().unwrap())
+            .collect())
+    };
+    let confirmed_before = fx.chain.ledger().balance(&script_hash);
+    let mut c = tokio::task::block_in_place(|| -> Result<_> {
         let mut c = RawConn::connect(port)?;
         c.result("server.version", json!(["t", "1.6"]))?;
         // Seen unconfirmed: height 0 (or -1 with an unconfirmed parent).
@@ -1059,16 +1087,25 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
             let h = heights_of(&mut c)?;
             Ok((h.len() == paying.len() && h.iter().all(|(_, ht)| *ht <= 0)).then_some(()))
         })?;
+        let balance = balance_of(&mut c)?;
+        assert_eq!(balance.0, confirmed_before as i64);
+        assert_ne!(balance.1, 0, "the payments show as unconfirmed");
+        assert!(utxo_heights_of(&mut c)?.iter().all(|h| *h == 0));
         Ok(c)
     })?;
     // Mined: confirmed at the new height.
     fx.chain.mine(&fx.node, 1).await?;
     let mined = fx.chain.height() as i64;
-    tokio::task::block_in_place(|| {
+    let confirmed_mined = fx.chain.ledger().balance(&script_hash) as i64;
+    tokio::task::block_in_place(|| -> Result<()> {
         eventually(|| {
             let h = heights_of(&mut c)?;
             Ok((h.len() == paying.len() && h.iter().all(|(_, ht)| *ht == mined)).then_some(()))
-        })
+        })?;
+        assert_eq!(balance_of(&mut c)?, (confirmed_mined, 0));
+        let utxos = utxo_heights_of(&mut c)?;
+        assert!(!utxos.is_empty() && utxos.iter().all(|h| *h == mined));
+        Ok(())
     })?;
     // Confirmed transactions are answered from the transaction cache the second time.
     let raw_of = |c: &mut RawConn, txid: &str| -> Result<Value> {
@@ -1081,6 +1118,7 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
     })?;
     // That block is replaced by a longer branch without it: back in the mempool.
     fx.chain.reorg_empty(&fx.node, 1).await?;
+    let confirmed_after_reorg = fx.chain.ledger().balance(&script_hash) as i64;
     tokio::task::block_in_place(|| {
         eventually(|| {
             let tip = c.result("blockchain.headers.subscribe", json!([]))?;
@@ -1094,6 +1132,11 @@ async fn mempool_payment_confirms_then_returns_to_the_mempool_after_a_reorg() ->
     // Unconfirmed again (the cache was cleared by the reorg), and still the same bytes.
     tokio::task::block_in_place(|| -> Result<()> {
         assert_eq!(raw_of(&mut c, &paying[0])?, first_raw);
+        // The taken-back block's transactions are all in the mempool again.
+        let (confirmed, unconfirmed) = balance_of(&mut c)?;
+        assert_eq!(confirmed, confirmed_after_reorg);
+        assert_ne!(unconfirmed, 0);
+        assert!(utxo_heights_of(&mut c)?.iter().all(|h| *h == 0));
         Ok(())
     })?;
     fx.server.signal("TERM")?;

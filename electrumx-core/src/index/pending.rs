@@ -225,10 +225,28 @@ fn sort_index_keys(
     txid_index: &mut [[u8; TXID_PREFIX_LEN + TXNUM_LEN]],
     spenders: &mut [([u8; SPENDER_KEY_LEN], [u8; TXNUM_LEN])],
 ) {
-    // Big-endian keys: integer order is byte order, and far cheaper to compare.
+    // Big-endian keys: integer order is byte order, and far cheaper to compare than bytes
+    // (a comparison of byte arrays is a `memcmp` call).
     history.sort_unstable_by_key(|k| u128::from_be_bytes(*k));
-    txid_index.sort_unstable();
-    spenders.sort_unstable_by_key(|(k, _)| *k);
+    txid_index.sort_unstable_by_key(sort_key);
+    spenders.sort_unstable_by_key(|(k, _)| sort_key(k));
+}
+
+/// An integer whose order is the byte order of keys of `N` ≤ 16 bytes.
+fn sort_key<const N: usize>(key: &[u8; N]) -> u128 {
+    const { assert!(N <= 16) };
+    let mut b = [0u8; 16];
+    b[..N].copy_from_slice(key);
+    u128::from_be_bytes(b)
+}
+
+/// [`sort_key`] for `utxos` keys (20 bytes): the first 16 bytes, then the last 4.
+fn utxo_sort_key(key: &[u8; UTXO_KEY_LEN]) -> (u128, u32) {
+    let (head, tail) = key.split_at(16);
+    (
+        u128::from_be_bytes(head.try_into().expect("16 bytes")),
+        u32::from_be_bytes(tail.try_into().expect("4 bytes")),
+    )
 }
 
 /// The `outpoints` and `utxos` writes (puts for `coins`, deletes for spent flushed outputs),
@@ -253,7 +271,37 @@ fn coin_writes(
     outpoints.extend(outpoint_deletes.into_iter().map(|k| (k, None)));
     utxos.extend(utxo_deletes.into_iter().map(|k| (k, None)));
     // Keys are unique within one flush window (an output is created or spent once).
-    outpoints.sort_unstable_by_key(|e| e.0);
-    utxos.sort_unstable_by_key(|e| e.0);
+    outpoints.sort_unstable_by_key(|e| sort_key(&e.0));
+    utxos.sort_unstable_by_key(|e| utxo_sort_key(&e.0));
     (outpoints, utxos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys sorted by their integer sort keys are in byte order, as RocksDB sorts them.
+    #[test]
+    fn sort_keys_follow_byte_order() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Few distinct values, so keys share prefixes and differ late.
+            (seed % 3) as u8 * 0x7f
+        };
+        let mut outpoints: Vec<[u8; OUTPOINT_KEY_LEN]> =
+            (0..500).map(|_| std::array::from_fn(|_| byte())).collect();
+        let mut utxos: Vec<[u8; UTXO_KEY_LEN]> =
+            (0..500).map(|_| std::array::from_fn(|_| byte())).collect();
+        let mut want = outpoints.clone();
+        want.sort_unstable();
+        outpoints.sort_unstable_by_key(sort_key);
+        assert_eq!(outpoints, want);
+        let mut want = utxos.clone();
+        want.sort_unstable();
+        utxos.sort_unstable_by_key(utxo_sort_key);
+        assert_eq!(utxos, want);
+    }
 }
