@@ -431,6 +431,9 @@ enum Line {
     Eof,
 }
 
+/// Bytes of room the line reader makes for each read.
+const READ_CHUNK: usize = 16384;
+
 /// Newline framing with a length limit that, unlike a codec that fails for good, drops an
 /// oversized message and carries on with the next one.
 struct LineReader<R> {
@@ -450,30 +453,41 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
+    /// Drops the first `n` bytes; a buffer a long message grew is given back.
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+        if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
+            self.buf.shrink_to(READ_CHUNK);
+        }
+    }
+
     async fn next_line(&mut self) -> std::io::Result<Line> {
         loop {
             if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let rest = self.buf.split_off(pos + 1);
-                let mut line = std::mem::replace(&mut self.buf, rest);
-                line.pop();
-                if std::mem::take(&mut self.discarding) {
+                if std::mem::take(&mut self.discarding) || pos > self.max {
+                    self.consume(pos + 1);
                     return Ok(Line::TooLong);
                 }
-                if line.len() > self.max {
-                    return Ok(Line::TooLong);
-                }
-                return Ok(Line::Text(String::from_utf8_lossy(&line).into_owned()));
+                // The line is copied out and the buffer kept, with its room, for the next read.
+                let line = self.buf[..pos].to_vec();
+                self.consume(pos + 1);
+                // Valid UTF-8 (nearly always) becomes the line without a copy.
+                let text = String::from_utf8(line)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                return Ok(Line::Text(text));
             }
             if self.buf.len() > self.max {
                 self.buf.clear();
                 self.discarding = true;
             }
-            let mut chunk = [0u8; 16384];
-            let n = self.inner.read(&mut chunk).await?;
+            // Read straight into the buffer's spare room (no zeroed scratch array a read).
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return Ok(Line::Eof);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }

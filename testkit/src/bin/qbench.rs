@@ -2,7 +2,9 @@
 //! and each concurrency level, sessions that send requests back to back, and prints a
 //! Markdown table of p50/p99 latency and requests per second.
 //!
-//! Usage: `qbench PORT [--concurrency 1,16,256] [--requests N] [--heavy-requests N]`
+//! Usage: `qbench PORT [--concurrency 1,16,256] [--requests N] [--heavy-requests N]
+//! [--only TEXT]` (`--only`: just the query kinds whose name contains TEXT, e.g. to profile
+//! one of them).
 //!
 //! Scripts are the chain generator's wallets (`chaingen`): wallet 5 is heavy (tens of
 //! thousands of transactions), wallet 100 medium, wallet 150000 light (Zipf skew). Transactions are read from the server
@@ -124,6 +126,8 @@ async fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(8);
+
+    let only = arg(&args, "--only");
 
     let mut probe = Conn::open(port).await?;
     let tip = probe
@@ -270,6 +274,9 @@ async fn main() -> Result<()> {
     println!("| query | sessions | requests | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---|---|---|---|---|---|");
     for (name, make, total) in &kinds {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         for &level in &levels {
             // Heavy queries run with as many sessions as they have requests, at most.
             if *total < level {
