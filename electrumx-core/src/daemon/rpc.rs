@@ -182,6 +182,8 @@ pub struct RpcDaemon {
     current: AtomicUsize,
     cookie: Mutex<Option<(String, String)>>,
     failing: AtomicBool,
+    /// The last temporary failure logged, so that each kind is logged once per outage.
+    last_problem: Mutex<Option<String>>,
     cancel: CancellationToken,
 }
 
@@ -226,6 +228,7 @@ impl RpcDaemon {
             current: AtomicUsize::new(0),
             cookie: Mutex::new(None),
             failing: AtomicBool::new(false),
+            last_problem: Mutex::new(None),
             cancel,
         })
     }
@@ -394,6 +397,21 @@ impl RpcDaemon {
         self.send_with_retry(&body, parse_single).await?
     }
 
+    /// Logs a temporary failure: once when an outage starts, then once more each time the
+    /// failure changes (the node went from absent to refusing, say), never per retry.
+    fn log_failure(&self, problem: &str) {
+        let first = !self.failing.swap(true, Ordering::Relaxed);
+        let mut last = self.last_problem.lock();
+        if first {
+            tracing::warn!("daemon unavailable, retrying until it answers: {problem}");
+        } else if last.as_deref() != Some(problem) {
+            tracing::warn!("daemon still unavailable, now: {problem}");
+        } else {
+            tracing::debug!("daemon still unavailable: {problem}");
+        }
+        *last = Some(problem.to_string());
+    }
+
     async fn send_with_retry<T>(
         &self,
         body: &[u8],
@@ -436,11 +454,7 @@ impl RpcDaemon {
                 Attempt::Temporary(msg) => msg,
             };
             reload_cookie = false;
-            if !self.failing.swap(true, Ordering::Relaxed) {
-                tracing::warn!("daemon unavailable, retrying until it answers: {problem}");
-            } else {
-                tracing::debug!("daemon still unavailable: {problem}");
-            }
+            self.log_failure(&problem);
             if let Some(limit) = self.config.retry_limit
                 && started.elapsed() >= limit
             {
