@@ -11,12 +11,22 @@ pub mod server;
 
 use std::path::PathBuf;
 
-/// The workspace root (this crate's parent directory).
+/// The workspace root: the parent of the running crate's directory as `cargo test` tells it
+/// (every workspace member sits one level below the root), else of this crate's directory
+/// at build time. The runtime answer comes first because checkouts that share one target
+/// directory (a CI clone beside the working copy) also share test binaries, whose
+/// build-time path may be another checkout's.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    let runtime = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| dir.parent().map(PathBuf::from))
+        .filter(|root| root.join("tools").join("regtest-node.sh").exists());
+    runtime.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf()
+    })
 }
 
 /// The shared test data directory: `$ELECTRUMX_SHARED_DIR`, else `../shared` beside the
