@@ -219,15 +219,26 @@ impl ScriptCache {
     /// Stores a history computed during `generation` (ignored if the chain changed since,
     /// or if it alone would take over a quarter of the cache).
     pub fn insert(&self, hashx: HashX, history: Arc<Vec<HistoryItem>>, generation: u64) {
-        if history.len() > self.max_entries / 4 {
+        self.insert_list(|inner| &mut inner.lru, hashx, history, generation);
+    }
+
+    /// Stores `list` in the LRU `pick` chooses, under the rules of [`ScriptCache::insert`].
+    fn insert_list<T>(
+        &self,
+        pick: impl FnOnce(&mut Inner) -> &mut SizedLru<HashX, Arc<Vec<T>>>,
+        hashx: HashX,
+        list: Arc<Vec<T>>,
+        generation: u64,
+    ) {
+        if list.len() > self.max_entries / 4 {
             return;
         }
         let mut inner = self.inner.lock();
         if inner.generation != generation {
             return;
         }
-        let size = history.len() + ENTRY_OVERHEAD;
-        inner.lru.insert(hashx, history, size);
+        let size = list.len() + ENTRY_OVERHEAD;
+        pick(&mut inner).insert(hashx, list, size);
     }
 
     /// A cached, complete list of a script's confirmed UTXOs.
@@ -238,15 +249,7 @@ impl ScriptCache {
     /// Stores a script's complete UTXO list computed during `generation` (same rules as
     /// [`ScriptCache::insert`]).
     pub fn insert_utxos(&self, hashx: HashX, utxos: Arc<Vec<Utxo>>, generation: u64) {
-        if utxos.len() > self.max_entries / 4 {
-            return;
-        }
-        let mut inner = self.inner.lock();
-        if inner.generation != generation {
-            return;
-        }
-        let size = utxos.len() + ENTRY_OVERHEAD;
-        inner.utxos.insert(hashx, utxos, size);
+        self.insert_list(|inner| &mut inner.utxos, hashx, utxos, generation);
     }
 
     /// A cached confirmed balance.
