@@ -13,7 +13,8 @@ use electrumx_server::state::{Limits, ServerState};
 use electrumx_testkit::shared_dir;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 struct Env {
     rt: tokio::runtime::Runtime,
@@ -22,54 +23,90 @@ struct Env {
     _db: tempfile::TempDir,
 }
 
-fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
+/// The shared environment, made by the first test that asks; the last test to finish shuts
+/// it down ([`EnvUser`]), so that no RocksDB work is still running when the test process
+/// exits (RocksDB's static destructors run at exit, and a compaction thread still at work
+/// then crashed the process after every test had passed).
+static ENV: Mutex<Option<Arc<Env>>> = Mutex::new(None);
+
+/// Tests in this file; each holds an [`EnvUser`] while it runs.
+const TESTS: usize = 3;
+
+/// Counts a test as finished when dropped; the last one shuts the environment down.
+struct EnvUser;
+
+impl Drop for EnvUser {
+    fn drop(&mut self) {
+        static FINISHED: AtomicUsize = AtomicUsize::new(0);
+        if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 < TESTS {
+            return;
+        }
+        let env = ENV.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(Ok(env)) = env.map(Arc::try_unwrap) {
+            let Env {
+                rt,
+                state,
+                _controller: controller,
+                _db,
+            } = env;
+            let _ = rt.block_on(controller.stop());
+            drop(state);
+            drop(controller);
+            drop(rt);
+        }
+    }
+}
+
+fn env() -> Arc<Env> {
+    let mut slot = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    slot.get_or_insert_with(|| Arc::new(make_env())).clone()
+}
+
+fn make_env() -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let coin = CoinParams::from_names("Bitcoin", "regtest").unwrap();
+    let (controller, state) = rt.block_on(async {
+        let daemon = Arc::new(
+            BlockFileDaemon::open(
+                &shared_dir().join("data/regtest-blocks/run-0000000-0000150"),
+                coin.genesis_hash,
+            )
+            .unwrap(),
+        );
+        let controller = Controller::builder()
+            .coin(coin.clone())
+            .db_dir(db.path())
+            .daemon(daemon.clone())
             .build()
             .unwrap();
-        let db = tempfile::tempdir().unwrap();
-        let coin = CoinParams::from_names("Bitcoin", "regtest").unwrap();
-        let (controller, state) = rt.block_on(async {
-            let daemon = Arc::new(
-                BlockFileDaemon::open(
-                    &shared_dir().join("data/regtest-blocks/run-0000000-0000150"),
-                    coin.genesis_hash,
-                )
-                .unwrap(),
-            );
-            let controller = Controller::builder()
-                .coin(coin.clone())
-                .db_dir(db.path())
-                .daemon(daemon.clone())
-                .build()
-                .unwrap();
-            controller.start().unwrap();
-            controller.wait_caught_up().await.unwrap();
-            let index = controller.index();
-            let mempool = Arc::new(Mempool::new(
-                daemon.clone(),
-                Arc::new(index.clone()),
-                coin.clone(),
-            ));
-            let mut state = ServerState::new(coin, index, mempool, daemon);
-            state.limits = Limits {
-                max_send: 350_000,
-                ..Limits::default()
-            };
-            state.script_cache = electrumx_server::cache::ScriptCache::new(100_000);
-            let state = Arc::new(state);
-            (controller, state)
-        });
-        Env {
-            rt,
-            state,
-            _controller: controller,
-            _db: db,
-        }
-    })
+        controller.start().unwrap();
+        controller.wait_caught_up().await.unwrap();
+        let index = controller.index();
+        let mempool = Arc::new(Mempool::new(
+            daemon.clone(),
+            Arc::new(index.clone()),
+            coin.clone(),
+        ));
+        let mut state = ServerState::new(coin, index, mempool, daemon);
+        state.limits = Limits {
+            max_send: 350_000,
+            ..Limits::default()
+        };
+        state.script_cache = electrumx_server::cache::ScriptCache::new(100_000);
+        let state = Arc::new(state);
+        (controller, state)
+    });
+    Env {
+        rt,
+        state,
+        _controller: controller,
+        _db: db,
+    }
 }
 
 const METHODS: &[&str] = &[
@@ -168,31 +205,37 @@ fn assert_wellformed(reply: Option<String>) {
     }
 }
 
-proptest! {
-
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let _user = EnvUser;
+    proptest!(|(bytes in prop::collection::vec(any::<u8>(), 0..300))| {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         assert_wellformed(run(&text, None));
         assert_wellformed(run(&text, Some("1.7")));
-    }
+    });
+}
 
-    #[test]
-    fn arbitrary_json_never_panics(v in json_value()) {
+#[test]
+fn arbitrary_json_never_panics() {
+    let _user = EnvUser;
+    proptest!(|(v in json_value())| {
         assert_wellformed(run(&v.to_string(), Some("1.4")));
-    }
+    });
+}
 
-    #[test]
-    fn every_method_with_arbitrary_params_answers(
+#[test]
+fn every_method_with_arbitrary_params_answers() {
+    let _user = EnvUser;
+    proptest!(|(
         method in prop::sample::select(METHODS),
         params in json_value(),
         version in prop::sample::select(&["1.4", "1.4.2", "1.6", "1.7"][..]),
         batch in any::<bool>(),
-    ) {
+    )| {
         let req = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
         let text = if batch { json!([req, req]).to_string() } else { req.to_string() };
         let reply = run(&text, Some(version));
         prop_assert!(reply.is_some());
         assert_wellformed(reply);
-    }
+    });
 }
