@@ -435,10 +435,17 @@ enum Line {
 const READ_CHUNK: usize = 16384;
 
 /// Newline framing with a length limit that, unlike a codec that fails for good, drops an
-/// oversized message and carries on with the next one.
+/// oversized message and carries on with the next one. Lines are taken from the front of
+/// one buffer by an offset, and a partial line is only searched from where the last search
+/// stopped, so many lines in one packet, or one long line over many reads, cost work
+/// linear in their bytes.
 struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
+    /// Bytes at the front of `buf` already returned.
+    start: usize,
+    /// Bytes after `start` known to hold no newline.
+    scanned: usize,
     max: usize,
     discarding: bool,
 }
@@ -448,46 +455,99 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         LineReader {
             inner,
             buf: Vec::with_capacity(4096),
+            start: 0,
+            scanned: 0,
             max,
             discarding: false,
         }
     }
 
-    /// Drops the first `n` bytes; a buffer a long message grew is given back.
-    fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
-        if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
-            self.buf.shrink_to(READ_CHUNK);
-        }
-    }
-
     async fn next_line(&mut self) -> std::io::Result<Line> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                if std::mem::take(&mut self.discarding) || pos > self.max {
-                    self.consume(pos + 1);
-                    return Ok(Line::TooLong);
-                }
-                // The line is copied out and the buffer kept, with its room, for the next read.
-                let line = self.buf[..pos].to_vec();
-                self.consume(pos + 1);
-                // Valid UTF-8 (nearly always) becomes the line without a copy.
-                let text = String::from_utf8(line)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                return Ok(Line::Text(text));
+            let unread = &self.buf[self.start..];
+            if let Some(i) = unread[self.scanned..].iter().position(|b| *b == b'\n') {
+                let len = self.scanned + i;
+                let too_long = std::mem::take(&mut self.discarding) || len > self.max;
+                let line = (!too_long).then(|| unread[..len].to_vec());
+                self.start += len + 1;
+                self.scanned = 0;
+                return Ok(match line {
+                    // Valid UTF-8 (nearly always) becomes the line without another copy.
+                    Some(line) => Line::Text(
+                        String::from_utf8(line)
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    ),
+                    None => Line::TooLong,
+                });
             }
-            if self.buf.len() > self.max {
-                self.buf.clear();
+            self.scanned = unread.len();
+            if self.scanned > self.max {
+                // Skipped up to the next newline; only the fact is kept.
                 self.discarding = true;
+                self.start = self.buf.len();
+                self.scanned = 0;
+            }
+            // Returned lines leave the buffer before it is read into again: the partial line
+            // left, if any, moves to the front once per read.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
+                // A long message grew it: give the room back.
+                self.buf.shrink_to(READ_CHUNK);
             }
             // Read straight into the buffer's spare room (no zeroed scratch array a read).
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }
-            let n = self.inner.read_buf(&mut self.buf).await?;
-            if n == 0 {
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return Ok(Line::Eof);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines split across reads, several in one read, an oversized one skipped with the
+    /// stream resynchronised after it, invalid UTF-8 replaced, and the end of the stream.
+    #[tokio::test]
+    async fn line_reader_frames_resynchronises_and_ends() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for part in [
+                &b"first\nsec"[..],
+                b"ond\nthird\n",
+                &[b'x'; 40],
+                &[b'y'; 40],
+                b"\nafter\n\xff\n",
+            ] {
+                client.write_all(part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut lines = LineReader::new(server, 30);
+        let mut got = Vec::new();
+        loop {
+            match lines.next_line().await.unwrap() {
+                Line::Text(t) => got.push(t),
+                Line::TooLong => got.push("<too long>".into()),
+                Line::Eof => break,
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(
+            got,
+            [
+                "first",
+                "second",
+                "third",
+                "<too long>",
+                "after",
+                "\u{fffd}"
+            ]
+        );
     }
 }
