@@ -562,10 +562,6 @@ impl SyncLoop {
         drop(prefetcher);
         self.flush_logged()?;
         self.processor.wait_inflight()?;
-        if self.inner.store.is_bulk_load() {
-            // Batches of the initial sync skip the WAL: make them durable before exiting.
-            self.inner.store.flush_memtables()?;
-        }
         Ok(())
     }
 

@@ -5,8 +5,10 @@
 //! a 45 s and a few-second flush of a full cache.
 
 use super::cache::{CoinInfo, FastMap, OutKey};
+use crate::error::{IndexError, Result};
 use crate::hash::Txid;
 use crate::store::keys::{self, OUTPOINT_KEY_LEN, TXID_PREFIX_LEN, TXNUM_LEN, UTXO_KEY_LEN};
+use crate::store::sink::{BatchSink, FamilyFile, Sink};
 use crate::store::{Store, cf};
 use rocksdb::WriteBatch;
 
@@ -120,11 +122,47 @@ impl PendingWrites {
     }
 
     /// Builds the batch: every family's writes in key order, plus the unspent `coins`
-    /// created since the last flush. A large window is sorted on two threads: during the
-    /// initial sync building the batch is the longest step of a flush, and the block
-    /// processor may be waiting for it.
+    /// created since the last flush.
     pub fn into_batch(self, coins: &FastMap<OutKey, CoinInfo>, store: &Store) -> WriteBatch {
-        let mut batch = WriteBatch::with_capacity_bytes(self.batch_capacity(coins.len()));
+        let mut sink = BatchSink::new(store, self.batch_capacity(coins.len()));
+        let Sorted { index, coins } = self.sorted(coins);
+        // A batch sink does not fail.
+        index.write(&mut sink).expect("batch put");
+        coins.write(&mut sink).expect("batch put");
+        sink.batch
+    }
+
+    /// Writes every family's SST file for a flush of the bulk load (see [`Store::sst_sink`]),
+    /// on two threads: during the initial sync this is the longest step of a flush, and the
+    /// block processor may be waiting for it.
+    pub fn into_files(
+        self,
+        coins: &FastMap<OutKey, CoinInfo>,
+        store: &Store,
+    ) -> Result<Vec<FamilyFile>> {
+        store.start_bulk_flush()?;
+        let Sorted { index, coins } = self.sorted(coins);
+        let (a, b) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                let mut sink = store.sst_sink("index");
+                index.write(&mut sink)?;
+                sink.finish()
+            });
+            let mut sink = store.sst_sink("coins");
+            let mine = coins.write(&mut sink).and_then(|()| sink.finish());
+            let theirs = other
+                .join()
+                .map_err(|_| IndexError::Corrupt("flush thread panicked".into()));
+            (mine, theirs)
+        });
+        let mut files = a?;
+        files.extend(b??);
+        Ok(files)
+    }
+
+    /// Sorts every family's writes (on two threads for a large window), grouped in two
+    /// sets of families that can be written independently.
+    fn sorted(self, coins: &FastMap<OutKey, CoinInfo>) -> Sorted {
         let PendingWrites {
             txids_base,
             txids,
@@ -145,31 +183,48 @@ impl PendingWrites {
             sort_index_keys(&mut history, &mut txid_index, &mut spenders);
             coin_writes(coins, outpoint_deletes, utxo_deletes)
         };
+        Sorted {
+            index: IndexWrites {
+                txid_index,
+                history,
+                spenders,
+            },
+            coins: CoinWrites {
+                small,
+                txids_base,
+                txids,
+                outpoints,
+                utxos,
+            },
+        }
+    }
+}
 
-        for write in small {
-            match write {
-                SmallWrite::Put(family, key, value) => batch.put_cf(store.cf(family), key, value),
-                SmallWrite::Delete(family, key) => batch.delete_cf(store.cf(family), key),
-            }
-        }
-        let txids_cf = store.cf(cf::TXIDS);
-        let mut chunk_value = Vec::with_capacity(keys::TXIDS_PER_CHUNK as usize * 32);
-        for (i, chunk) in txids.chunks(keys::TXIDS_PER_CHUNK as usize).enumerate() {
-            chunk_value.clear();
-            for txid in chunk {
-                chunk_value.extend_from_slice(&txid.0);
-            }
-            let first = txids_base + i as u64 * keys::TXIDS_PER_CHUNK;
-            batch.put_cf(txids_cf, keys::txids_chunk_key(first), &chunk_value);
-        }
-        drop(txids);
-        let cf_handle = store.cf(cf::TXID_INDEX);
+/// A window's writes, each family in key order.
+struct Sorted {
+    index: IndexWrites,
+    coins: CoinWrites,
+}
+
+/// The families keyed by scripts and txids.
+struct IndexWrites {
+    txid_index: Vec<[u8; TXID_PREFIX_LEN + TXNUM_LEN]>,
+    history: Vec<[u8; HISTORY_KEY_LEN]>,
+    spenders: Vec<([u8; SPENDER_KEY_LEN], [u8; TXNUM_LEN])>,
+}
+
+impl IndexWrites {
+    fn write(self, sink: &mut impl Sink) -> Result<()> {
+        let IndexWrites {
+            txid_index,
+            history,
+            spenders,
+        } = self;
         for k in &txid_index {
-            batch.put_cf(cf_handle, k, []);
+            sink.put(cf::TXID_INDEX, k, &[])?;
         }
         drop(txid_index);
         // One key per script (and per HISTORY_GROUP_MAX entries): the history of this window.
-        let cf_handle = store.cf(cf::HISTORY);
         let mut group = Vec::with_capacity(keys::HISTORY_GROUP_MAX * 3);
         let mut i = 0;
         while i < history.len() {
@@ -189,33 +244,87 @@ impl PendingWrites {
                 entries += 1;
                 i += 1;
             }
-            batch.put_cf(cf_handle, key, &group);
+            sink.put(cf::HISTORY, key, &group)?;
         }
         drop(history);
-        let cf_handle = store.cf(cf::SPENDERS);
         for (k, v) in &spenders {
-            batch.put_cf(cf_handle, k, v);
+            sink.put(cf::SPENDERS, k, v)?;
         }
-        drop(spenders);
-        let cf_handle = store.cf(cf::OUTPOINTS);
-        for (k, v) in &outpoints {
-            match v {
-                Some(v) => batch.put_cf(cf_handle, k, v),
-                None => batch.delete_cf(cf_handle, k),
-            }
-        }
-        drop(outpoints);
-        let cf_handle = store.cf(cf::UTXOS);
-        for (k, v) in &utxos {
-            match v {
-                Some(v) => batch.put_cf(cf_handle, k, v),
-                None => batch.delete_cf(cf_handle, k),
-            }
-        }
-        batch
+        Ok(())
     }
 }
 
+/// The families of outputs and blocks.
+struct CoinWrites {
+    small: Vec<SmallWrite>,
+    txids_base: u64,
+    txids: Vec<Txid>,
+    outpoints: Vec<OutpointWrite>,
+    utxos: Vec<UtxoWrite>,
+}
+
+impl CoinWrites {
+    fn write(self, sink: &mut impl Sink) -> Result<()> {
+        let CoinWrites {
+            small,
+            txids_base,
+            txids,
+            outpoints,
+            utxos,
+        } = self;
+        // Per family in key order, the last write of a key winning (an undo record may be
+        // put and deleted again within one window when it is longer than `REORG_LIMIT`).
+        let mut by_key: Vec<KeyedSmallWrite> = Vec::new();
+        for write in small {
+            match write {
+                SmallWrite::Put(family, key, value) => by_key.push((family, key, Some(value))),
+                SmallWrite::Delete(family, key) => by_key.push((family, key, None)),
+            }
+        }
+        // Stable: equal keys keep their order, and the last of them is kept.
+        by_key.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (i, (family, key, value)) in by_key.iter().enumerate() {
+            if by_key
+                .get(i + 1)
+                .is_some_and(|next| next.0 == *family && next.1 == *key)
+            {
+                continue;
+            }
+            match value {
+                Some(v) => sink.put(family, key, v)?,
+                None => sink.delete(family, key)?,
+            }
+        }
+        drop(by_key);
+        let mut chunk_value = Vec::with_capacity(keys::TXIDS_PER_CHUNK as usize * 32);
+        for (i, chunk) in txids.chunks(keys::TXIDS_PER_CHUNK as usize).enumerate() {
+            chunk_value.clear();
+            for txid in chunk {
+                chunk_value.extend_from_slice(&txid.0);
+            }
+            let first = txids_base + i as u64 * keys::TXIDS_PER_CHUNK;
+            sink.put(cf::TXIDS, &keys::txids_chunk_key(first), &chunk_value)?;
+        }
+        drop(txids);
+        for (k, v) in &outpoints {
+            match v {
+                Some(v) => sink.put(cf::OUTPOINTS, k, v)?,
+                None => sink.delete(cf::OUTPOINTS, k)?,
+            }
+        }
+        drop(outpoints);
+        for (k, v) in &utxos {
+            match v {
+                Some(v) => sink.put(cf::UTXOS, k, v)?,
+                None => sink.delete(cf::UTXOS, k)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small write with its family and key first, to sort by.
+type KeyedSmallWrite = (&'static str, [u8; 4], Option<Vec<u8>>);
 type OutpointWrite = ([u8; OUTPOINT_KEY_LEN], Option<[u8; 19]>);
 type UtxoWrite = ([u8; UTXO_KEY_LEN], Option<[u8; 8]>);
 

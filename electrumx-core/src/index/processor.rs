@@ -1,9 +1,10 @@
 //! The block processor: applies parsed blocks to the index and takes them back on reorgs.
 //!
 //! While syncing it keeps the outputs created since the last flush in memory (most are spent
-//! soon and never reach the disk) and accumulates every other write in one RocksDB
-//! `WriteBatch`; when both together exceed the cache budget, everything is committed in one
-//! atomic batch with the new state record. Once caught up, each block is committed on its own.
+//! soon and never reach the disk) and accumulates every other write per column family
+//! ([`PendingWrites`]); when both together exceed the cache budget, everything is committed
+//! at once with the new state record (as SST files ingested during the initial sync, as one
+//! `WriteBatch` otherwise). Once caught up, each block is committed on its own.
 
 use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, FastSet, OutKey};
 use super::pending::{PendingWrites, SmallWrite};
@@ -622,18 +623,25 @@ impl BlockProcessor {
         let commit_coins = coins.clone();
         let commit = move || -> Result<()> {
             let t0 = std::time::Instant::now();
-            let batch = writes.into_batch(&commit_coins, &store);
-            tracing::debug!(
-                secs = t0.elapsed().as_secs_f64(),
-                bytes = batch.size_in_bytes(),
-                "flush: batch built"
-            );
-            store.commit(batch, meta, sync, move |chain| {
+            let update = move |chain: &mut ChainState| {
                 chain.headers.extend(pending.headers);
                 chain.hashes.extend(pending.hashes);
                 Arc::make_mut(&mut chain.tx_counts).extend(pending.tx_counts.iter());
-            })?;
-            store.compact_if_crowded();
+            };
+            if store.is_bulk_load() {
+                let files = writes.into_files(&commit_coins, &store)?;
+                tracing::debug!(secs = t0.elapsed().as_secs_f64(), "flush: files written");
+                store.commit_files(&files, meta, update)?;
+                store.compact_if_crowded();
+            } else {
+                let batch = writes.into_batch(&commit_coins, &store);
+                tracing::debug!(
+                    secs = t0.elapsed().as_secs_f64(),
+                    bytes = batch.size_in_bytes(),
+                    "flush: batch built"
+                );
+                store.commit(batch, meta, sync, update)?;
+            }
             Ok(())
         };
         if sync {

@@ -3,10 +3,13 @@
 //! readers and the block processor share.
 //!
 //! Invariant: every change to the index is one atomic `WriteBatch` that also rewrites the
-//! `state` record, so after a crash at any instant the database is exactly the state of
-//! some completed batch: a prefix of the chain.
+//! `state` record, or (a flush of the initial sync) a set of ingested SST files committed
+//! by the `state` record written after them and completed at the next open if a crash cut
+//! it short ([`sink`]); so after a crash at any instant the database is exactly the state
+//! of some completed commit: a prefix of the chain.
 
 pub mod keys;
+pub mod sink;
 
 use crate::coin::CoinParams;
 use crate::error::{IndexError, Result};
@@ -124,13 +127,15 @@ pub struct Store {
     path: PathBuf,
     state: RwLock<ChainState>,
     meta: RwLock<DbState>,
-    /// Bulk-load mode (the initial sync): batches skip the WAL, the `BULK` families are not
-    /// compacted. See [`Store::finish_bulk_load`].
+    /// Bulk-load mode (the initial sync): flushes are ingested as SST files, the `BULK`
+    /// families are not compacted. See [`Store::finish_bulk_load`].
     bulk: std::sync::atomic::AtomicBool,
     /// Set by [`Store::stop_background_work`]: no compaction is to start any more.
     stopping: std::sync::atomic::AtomicBool,
     /// Bulk-loaded families handed back to automatic compactions during the bulk load.
     crowded: parking_lot::Mutex<Vec<&'static str>>,
+    /// SST writer options of the bulk-loaded families ([`sink::SstSink`]).
+    writer_opts: Vec<(&'static str, Options)>,
 }
 
 /// L0 files one bulk-loaded family may gather before it is compacted anyway (bounds the
@@ -217,8 +222,7 @@ impl Store {
         db_opts.set_max_open_files(opts.max_open_files);
         db_opts.set_max_background_jobs(2);
         db_opts.set_max_subcompactions(2);
-        // Memtables of all families are flushed together, so a batch written without the
-        // WAL (initial sync) survives a crash entirely or not at all.
+        // Memtables of all families are flushed together.
         db_opts.set_atomic_flush(true);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_max_total_wal_size(256 << 20);
@@ -229,6 +233,7 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        let writer_opts = sink::writer_options(&cache);
         let genesis = coin.genesis_hash.to_display_hex();
         let meta_cf = db.cf_handle(cf::META).expect("meta cf");
         let meta = match db.get_cf(meta_cf, STATE_KEY)? {
@@ -261,6 +266,7 @@ impl Store {
                 first_sync: true,
             },
         };
+        let meta = sink::recover(&db, path, meta)?;
         let store = Store {
             db,
             path: path.into(),
@@ -269,6 +275,7 @@ impl Store {
             bulk: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
             crowded: parking_lot::Mutex::new(Vec::new()),
+            writer_opts,
         };
         store.load_chain_state()?;
         if store.meta().first_sync {
@@ -365,19 +372,11 @@ impl Store {
         new_meta.flush_count = self.meta.read().flush_count + 1;
         let bytes = serde_json::to_vec(&new_meta).expect("state serializes");
         batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
+        // Through the WAL, every committed batch survives a crash of the process; `sync`
+        // (at the tip) makes it survive a power loss too. The initial sync's large flushes
+        // do not come this way but as ingested files ([`Store::commit_files`]).
         let mut wo = rocksdb::WriteOptions::default();
-        // With the WAL every committed batch survives a crash of the process; `sync` (at the
-        // tip) makes it survive a power loss too. During the bulk load no batch goes through
-        // the WAL (one that did could be replayed after a crash without the batches before
-        // it): a crash loses the batches since the last memtable flush, which is atomic
-        // across families, and a restart resumes from that older state, still a prefix of
-        // the chain; `sync` then writes the memtables out.
-        let bulk = self.is_bulk_load();
-        if bulk {
-            wo.disable_wal(true);
-        } else {
-            wo.set_sync(sync);
-        }
+        wo.set_sync(sync);
         let mut chain = self.state.write();
         let t0 = std::time::Instant::now();
         self.db.write_opt(batch, &wo)?;
@@ -385,12 +384,84 @@ impl Store {
         update(&mut chain);
         debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
         *self.meta.write() = new_meta;
-        drop(chain);
-        if bulk && sync {
-            // Outside the lock: readers need not wait for the memtables to be written.
-            self.flush_memtables()?;
-        }
         Ok(())
+    }
+
+    /// Starts a flush of the bulk load: an empty directory for its SST files.
+    pub fn start_bulk_flush(&self) -> Result<()> {
+        sink::prepare_dir(&self.path)
+    }
+
+    /// A sink writing SST files for the flush started by [`Store::start_bulk_flush`];
+    /// sinks of one flush need distinct `tag`s and disjoint families.
+    pub fn sst_sink(&self, tag: &'static str) -> sink::SstSink<'_> {
+        sink::SstSink::new(self, tag)
+    }
+
+    fn writer_options(&self, family: &str) -> &Options {
+        &self
+            .writer_opts
+            .iter()
+            .find(|(name, _)| *name == family)
+            .unwrap_or_else(|| panic!("{family} is not a bulk-loaded family"))
+            .1
+    }
+
+    fn ingest_dir(&self) -> PathBuf {
+        sink::ingest_dir(&self.path)
+    }
+
+    /// Commits a bulk flush's `files` (written by [`Store::sst_sink`]) with the new state
+    /// record, crash-safely (see [`sink`]), then lets `update` change the in-memory chain
+    /// state as [`Store::commit`] does.
+    pub fn commit_files(
+        &self,
+        files: &[sink::FamilyFile],
+        new_meta: DbState,
+        update: impl FnOnce(&mut ChainState),
+    ) -> Result<()> {
+        let mut chain = self.state.write();
+        let t0 = std::time::Instant::now();
+        let new_meta = self.ingest_files(files, new_meta, None)?;
+        tracing::debug!(secs = t0.elapsed().as_secs_f64(), "flush: files ingested");
+        update(&mut chain);
+        debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
+        *self.meta.write() = new_meta;
+        drop(chain);
+        sink::clear(&self.path)
+    }
+
+    /// Steps (2)–(4) of a bulk flush's commit; `stop_after` (tests) stops after ingesting
+    /// that many files, as a crash would.
+    fn ingest_files(
+        &self,
+        files: &[sink::FamilyFile],
+        mut new_meta: DbState,
+        stop_after: Option<usize>,
+    ) -> Result<DbState> {
+        new_meta.flush_count = self.meta.read().flush_count + 1;
+        sink::write_intent_and_ingest(&self.db, &self.path, &new_meta, files, stop_after)?;
+        if stop_after.is_some() {
+            return Ok(new_meta);
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        let bytes = serde_json::to_vec(&new_meta).expect("state serializes");
+        batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
+        self.db.write(batch)?;
+        Ok(new_meta)
+    }
+
+    /// [`Store::commit_files`] cut short after `stop_after` files, as by a crash: the
+    /// in-memory state and the state record stay as they were.
+    #[cfg(test)]
+    fn commit_files_interrupted(
+        &self,
+        files: &[sink::FamilyFile],
+        new_meta: DbState,
+        stop_after: Option<usize>,
+    ) -> Result<()> {
+        self.ingest_files(files, new_meta, stop_after.or(Some(files.len())))
+            .map(|_| ())
     }
 
     /// Whether the store is in bulk-load mode (the initial sync).
@@ -511,9 +582,8 @@ impl Store {
         Ok(())
     }
 
-    /// Ends the bulk load of the initial sync: writes the memtables to disk (so that the
-    /// batches written without the WAL are durable before any batch goes through it) and
-    /// turns automatic compactions back on. [`Store::compact_after_bulk_load`] then merges
+    /// Ends the bulk load of the initial sync: writes the memtables to disk and turns
+    /// automatic compactions back on. [`Store::compact_after_bulk_load`] then merges
     /// each family's files in the background; queries are correct meanwhile, only slower.
     pub fn finish_bulk_load(&self) -> Result<()> {
         if !self.is_bulk_load() {
