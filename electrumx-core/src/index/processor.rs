@@ -2,7 +2,7 @@
 //!
 //! While syncing it keeps the outputs created since the last flush in memory (most are spent
 //! soon and never reach the disk) and accumulates every other write per column family
-//! ([`PendingWrites`]); when both together exceed the cache budget, everything is committed
+//! (`PendingWrites`); when both together exceed the cache budget, everything is committed
 //! at once with the new state record (as SST files ingested during the initial sync, as one
 //! `WriteBatch` otherwise). Once caught up, each block is committed on its own.
 

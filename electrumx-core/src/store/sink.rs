@@ -6,7 +6,7 @@
 //! crash at any instant leaves recoverable: (1) every family's file is written and synced;
 //! (2) an intent record naming the files and the new state record is written and renamed
 //! into place; (3) each file is ingested (moved into the database); (4) the state record is
-//! written (through the WAL); (5) the intent is removed. [`recover`] runs at open, before
+//! written (through the WAL); (5) the intent is removed. `recover` runs at open, before
 //! anything reads the database: an intent whose state is newer than the committed one is
 //! completed (files not yet ingested are ingested, then the state is written); ingesting a
 //! file again is harmless, its keys and values are the same. Files of a flush that crashed
