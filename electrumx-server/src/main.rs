@@ -228,7 +228,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         r = controller.stop() => r,
         sig = signals.next() => {
             tracing::warn!("second {sig}: exiting at once (the database stays consistent)");
-            std::process::exit(130);
+            exit_at_once(130)
         }
     };
     admin_stop.cancel();
@@ -379,4 +379,16 @@ impl Signals {
             _ = recv(&mut self.term) => "SIGTERM",
         }
     }
+}
+
+/// Ends the process without running exit handlers, as a crash would (the database is
+/// crash-safe). `std::process::exit` runs C++ static destructors, RocksDB's among them,
+/// while its background threads and our flush thread still use the database: that
+/// crashed the process (SIGSEGV) instead of exiting with `code`.
+fn exit_at_once(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    let _ = std::io::stdout().flush();
+    // SAFETY: `_exit` only ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
 }
