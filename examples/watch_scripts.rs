@@ -41,11 +41,20 @@ async fn main() -> Result<()> {
     for sh in &watched {
         report(&index, sh)?;
     }
+    // One listener for the whole loop: a Ctrl-C that arrives while a report is being
+    // printed is kept for the next `select!` instead of being lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             ev = events.recv() => {
-                let Ok(IndexEvent::NewTip { height, touched, .. }) = ev else { continue };
+                let (height, touched) = match ev {
+                    Ok(IndexEvent::NewTip { height, touched, .. }) => (height, touched),
+                    // Fell behind: the next event reports the tip again.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
                 println!("new tip {height}");
                 for sh in watched.iter().filter(|sh| touched.contains(&sh.hashx())) {
                     report(&index, sh)?;
