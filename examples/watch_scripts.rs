@@ -51,7 +51,7 @@ async fn main() -> Result<()> {
             ev = events.recv() => {
                 let (height, touched) = match ev {
                     Ok(IndexEvent::NewTip { height, touched, .. }) => (height, touched),
-                    // Fell behind: the next event reports the tip again.
+                    // Fell behind and missed some events: go on with the next one.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };

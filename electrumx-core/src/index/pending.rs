@@ -437,17 +437,22 @@ fn coin_writes(
 mod tests {
     use super::*;
 
-    /// Keys sorted by their integer sort keys are in byte order, as RocksDB sorts them.
-    #[test]
-    fn sort_keys_follow_byte_order() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut byte = || {
+    /// A xorshift generator: deterministic test keys.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            // Few distinct values, so keys share prefixes and differ late.
-            (seed % 3) as u8 * 0x7f
-        };
+            seed
+        }
+    }
+
+    /// Keys sorted by their integer sort keys are in byte order, as RocksDB sorts them.
+    #[test]
+    fn sort_keys_follow_byte_order() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        // Few distinct values, so keys share prefixes and differ late.
+        let mut byte = || (next() % 3) as u8 * 0x7f;
         let mut outpoints: Vec<[u8; OUTPOINT_KEY_LEN]> =
             (0..500).map(|_| std::array::from_fn(|_| byte())).collect();
         let mut utxos: Vec<[u8; UTXO_KEY_LEN]> =
@@ -466,13 +471,7 @@ mod tests {
     /// high bytes (as tx numbers do), equal keys, and lengths around its threshold.
     #[test]
     fn radix_sort_orders_like_a_comparison_sort() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for len in [0, 1, 4095, 4096, 100_000] {
             let random: Vec<u128> = (0..len)
                 .map(|_| ((next() as u128) << 64) | next() as u128)
