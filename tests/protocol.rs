@@ -878,17 +878,19 @@ async fn protocol_1_7_scriptpubkey_outpoints_ping_and_recent() -> Result<()> {
             st,
             json!({"funder_height": funder_height, "spender_txhash": spender, "spender_height": 0})
         );
-        // mempool.recent lists what arrived last.
-        let recent = c.result("mempool.recent", json!([]))?;
-        let ids: Vec<String> = recent
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["txid"].as_str().unwrap().to_string())
-            .collect();
-        for t in &sent {
-            assert!(ids.contains(&t.txid.to_display_hex()));
-        }
+        // mempool.recent lists what arrived last. The transactions were submitted one by
+        // one, so the refresh that saw the spender may not have seen the later ones yet.
+        let wanted: Vec<String> = sent.iter().map(|t| t.txid.to_display_hex()).collect();
+        eventually(|| {
+            let recent = c.result("mempool.recent", json!([]))?;
+            let ids: Vec<String> = recent
+                .as_array()
+                .expect("mempool.recent answers a list")
+                .iter()
+                .map(|e| e["txid"].as_str().expect("txid").to_string())
+                .collect();
+            Ok(wanted.iter().all(|w| ids.contains(w)).then_some(()))
+        })?;
         Ok(())
     })?;
     fx.chain.mine(&fx.node, 1).await?;
