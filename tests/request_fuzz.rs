@@ -7,6 +7,7 @@
 use electrumx_core::daemon::BlockFileDaemon;
 use electrumx_core::{CoinParams, Controller, Mempool};
 use electrumx_server::methods::SessionCtx;
+use electrumx_server::outgoing::Outgoing;
 use electrumx_server::services::Protocol;
 use electrumx_server::session::handle_message;
 use electrumx_server::state::{Limits, ServerState};
@@ -182,7 +183,10 @@ fn run(text: &str, version: Option<&str>) -> Option<String> {
             let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
             handle_message(&e.state, &mut ctx, &hello.to_string(), &entry).await;
         }
-        let reply = handle_message(&e.state, &mut ctx, text, &entry).await.0;
+        let reply = handle_message(&e.state, &mut ctx, text, &entry)
+            .await
+            .0
+            .map(Outgoing::into_string);
         e.state.sessions.close(1);
         reply
     })

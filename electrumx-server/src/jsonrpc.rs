@@ -1,7 +1,9 @@
 //! JSON-RPC as Electrum speaks it: one message per line (or WebSocket frame), version 1.0 or
 //! 2.0, single requests or batches, positional or named parameters.
 
+use crate::outgoing::Outgoing;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// Error codes on the wire (see the protocol reference).
 pub mod code {
@@ -217,6 +219,32 @@ pub fn response(id: &Value, result: Value, v2: bool) -> Value {
 /// A success reply around an already serialized result (large lists are written directly).
 pub fn raw_response(id: &Value, raw_result: &str, v2: bool) -> String {
     let mut out = String::with_capacity(raw_result.len() + 64);
+    out.push_str(&response_head(id, v2));
+    out.push_str(raw_result);
+    out.push_str(response_tail(v2));
+    out
+}
+
+/// A success reply whose serialized result is `prefix`, the shared `body`, then `suffix`:
+/// the body (a long answer kept rendered in a cache) is not copied.
+pub fn spliced_response(
+    id: &Value,
+    prefix: &str,
+    body: Arc<String>,
+    suffix: &str,
+    v2: bool,
+) -> Outgoing {
+    let mut head = response_head(id, v2);
+    head.push_str(prefix);
+    let mut tail = String::with_capacity(suffix.len() + 16);
+    tail.push_str(suffix);
+    tail.push_str(response_tail(v2));
+    Outgoing::spliced(head, body, tail)
+}
+
+/// A success reply's text up to its result.
+fn response_head(id: &Value, v2: bool) -> String {
+    let mut out = String::with_capacity(64);
     out.push('{');
     if v2 {
         out.push_str("\"jsonrpc\":\"2.0\",");
@@ -224,12 +252,12 @@ pub fn raw_response(id: &Value, raw_result: &str, v2: bool) -> String {
     out.push_str("\"id\":");
     out.push_str(&id.to_string());
     out.push_str(",\"result\":");
-    out.push_str(raw_result);
-    if !v2 {
-        out.push_str(",\"error\":null");
-    }
-    out.push('}');
     out
+}
+
+/// A success reply's text after its result.
+fn response_tail(v2: bool) -> &'static str {
+    if v2 { "}" } else { ",\"error\":null}" }
 }
 
 /// An error reply.
@@ -250,6 +278,20 @@ pub fn notification(method: &str, params: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spliced_and_raw_responses_are_the_same_json() {
+        let body = Arc::new(r#"{"tx_hash":"ab","height":1}"#.to_string());
+        for v2 in [true, false] {
+            let id = json!("x");
+            let spliced = spliced_response(&id, "{\"history\":[", body.clone(), "]}", v2);
+            let raw = raw_response(&id, &format!("{{\"history\":[{body}]}}"), v2);
+            assert_eq!(spliced.into_string(), raw);
+            let v: Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!(v["result"]["history"][0]["height"], 1);
+            assert_eq!(v.get("jsonrpc").is_some(), v2);
+        }
+    }
 
     #[test]
     fn parses_singles_batches_and_errors() {

@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod methods;
 pub mod metrics;
 pub mod metrics_service;
+pub mod outgoing;
 pub mod peers;
 pub mod progress;
 pub mod registry;

@@ -72,6 +72,16 @@ pub enum Reply {
     Value(Value),
     /// Serialized JSON.
     Raw(String),
+    /// Serialized JSON in three parts: `prefix`, the shared `body` (a long answer kept
+    /// rendered in a cache, sent without a copy), then `suffix`.
+    Spliced {
+        /// The text before the body.
+        prefix: String,
+        /// The shared middle.
+        body: Arc<String>,
+        /// The text after it.
+        suffix: String,
+    },
 }
 
 fn internal(e: impl std::fmt::Display) -> RpcError {
@@ -1014,13 +1024,24 @@ async fn script_query(
                 }
                 cached => {
                     let st = state.clone();
-                    blocking(move || {
-                        let confirmed = confirmed_history_json(&st, &sh, cached)?;
-                        let mut w = ListWriter::continuing(&confirmed, 256);
-                        mempool_list(&st, &sh.hashx(), &mut w);
-                        Ok(w.finish())
-                    })
-                    .await?
+                    let confirmed = match state.script_cache.get_rendered(&sh.hashx()) {
+                        Some(json) => json,
+                        None => blocking(move || confirmed_history_json(&st, &sh, cached)).await?,
+                    };
+                    // The confirmed part goes out as it is cached; the mempool's entries
+                    // follow it.
+                    let mut w = ListWriter::after(&confirmed, 256);
+                    mempool_list(state, &sh.hashx(), &mut w);
+                    let (mut prefix, mut suffix) = ("[".to_string(), w.finish());
+                    if flavour == ScriptMethod::ScriptPubKey {
+                        prefix.insert_str(0, "{\"history\":");
+                        suffix.push('}');
+                    }
+                    return Ok(Reply::Spliced {
+                        prefix,
+                        body: confirmed,
+                        suffix,
+                    });
                 }
             };
             Ok(Reply::Raw(wrap("history", list)))
@@ -1085,15 +1106,12 @@ impl ListWriter {
         ListWriter { out, first: true }
     }
 
-    /// A list starting with already written `entries` (comma-separated, no brackets), with
-    /// room for `more` bytes after them.
-    fn continuing(entries: &str, more: usize) -> Self {
-        let mut out = String::with_capacity(entries.len() + more + 2);
-        out.push('[');
-        out.push_str(entries);
+    /// The rest of a list whose first entries, `written` (comma-separated, no brackets),
+    /// are sent separately: holds only what follows them (no opening bracket).
+    fn after(written: &str, more: usize) -> Self {
         ListWriter {
-            out,
-            first: entries.is_empty(),
+            out: String::with_capacity(more + 1),
+            first: written.is_empty(),
         }
     }
 
@@ -1305,9 +1323,9 @@ mod tests {
         w.entry(&txid, &[("height", -1), ("fee", 0)]);
         w.entry(&txid, &[("height", 1_234_567_890_123)]);
         let entries = w.into_entries();
-        let mut w = ListWriter::continuing(&entries, 0);
+        let mut w = ListWriter::after(&entries, 0);
         w.entry(&txid, &[("height", i64::MIN + 1)]);
-        let v: Value = serde_json::from_str(&w.finish()).unwrap();
+        let v: Value = serde_json::from_str(&format!("[{entries}{}", w.finish())).unwrap();
         let h = "ab".repeat(32);
         assert_eq!(
             v,
@@ -1317,7 +1335,10 @@ mod tests {
                 {"tx_hash": h, "height": i64::MIN + 1},
             ])
         );
-        let empty = ListWriter::continuing("", 0);
-        assert_eq!(empty.finish(), "[]");
+        let mut w = ListWriter::after("", 0);
+        assert_eq!(format!("[{}", ListWriter::after("", 0).finish()), "[]");
+        w.entry(&txid, &[("height", 0)]);
+        let v: Value = serde_json::from_str(&format!("[{}", w.finish())).unwrap();
+        assert_eq!(v, json!([{"tx_hash": h, "height": 0}]));
     }
 }

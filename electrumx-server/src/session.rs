@@ -8,6 +8,7 @@
 use crate::cost::{SessionCost, Throttle, error_cost, method_cost};
 use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
 use crate::methods::{self, After, Reply, SessionCtx};
+use crate::outgoing::Outgoing;
 use crate::registry::SessionEntry;
 use crate::services::Protocol;
 use crate::state::ServerState;
@@ -36,7 +37,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, mut writer) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<String>(state.limits.send_queue);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(state.limits.send_queue);
     let kill = shutdown.child_token();
     state.subs.add_session(id, tx.clone(), kill.clone());
     let group = crate::cost::group_of(peer.ip(), &state.cost);
@@ -47,22 +48,22 @@ pub async fn serve<S>(
     let writer_kill = kill.clone();
     let writer_entry = entry.clone();
     let writer_task = tokio::spawn(async move {
-        let sent = |msg: &str| {
+        let sent = |msg: &Outgoing| {
             let c = &writer_entry.counters;
             c.send_count.fetch_add(1, Ordering::Relaxed);
             c.send_size.fetch_add(msg.len() as u64, Ordering::Relaxed);
         };
         while let Some(mut msg) = rx.recv().await {
-            msg.push('\n');
+            msg.end_line();
             sent(&msg);
-            if writer.write_all(msg.as_bytes()).await.is_err() {
+            if write_message(&mut writer, &msg).await.is_err() {
                 break;
             }
             // Write whatever else is queued before flushing.
             while let Ok(mut more) = rx.try_recv() {
-                more.push('\n');
+                more.end_line();
                 sent(&more);
-                if writer.write_all(more.as_bytes()).await.is_err() {
+                if write_message(&mut writer, &more).await.is_err() {
                     writer_kill.cancel();
                     return;
                 }
@@ -167,7 +168,7 @@ pub async fn serve<S>(
                     .ok()
                     .and_then(|v| v.get("id").cloned());
                 let reply = jsonrpc::error_response(&req_id.unwrap_or(Value::Null), &err, true);
-                let _ = tx.try_send(reply.to_string());
+                let _ = tx.try_send(reply.to_string().into());
                 break;
             }
         }
@@ -225,7 +226,7 @@ pub async fn serve<S>(
 /// A request handled alongside others, with what it accrued.
 struct Handled {
     line_len: usize,
-    reply: Option<String>,
+    reply: Option<Outgoing>,
     after: After,
     cost: f64,
     txs_sent: u64,
@@ -239,7 +240,7 @@ impl Handled {
         ctx: &mut SessionCtx,
         cost: &mut SessionCost,
         entry: &SessionEntry,
-        tx: &mpsc::Sender<String>,
+        tx: &mpsc::Sender<Outgoing>,
     ) -> ControlFlow<()> {
         ctx.pending_cost += self.cost;
         ctx.pending_txs_sent += self.txs_sent;
@@ -256,14 +257,14 @@ fn finish_request(
     ctx: &mut SessionCtx,
     cost: &mut SessionCost,
     entry: &SessionEntry,
-    tx: &mpsc::Sender<String>,
+    tx: &mpsc::Sender<Outgoing>,
     line_len: usize,
-    reply: Option<String>,
+    reply: Option<Outgoing>,
     after: After,
 ) -> ControlFlow<()> {
     let id = ctx.id;
     cost.charge(std::mem::take(&mut ctx.pending_cost));
-    cost.charge_bytes(line_len + reply.as_ref().map_or(0, String::len));
+    cost.charge_bytes(line_len + reply.as_ref().map_or(0, Outgoing::len));
     entry.counters.set_cost(cost.cost(state.subs.count(id)));
     entry.counters.set_extra_cost(cost.last_extra());
     for _ in 0..std::mem::take(&mut ctx.pending_txs_sent) {
@@ -287,6 +288,19 @@ fn finish_request(
     ControlFlow::Continue(())
 }
 
+/// Writes a message's parts (a long cached answer among them is written from the cache).
+async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    msg: &Outgoing,
+) -> std::io::Result<()> {
+    for part in msg.parts() {
+        if !part.is_empty() {
+            writer.write_all(part.as_bytes()).await?;
+        }
+    }
+    Ok(())
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -301,7 +315,7 @@ pub async fn handle_message(
     ctx: &mut SessionCtx,
     text: &str,
     entry: &SessionEntry,
-) -> (Option<String>, After) {
+) -> (Option<Outgoing>, After) {
     let max_send = state.limits.max_send;
     match jsonrpc::parse_message(text) {
         Incoming::Single(r) => {
@@ -315,7 +329,11 @@ pub async fn handle_message(
                     format!("batch too large (over {})", state.limits.max_batch),
                 );
                 return (
-                    Some(jsonrpc::error_response(&Value::Null, &err, true).to_string()),
+                    Some(
+                        jsonrpc::error_response(&Value::Null, &err, true)
+                            .to_string()
+                            .into(),
+                    ),
                     After::Continue,
                 );
             }
@@ -330,7 +348,7 @@ pub async fn handle_message(
                     if out.len() > 1 {
                         out.push(',');
                     }
-                    out.push_str(&text);
+                    text.append_to(&mut out);
                 }
                 if a == After::Disconnect {
                     after = After::Disconnect;
@@ -338,7 +356,7 @@ pub async fn handle_message(
                 }
             }
             out.push(']');
-            ((out.len() > 2).then_some(out), after)
+            ((out.len() > 2).then(|| out.into()), after)
         }
     }
 }
@@ -354,16 +372,18 @@ fn too_large(max: usize) -> RpcError {
 struct ReplyText {
     id: Value,
     v2: bool,
-    text: String,
+    text: Outgoing,
 }
 
 impl ReplyText {
     /// The reply, or a "response too large" error if it exceeds `max` bytes.
-    fn fit(self, max: usize) -> String {
+    fn fit(self, max: usize) -> Outgoing {
         if self.text.len() <= max {
             return self.text;
         }
-        jsonrpc::error_response(&self.id, &too_large(max), self.v2).to_string()
+        jsonrpc::error_response(&self.id, &too_large(max), self.v2)
+            .to_string()
+            .into()
     }
 }
 
@@ -378,7 +398,7 @@ async fn handle_one(
         Err((id, err)) => {
             ctx.pending_cost += error_cost(err.code);
             let id = id.unwrap_or(Value::Null);
-            let text = jsonrpc::error_response(&id, &err, true).to_string();
+            let text = jsonrpc::error_response(&id, &err, true).to_string().into();
             return (Some(ReplyText { id, v2: true, text }), After::Continue);
         }
     };
@@ -404,11 +424,16 @@ async fn handle_one(
         return (None, after);
     };
     let text = match answer {
-        Ok(Reply::Value(v)) => jsonrpc::response(&id, v, req.v2).to_string(),
-        Ok(Reply::Raw(raw)) => jsonrpc::raw_response(&id, &raw, req.v2),
+        Ok(Reply::Value(v)) => jsonrpc::response(&id, v, req.v2).to_string().into(),
+        Ok(Reply::Raw(raw)) => jsonrpc::raw_response(&id, &raw, req.v2).into(),
+        Ok(Reply::Spliced {
+            prefix,
+            body,
+            suffix,
+        }) => jsonrpc::spliced_response(&id, &prefix, body, &suffix, req.v2),
         Err(e) => {
             ctx.pending_cost += error_cost(e.code);
-            jsonrpc::error_response(&id, &e, req.v2).to_string()
+            jsonrpc::error_response(&id, &e, req.v2).to_string().into()
         }
     };
     (

@@ -3,6 +3,7 @@
 //! outpoints, with the status each was last sent, so a notification goes out only when a
 //! status changed. A session whose queue is full is disconnected.
 
+use crate::outgoing::Outgoing;
 use electrumx_core::{HashX, ScriptHash, Txid};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -11,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A session's outgoing message queue.
-pub type Outbox = mpsc::Sender<String>;
+pub type Outbox = mpsc::Sender<Outgoing>;
 
 /// An outpoint (funding txid, output index).
 pub type Outpoint = (Txid, u32);
@@ -45,7 +46,7 @@ struct SessionSubs {
 
 impl SessionSubs {
     fn send(&self, msg: String) {
-        if self.outbox.try_send(msg).is_err() {
+        if self.outbox.try_send(msg.into()).is_err() {
             self.kill.cancel();
         }
     }

@@ -100,6 +100,15 @@ type BatchVisitor<'a> = dyn FnMut(&[(u64, Txid)]) -> ControlFlow<()> + 'a;
 /// Resolves tx numbers to txids in batches of this many (bounded memory for huge histories).
 const TXID_BATCH: usize = 1000;
 
+/// Whether blocks read for a lookup go into the block cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caching {
+    /// Kept there (lookups likely to repeat, small).
+    Fill,
+    /// Read for this lookup only (the rest of a long history).
+    Bypass,
+}
+
 struct View<'a> {
     snapshot: rocksdb::Snapshot<'a>,
     tx_counts: Arc<Vec<u64>>,
@@ -176,6 +185,10 @@ impl Index {
         let mut batch: Vec<(u64, Txid)> = Vec::with_capacity(TXID_BATCH);
         let mut group: Vec<u64> = Vec::with_capacity(keys::HISTORY_GROUP_MAX);
         let total = view.tx_counts.last().copied().unwrap_or(0);
+        // Only a short history's txids are kept in the block cache: a long one reads most
+        // of the `txids` family, which would push everything else out of the cache (and,
+        // in a process that has not yet used that much memory, fault in fresh pages for it).
+        let mut cache = Caching::Fill;
         loop {
             let at_end = match (it.key(), it.value()) {
                 (Some(k), Some(v)) => {
@@ -196,7 +209,8 @@ impl Index {
             };
             // A group holds at most HISTORY_GROUP_MAX entries: batches stay near TXID_BATCH.
             if txnums.len() >= TXID_BATCH || (at_end && !txnums.is_empty()) {
-                self.resolve_txids(view, &txnums, &mut batch)?;
+                self.resolve_txids_with(view, &txnums, &mut batch, cache)?;
+                cache = Caching::Bypass;
                 txnums.clear();
                 if f(&batch).is_break() {
                     return Ok(());
@@ -216,10 +230,23 @@ impl Index {
         txnums: &[u64],
         out: &mut Vec<(u64, Txid)>,
     ) -> Result<()> {
+        self.resolve_txids_with(view, txnums, out, Caching::Fill)
+    }
+
+    /// The txids of `txnums` into `out`, in order; `cache` says whether the blocks read
+    /// are kept in the block cache.
+    fn resolve_txids_with(
+        &self,
+        view: &View<'_>,
+        txnums: &[u64],
+        out: &mut Vec<(u64, Txid)>,
+        cache: Caching,
+    ) -> Result<()> {
         out.clear();
         let cf = self.store.cf(cf::TXIDS);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&view.snapshot);
+        ro.fill_cache(cache == Caching::Fill);
         // One read per chunk: the txnums of a history or a block often share chunks.
         let mut chunks: Vec<u64> = txnums.iter().map(|n| n / keys::TXIDS_PER_CHUNK).collect();
         chunks.sort_unstable();
@@ -440,9 +467,15 @@ impl ChainIndex for Index {
         it.status()?;
         let mut out = Vec::with_capacity(raw.len());
         let mut txids = Vec::new();
-        for chunk in raw.chunks(TXID_BATCH) {
+        for (i, chunk) in raw.chunks(TXID_BATCH).enumerate() {
             let nums: Vec<u64> = chunk.iter().map(|r| r.0).collect();
-            self.resolve_txids(&view, &nums, &mut txids)?;
+            // As for histories, only a short list's blocks stay in the cache.
+            let cache = if i == 0 {
+                Caching::Fill
+            } else {
+                Caching::Bypass
+            };
+            self.resolve_txids_with(&view, &nums, &mut txids, cache)?;
             for ((txnum, vout, value), (_, txid)) in chunk.iter().zip(&txids) {
                 if let Some(height) = view.height_of(*txnum) {
                     out.push(Utxo {
