@@ -1184,3 +1184,66 @@ async fn a_client_that_stops_reading_is_dropped_and_holds_up_nobody() -> Result<
     assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }
+
+/// A wallet syncs headers in aligned chunks of 2,016, which the server keeps rendered: the
+/// same chunk asked again (in both result forms, with a checkpoint too) is the chain's, and
+/// after a reorg below the chunk's end it is the new chain's, never the cached old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_header_chunk_is_the_chains_again_and_after_a_reorg() -> Result<()> {
+    // Heights 0..=2016: the chunk of heights 0..=2015 is complete.
+    let mut fx = start(2016).await?;
+    let port = fx.port;
+    let check = |chain: &ChainGen| -> Result<()> {
+        // Heights 1..=2015 (blocks[h - 1] is height h; the genesis is not generated).
+        let want: Vec<String> = chain.blocks[..2015]
+            .iter()
+            .map(|b| const_hex::encode(b.header))
+            .collect();
+        for _ in 0..2 {
+            let mut c = RawConn::connect(port)?;
+            c.result("server.version", json!(["t", "1.6"]))?;
+            let h = c.result("blockchain.block.headers", json!([0, 2016]))?;
+            assert_eq!(h["count"], json!(2016));
+            let got: Vec<&str> = h["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap())
+                .collect();
+            assert_eq!(got.len(), 2016);
+            assert_eq!(
+                got[1..],
+                want.iter().map(String::as_str).collect::<Vec<_>>()[..]
+            );
+            // With a checkpoint: the proof of the chunk's last header.
+            let h = c.result("blockchain.block.headers", json!([0, 2016, 2016]))?;
+            let one = c.result("blockchain.block.header", json!([2015, 2016]))?;
+            assert_eq!(h["headers"][2015], one["header"]);
+            assert_eq!(h["branch"], one["branch"]);
+            assert_eq!(h["root"], one["root"]);
+
+            let mut c = RawConn::connect(port)?;
+            c.result("server.version", json!(["t", "1.4"]))?;
+            let h = c.result("blockchain.block.headers", json!([0, 2016]))?;
+            assert_eq!(h["count"], json!(2016));
+            assert_eq!(h["hex"].as_str().unwrap()[160..], want.concat());
+        }
+        Ok(())
+    };
+    tokio::task::block_in_place(|| check(&fx.chain))?;
+    // Heights 2014..=2016 replaced by a longer branch: the chunk's last two headers change.
+    fx.chain.reorg(&fx.node, 3).await?;
+    let tip = fx.chain.height();
+    tokio::task::block_in_place(|| -> Result<()> {
+        let mut c = RawConn::connect(port)?;
+        c.result("server.version", json!(["t", "1.6"]))?;
+        eventually(|| {
+            let t = c.result("blockchain.headers.subscribe", json!([]))?;
+            Ok((t["height"] == json!(tip)).then_some(()))
+        })?;
+        check(&fx.chain)
+    })?;
+    fx.server.signal("TERM")?;
+    assert!(fx.server.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}

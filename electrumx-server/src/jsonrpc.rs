@@ -1,9 +1,8 @@
 //! JSON-RPC as Electrum speaks it: one message per line (or WebSocket frame), version 1.0 or
 //! 2.0, single requests or batches, positional or named parameters.
 
-use crate::outgoing::Outgoing;
+use crate::outgoing::{Outgoing, SharedSlice};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 /// Error codes on the wire (see the protocol reference).
 pub mod code {
@@ -225,12 +224,12 @@ pub fn raw_response(id: &Value, raw_result: &str, v2: bool) -> String {
     out
 }
 
-/// A success reply whose serialized result is `prefix`, the shared `body`, then `suffix`:
-/// the body (a long answer kept rendered in a cache) is not copied.
+/// A success reply whose serialized result is `prefix`, the shared `body` slices, then
+/// `suffix`: the body (a long answer kept rendered in a cache) is not copied.
 pub fn spliced_response(
     id: &Value,
     prefix: &str,
-    body: Arc<String>,
+    body: Vec<SharedSlice>,
     suffix: &str,
     v2: bool,
 ) -> Outgoing {
@@ -239,7 +238,7 @@ pub fn spliced_response(
     let mut tail = String::with_capacity(suffix.len() + 16);
     tail.push_str(suffix);
     tail.push_str(response_tail(v2));
-    Outgoing::spliced(head, body, tail)
+    Outgoing::assembled(head, body, tail)
 }
 
 /// A success reply's text up to its result.
@@ -278,13 +277,15 @@ pub fn notification(method: &str, params: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn spliced_and_raw_responses_are_the_same_json() {
         let body = Arc::new(r#"{"tx_hash":"ab","height":1}"#.to_string());
         for v2 in [true, false] {
             let id = json!("x");
-            let spliced = spliced_response(&id, "{\"history\":[", body.clone(), "]}", v2);
+            let whole = vec![SharedSlice::whole(body.clone())];
+            let spliced = spliced_response(&id, "{\"history\":[", whole, "]}", v2);
             let raw = raw_response(&id, &format!("{{\"history\":[{body}]}}"), v2);
             assert_eq!(spliced.into_string(), raw);
             let v: Value = serde_json::from_str(&raw).unwrap();

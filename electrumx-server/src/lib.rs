@@ -10,6 +10,7 @@ pub mod accept;
 pub mod cache;
 pub mod config;
 pub mod cost;
+pub mod header_chunks;
 pub mod irc;
 pub mod jsonrpc;
 pub mod local_rpc;

@@ -211,6 +211,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
             "utxos": st.script_cache.utxo_stats().summary(),
             "balance": st.script_cache.balance_stats().summary(),
             "merkle txid": st.merkle_cache.stats().summary(),
+            "headers": st.header_chunks.stats().summary(),
             "tx": st.tx_cache.stats().summary(),
         },
         "coin": coin_class(ctx),

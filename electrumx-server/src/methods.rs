@@ -1,8 +1,10 @@
 //! The Electrum methods: argument checks, answers from the index, the mempool and the node,
 //! with the method set and result shapes of the negotiated protocol version.
 
+use crate::header_chunks::{CHUNK, HeadersForm};
 use crate::jsonrpc::{Params, RpcError, code};
 use crate::merkle::branch_and_root;
+use crate::outgoing::SharedSlice;
 use crate::state::{ServerState, server_version};
 use crate::subscriptions::{Outpoint, ScriptMethod};
 use crate::version::{self, Version};
@@ -72,13 +74,13 @@ pub enum Reply {
     Value(Value),
     /// Serialized JSON.
     Raw(String),
-    /// Serialized JSON in three parts: `prefix`, the shared `body` (a long answer kept
+    /// Serialized JSON in parts: `prefix`, the shared `body` slices (a long answer kept
     /// rendered in a cache, sent without a copy), then `suffix`.
     Spliced {
         /// The text before the body.
         prefix: String,
         /// The shared middle.
-        body: Arc<String>,
+        body: Vec<SharedSlice>,
         /// The text after it.
         suffix: String,
     },
@@ -447,8 +449,9 @@ pub async fn handle(
     )
 }
 
-/// `blockchain.block.headers`, written as JSON text directly: a full chunk is 322 KB of hex,
-/// which a JSON value would copy and scan for escapes once more.
+/// `blockchain.block.headers`, written as JSON text directly: a full answer is 322 KB of
+/// hex. The headers come as slices of rendered chunks (see [`crate::header_chunks`]), sent
+/// without a copy.
 async fn block_headers(
     state: &Arc<ServerState>,
     v: Version,
@@ -459,48 +462,48 @@ async fn block_headers(
         &["start_height", "count", "cp_height"],
     )?;
     let start = arg_u32(p, 0, "start_height", None)?;
-    let count = arg_u32(p, 1, "count", None)?.min(2016);
+    let count = arg_u32(p, 1, "count", None)?.min(CHUNK);
     let cp_height = arg_u32(p, 2, "cp_height", Some(0))?;
-    let headers = state.index.headers(start, count);
-    let mut out = String::with_capacity(64 + headers.len() * (HEADER_HEX_LEN + 3));
-    out.push_str(&format!("{{\"count\":{},\"max\":2016,", headers.len()));
-    let mut buf = [0u8; HEADER_HEX_LEN];
-    let mut hex = |out: &mut String, h: &[u8; 80]| {
-        const_hex::encode_to_slice(h, &mut buf).expect("160 hex digits");
-        out.push_str(std::str::from_utf8(&buf).expect("hex is ASCII"));
-    };
-    if v >= Version(1, 6, 0) {
-        out.push_str("\"headers\":[");
-        for (i, h) in headers.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            hex(&mut out, h);
-            out.push('"');
-        }
-        out.push(']');
+    let form = if v >= Version(1, 6, 0) {
+        HeadersForm::List
     } else {
-        out.push_str("\"hex\":\"");
-        for h in &headers {
-            hex(&mut out, h);
+        HeadersForm::Concatenated
+    };
+    // The slices are read in steps: taken again if a block or reorg came in between, so
+    // that an answer never mixes two chains.
+    let mut attempts = 0;
+    let (returned, body) = loop {
+        let tip = state.index.tip();
+        let Some((tip_height, _)) = tip else {
+            break (0, Vec::new());
+        };
+        let returned = count.min((tip_height + 1).saturating_sub(start));
+        let body = state
+            .header_chunks
+            .slices(&state.index, tip_height, start, returned, form);
+        attempts += 1;
+        if state.index.tip() == tip || attempts == 3 {
+            break (returned, body);
         }
-        out.push('"');
-    }
-    if cp_height != 0 && !headers.is_empty() {
-        let last = start + headers.len() as u32 - 1;
+    };
+    let (open, close) = form.brackets();
+    let prefix = format!("{{\"count\":{returned},\"max\":{CHUNK},{open}");
+    let mut suffix = close.to_string();
+    if cp_height != 0 && returned > 0 {
+        let last = start + returned - 1;
         let st = state.clone();
         let (branch, root) = blocking(move || cp_proof(&st, last, cp_height)).await?;
-        out.push_str(",\"branch\":");
-        out.push_str(&json!(hexes(&branch)).to_string());
-        out.push_str(&format!(",\"root\":\"{}\"", root.to_display_hex()));
+        suffix.push_str(",\"branch\":");
+        suffix.push_str(&json!(hexes(&branch)).to_string());
+        suffix.push_str(&format!(",\"root\":\"{}\"", root.to_display_hex()));
     }
-    out.push('}');
-    Ok(Reply::Raw(out))
+    suffix.push('}');
+    Ok(Reply::Spliced {
+        prefix,
+        body,
+        suffix,
+    })
 }
-
-/// Hex digits of one block header.
-const HEADER_HEX_LEN: usize = 160;
 
 async fn script_method_call(
     state: &Arc<ServerState>,
@@ -1039,7 +1042,7 @@ async fn script_query(
                     }
                     return Ok(Reply::Spliced {
                         prefix,
-                        body: confirmed,
+                        body: vec![SharedSlice::whole(confirmed)],
                         suffix,
                     });
                 }

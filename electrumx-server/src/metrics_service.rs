@@ -322,6 +322,7 @@ pub async fn render(ctx: &AdminContext) -> String {
         ("utxos", st.script_cache.utxo_stats()),
         ("balance", st.script_cache.balance_stats()),
         ("merkle", st.merkle_cache.stats()),
+        ("headers", st.header_chunks.stats()),
         ("tx", st.tx_cache.stats()),
     ];
     let per_cache = |f: fn(&crate::cache::CacheStats) -> f64| {

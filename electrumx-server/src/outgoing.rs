@@ -1,33 +1,80 @@
-//! Messages queued for a session's writer. A message is text in up to three parts: a long
-//! answer kept rendered in a cache (a script's confirmed history) goes out as the shared
-//! middle part, between the reply's envelope and its tail, without being copied into the
-//! message: copying a multi-megabyte answer into a fresh buffer for every request cost more
+//! Messages queued for a session's writer. A message is text in parts: a long answer kept
+//! rendered in a cache (a script's confirmed history, header chunks) goes out as shared
+//! slices of the cached text, between the reply's envelope and its tail, without being
+//! copied into the message: copying a multi-megabyte answer into a fresh buffer for every request cost more
 //! (the kernel zeroing the new pages, then the copy) than sending it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-/// A message for a session: `head`, then the shared `body` (if any), then `tail`, then a
+/// A message for a session: `head`, then the shared slices (if any), then `tail`, then a
 /// newline (added by the writer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outgoing {
     head: String,
-    body: Option<Arc<String>>,
+    shared: Vec<SharedSlice>,
     tail: String,
+}
+
+/// A byte range of cached text, sent without a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSlice {
+    text: Arc<String>,
+    range: Range<usize>,
+}
+
+impl SharedSlice {
+    /// The whole of `text`.
+    pub fn whole(text: Arc<String>) -> Self {
+        let range = 0..text.len();
+        SharedSlice { text, range }
+    }
+
+    /// `range` of `text`; `None` unless it lies within the text, on character boundaries.
+    pub fn new(text: Arc<String>, range: Range<usize>) -> Option<Self> {
+        text.get(range.clone())?;
+        Some(SharedSlice { text, range })
+    }
+
+    /// The text of the slice.
+    pub fn as_str(&self) -> &str {
+        &self.text[self.range.clone()]
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// The slice without its last `n` bytes (unchanged if that would cut a character).
+    pub fn trimmed_end(mut self, n: usize) -> Self {
+        let end = self.range.end.saturating_sub(n).max(self.range.start);
+        if self.text.is_char_boundary(end) {
+            self.range.end = end;
+        }
+        self
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
 }
 
 impl Outgoing {
     /// A message of `head`, the shared `body` and `tail`, in that order.
     pub fn spliced(head: String, body: Arc<String>, tail: String) -> Self {
-        Outgoing {
-            head,
-            body: Some(body),
-            tail,
-        }
+        Self::assembled(head, vec![SharedSlice::whole(body)], tail)
+    }
+
+    /// A message of `head`, the `shared` slices and `tail`, in that order.
+    pub fn assembled(head: String, shared: Vec<SharedSlice>, tail: String) -> Self {
+        Outgoing { head, shared, tail }
     }
 
     /// Its length in bytes (without the newline).
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.as_ref().map_or(0, |b| b.len()) + self.tail.len()
+        self.head.len() + self.shared.iter().map(SharedSlice::len).sum::<usize>() + self.tail.len()
     }
 
     /// Whether it is empty.
@@ -36,17 +83,15 @@ impl Outgoing {
     }
 
     /// Its parts in order (some may be empty).
-    pub fn parts(&self) -> [&str; 3] {
-        [
-            &self.head,
-            self.body.as_ref().map_or("", |b| b.as_str()),
-            &self.tail,
-        ]
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.head.as_str())
+            .chain(self.shared.iter().map(SharedSlice::as_str))
+            .chain(std::iter::once(self.tail.as_str()))
     }
 
     /// Appends the newline that ends a message on the wire, to the last part.
     pub fn end_line(&mut self) {
-        if self.body.is_none() && self.tail.is_empty() {
+        if self.shared.is_empty() && self.tail.is_empty() {
             self.head.push('\n');
         } else {
             self.tail.push('\n');
@@ -63,7 +108,7 @@ impl Outgoing {
 
     /// The whole text as one string (copied only if it has a shared part).
     pub fn into_string(self) -> String {
-        if self.body.is_none() && self.tail.is_empty() {
+        if self.shared.is_empty() && self.tail.is_empty() {
             return self.head;
         }
         let mut out = String::with_capacity(self.len());
@@ -76,7 +121,7 @@ impl From<String> for Outgoing {
     fn from(text: String) -> Self {
         Outgoing {
             head: text,
-            body: None,
+            shared: Vec::new(),
             tail: String::new(),
         }
     }
@@ -87,15 +132,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slices_of_shared_text_are_sent_in_order() {
+        let a = Arc::new("0123456789".to_string());
+        let b = Arc::new("abcdef".to_string());
+        let parts = vec![
+            SharedSlice::new(a.clone(), 7..10).unwrap(),
+            SharedSlice::new(b.clone(), 0..2).unwrap(),
+        ];
+        let m = Outgoing::assembled("<".into(), parts, ">".into());
+        assert_eq!(m.len(), 7);
+        assert_eq!(m.into_string(), "<789ab>");
+        assert!(SharedSlice::new(a.clone(), 5..11).is_none());
+        assert!(SharedSlice::new(Arc::new("é".to_string()), 0..1).is_none());
+    }
+
+    #[test]
     fn spliced_message_reads_as_its_parts_in_order() {
         let body = Arc::new("{\"a\":1},{\"b\":2}".to_string());
         let mut m = Outgoing::spliced("[".into(), body.clone(), "]".into());
         assert_eq!(m.len(), body.len() + 2);
         assert_eq!(m.clone().into_string(), "[{\"a\":1},{\"b\":2}]");
         m.end_line();
-        assert_eq!(m.parts().concat(), "[{\"a\":1},{\"b\":2}]\n");
+        assert_eq!(m.parts().collect::<String>(), "[{\"a\":1},{\"b\":2}]\n");
         // The shared part is not copied.
-        assert!(std::ptr::eq(m.parts()[1].as_ptr(), body.as_ptr()));
+        assert!(std::ptr::eq(
+            m.parts().nth(1).unwrap().as_ptr(),
+            body.as_ptr()
+        ));
     }
 
     #[test]
@@ -103,7 +166,7 @@ mod tests {
         let mut m = Outgoing::from("{}".to_string());
         assert!(!m.is_empty());
         m.end_line();
-        assert_eq!(m.parts(), ["{}\n", "", ""]);
+        assert_eq!(m.parts().collect::<Vec<_>>(), ["{}\n", ""]);
         assert_eq!(m.into_string(), "{}\n");
     }
 }

@@ -141,6 +141,8 @@ pub struct ServerState {
     pub anon_logs: bool,
     /// Merkle trees of recently asked blocks (`get_merkle`, `id_from_pos`).
     pub merkle_cache: crate::merkle::MerkleCache,
+    /// Rendered complete header chunks (`blockchain.block.headers`).
+    pub header_chunks: crate::header_chunks::HeaderChunkCache,
     /// Known peer servers and their discovery (`PeerManager::disabled()` for none).
     pub peers: Arc<crate::peers::PeerManager>,
 }
@@ -174,6 +176,8 @@ impl ServerState {
             anon_logs: false,
             // 4M hashes: 128 MB at most, a few hundred full blocks.
             merkle_cache: crate::merkle::MerkleCache::new(4_000_000),
+            // 32 MB of JSON: about 100 chunks of 2,016 headers, 200,000 blocks.
+            header_chunks: crate::header_chunks::HeaderChunkCache::new(32 << 20),
             peers: Arc::new(crate::peers::PeerManager::disabled()),
         }
     }
