@@ -1,7 +1,7 @@
 //! # electrumx-server
 //!
 //! The Electrum protocol on top of [`electrumx_core`]: JSON-RPC framing, sessions over TCP, TLS and WebSocket, the
-//! methods of protocol 1.4–1.6, subscriptions and notifications. The binary
+//! methods of protocol 1.4–1.7, subscriptions and notifications. The binary
 //! `electrumx-server` wires it to settings; embedders can run [`server::run`] themselves.
 
 #![warn(missing_docs)]
