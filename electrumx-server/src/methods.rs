@@ -477,7 +477,7 @@ async fn block_headers(
         let Some((tip_height, _)) = tip else {
             break (0, Vec::new());
         };
-        let returned = count.min((tip_height + 1).saturating_sub(start));
+        let returned = count.min(tip_height.saturating_add(1).saturating_sub(start));
         let body = state
             .header_chunks
             .slices(&state.index, tip_height, start, returned, form);

@@ -1,8 +1,8 @@
 //! Messages queued for a session's writer. A message is text in parts: a long answer kept
 //! rendered in a cache (a script's confirmed history, header chunks) goes out as shared
 //! slices of the cached text, between the reply's envelope and its tail, without being
-//! copied into the message: copying a multi-megabyte answer into a fresh buffer for every request cost more
-//! (the kernel zeroing the new pages, then the copy) than sending it.
+//! copied into the message: copying a multi-megabyte answer into a fresh buffer for every
+//! request cost more (the kernel zeroing the new pages, then the copy) than sending it.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -62,11 +62,6 @@ impl SharedSlice {
 }
 
 impl Outgoing {
-    /// A message of `head`, the shared `body` and `tail`, in that order.
-    pub fn spliced(head: String, body: Arc<String>, tail: String) -> Self {
-        Self::assembled(head, vec![SharedSlice::whole(body)], tail)
-    }
-
     /// A message of `head`, the `shared` slices and `tail`, in that order.
     pub fn assembled(head: String, shared: Vec<SharedSlice>, tail: String) -> Self {
         Outgoing { head, shared, tail }
@@ -149,7 +144,8 @@ mod tests {
     #[test]
     fn spliced_message_reads_as_its_parts_in_order() {
         let body = Arc::new("{\"a\":1},{\"b\":2}".to_string());
-        let mut m = Outgoing::spliced("[".into(), body.clone(), "]".into());
+        let whole = vec![SharedSlice::whole(body.clone())];
+        let mut m = Outgoing::assembled("[".into(), whole, "]".into());
         assert_eq!(m.len(), body.len() + 2);
         assert_eq!(m.clone().into_string(), "[{\"a\":1},{\"b\":2}]");
         m.end_line();

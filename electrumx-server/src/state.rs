@@ -141,7 +141,7 @@ pub struct ServerState {
     pub anon_logs: bool,
     /// Merkle trees of recently asked blocks (`get_merkle`, `id_from_pos`).
     pub merkle_cache: crate::merkle::MerkleCache,
-    /// Rendered complete header chunks (`blockchain.block.headers`).
+    /// Rendered header chunks (`blockchain.block.headers`).
     pub header_chunks: crate::header_chunks::HeaderChunkCache,
     /// Known peer servers and their discovery (`PeerManager::disabled()` for none).
     pub peers: Arc<crate::peers::PeerManager>,
