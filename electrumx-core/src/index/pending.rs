@@ -352,15 +352,27 @@ const RADIX_BITS: u32 = 16;
 /// `v` for the moment of the distribution. The keys need not be uniform: the bucket bits
 /// start at the highest bit in which any two keys differ.
 fn radix_sort_by_key<T: Copy, K: Fn(&T) -> u128>(v: &mut [T], key: K) {
+    radix_sort_by_keys(v, &key, &key);
+}
+
+/// [`radix_sort_by_key`] for keys longer than 128 bits: `head`, an integer of the key's
+/// first 16 bytes, picks the buckets; `full`, the whole key, orders each bucket.
+fn radix_sort_by_keys<T: Copy, H: Fn(&T) -> u128, F: Fn(&T) -> K, K: Ord>(
+    v: &mut [T],
+    head: H,
+    full: F,
+) {
     const MIN_LEN: usize = 1 << 12;
     if v.len() < MIN_LEN {
-        v.sort_unstable_by_key(&key);
+        v.sort_unstable_by_key(&full);
         return;
     }
+    let key = head;
     let first = key(&v[0]);
     let differing = v.iter().fold(0u128, |acc, e| acc | (key(e) ^ first));
     if differing == 0 {
-        return; // all keys equal
+        v.sort_unstable_by_key(&full); // all heads equal
+        return;
     }
     let top_bit = 127 - differing.leading_zeros(); // highest bit in which keys differ
     let shift = (top_bit + 1).saturating_sub(RADIX_BITS);
@@ -384,7 +396,7 @@ fn radix_sort_by_key<T: Copy, K: Fn(&T) -> u128>(v: &mut [T], key: K) {
     for w in starts.windows(2) {
         let bucket = &mut v[w[0]..w[1]];
         if bucket.len() > 1 {
-            bucket.sort_unstable_by_key(&key);
+            bucket.sort_unstable_by_key(&full);
         }
     }
 }
@@ -429,7 +441,11 @@ fn coin_writes(
     utxos.extend(utxo_deletes.into_iter().map(|k| (k, None)));
     // Keys are unique within one flush window (an output is created or spent once).
     radix_sort_by_key(&mut outpoints, |e| sort_key(&e.0));
-    utxos.sort_unstable_by_key(|e| utxo_sort_key(&e.0));
+    radix_sort_by_keys(
+        &mut utxos,
+        |e| utxo_sort_key(&e.0).0,
+        |e| utxo_sort_key(&e.0),
+    );
     (outpoints, utxos)
 }
 
@@ -482,6 +498,24 @@ mod tests {
                 let mut want = keys.clone();
                 want.sort_unstable();
                 radix_sort_by_key(&mut keys, |k| *k);
+                assert_eq!(keys, want);
+            }
+        }
+    }
+
+    /// With a head key and a full key, buckets are ordered by the full key: keys whose
+    /// heads are equal or few differ only in their tails.
+    #[test]
+    fn radix_sort_by_head_orders_by_the_full_key() {
+        let mut next = xorshift(0x1234_5678_9abc_def1);
+        for len in [10, 5000, 100_000] {
+            for heads in [1, 7, 1 << 20] {
+                let mut keys: Vec<(u128, u32)> = (0..len)
+                    .map(|_| ((next() % heads) as u128, next() as u32))
+                    .collect();
+                let mut want = keys.clone();
+                want.sort_unstable();
+                radix_sort_by_keys(&mut keys, |k| k.0, |k| *k);
                 assert_eq!(keys, want);
             }
         }

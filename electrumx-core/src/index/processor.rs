@@ -114,9 +114,34 @@ pub struct BlockProcessor {
     collect_touched: bool,
     // Scratch space reused across blocks.
     block_txids: FastMap<Txid, u32>,
-    db_lookups: Vec<([u8; keys::OUTPOINT_PREFIX_LEN], OutKey)>,
-    resolved: FastMap<OutKey, (CoinInfo, [u8; keys::OUTPOINT_KEY_LEN])>,
+    /// Outpoint prefixes to look up in the database, with the index of their input.
+    db_lookups: Vec<([u8; keys::OUTPOINT_PREFIX_LEN], u32)>,
+    /// Where each input of the block being applied finds its coin, by input index.
+    spends: Vec<Spend>,
     tx_hashxs: Vec<HashX>,
+}
+
+/// Where an input of the block being applied finds the coin it spends, as found before the
+/// block's transactions are applied ([`BlockProcessor::take_prevouts`]).
+#[derive(Clone, Copy)]
+enum Spend {
+    /// Created by an earlier transaction of the same block: in the window's coins by the
+    /// time the input is applied.
+    InBlock,
+    /// Taken already: from the window's coins (no database key: never written), or from
+    /// a flush's (the key of its `outpoints` entry, to delete).
+    Found(CoinInfo, Option<[u8; keys::OUTPOINT_KEY_LEN]>),
+    /// Nowhere: the block spends an output the index does not have.
+    Missing,
+}
+
+/// The error for an input whose coin the index does not have.
+fn missing_prevout(height: u32, key: &OutKey) -> IndexError {
+    IndexError::MissingPrevout {
+        height,
+        txid: key.txid.to_display_hex(),
+        vout: key.vout,
+    }
 }
 
 /// A flush running on its own thread. Until it is joined, its coins and spent keys stay
@@ -175,7 +200,7 @@ impl BlockProcessor {
             collect_touched: false,
             block_txids: FastMap::default(),
             db_lookups: Vec::new(),
-            resolved: FastMap::default(),
+            spends: Vec::new(),
             tx_hashxs: Vec::new(),
         })
     }
@@ -347,7 +372,8 @@ impl BlockProcessor {
         Ok(())
     }
 
-    /// Applies a block on top of the current tip.
+    /// Applies a block on top of the current tip. After an error the processor's memory
+    /// is no longer consistent (the database is untouched): the caller must drop it.
     pub fn advance(&mut self, pb: &PreparedBlock) -> Result<Advance> {
         let height = self.block_count();
         let block = &pb.block;
@@ -373,7 +399,7 @@ impl BlockProcessor {
         let keep_undo = height as u64 + self.opts.reorg_limit as u64 > self.daemon_height as u64;
         let mut undo = UndoRecord::default();
         if n_txs > 0 {
-            self.resolve_prevouts_from_db(pb, n_txs)?;
+            self.take_prevouts(pb, n_txs)?;
         }
         for (i, tx) in block.txs[..n_txs].iter().enumerate() {
             let txnum = first_txnum + i as u64;
@@ -383,43 +409,18 @@ impl BlockProcessor {
             self.writes
                 .txid_index
                 .push(keys::txid_index_key(&tx.txid, txnum));
-            for input in &block.inputs[tx.inputs.clone()] {
+            for (j, input) in tx.inputs.clone().zip(&block.inputs[tx.inputs.clone()]) {
                 let key = OutKey {
                     txid: input.prev_txid,
                     vout: input.prev_vout,
                 };
-                let unflushed = self.coins.remove(&key);
-                // Written by the in-flight flush or an earlier one, and still known in memory:
-                // deleted like any flushed output, without a seek. Each probe is a likely
-                // cache miss in a table of millions: none is made once one has found it.
-                let flushed = match unflushed {
-                    Some(_) => None,
-                    None => self
-                        .inflight
-                        .as_ref()
-                        .and_then(|f| f.coins.get(&key).copied())
-                        .or_else(|| self.clean.remove(&key)),
-                };
-                let (coin, db_key) = match (unflushed, flushed) {
-                    (Some(c), _) => (c, None),
-                    (None, Some(c)) => (
-                        c,
-                        Some(keys::outpoint_key(
-                            &key.txid.0[..TXID_PREFIX_LEN],
-                            key.vout,
-                            c.txnum,
-                        )),
-                    ),
-                    (None, None) => match self.resolved.remove(&key) {
-                        Some((c, k)) => (c, Some(k)),
-                        None => {
-                            return Err(IndexError::MissingPrevout {
-                                height,
-                                txid: input.prev_txid.to_display_hex(),
-                                vout: input.prev_vout,
-                            });
-                        }
+                let (coin, db_key) = match self.spends[j] {
+                    Spend::Found(coin, db_key) => (coin, db_key),
+                    Spend::InBlock => match self.coins.remove(&key) {
+                        Some(coin) => (coin, None),
+                        None => return Err(missing_prevout(height, &key)),
                     },
+                    Spend::Missing => return Err(missing_prevout(height, &key)),
                 };
                 if let Some(k) = db_key {
                     self.writes.outpoint_deletes.push(k);
@@ -428,7 +429,6 @@ impl BlockProcessor {
                         coin.txnum,
                         key.vout,
                     ));
-                    self.spent_db_keys.insert(k);
                 }
                 self.writes.spenders.push((
                     keys::spender_key(coin.txnum, key.vout),
@@ -504,15 +504,25 @@ impl BlockProcessor {
         Ok(Advance::Applied)
     }
 
-    /// Finds in the database every output the block spends that is not in memory: one sorted
-    /// pass with a single iterator instead of a seek per input.
-    fn resolve_prevouts_from_db(&mut self, pb: &PreparedBlock, n_txs: usize) -> Result<()> {
+    /// Finds the coin every input of the block spends ([`Spend`], in `self.spends`): taken
+    /// out of the window's coins or the cache of flushed outputs, read from the in-flight
+    /// flush's, or else from the database, in one sorted pass with a single iterator
+    /// instead of a seek per input. One probe of each big table at most per input: each is
+    /// a likely cache miss in a table of millions, and none is made once one has found it.
+    ///
+    /// Keys of flushed coins that the database (or the in-flight flush) still shows go in
+    /// `spent_db_keys`, so that no later lookup in this window takes them again and the
+    /// in-flight flush's outputs spent meanwhile stay out of the cache of flushed outputs.
+    /// Coins taken from that cache need no entry: it holds outputs of committed flushes
+    /// only, which are not in the in-flight flush, and a valid chain never spends one twice.
+    fn take_prevouts(&mut self, pb: &PreparedBlock, n_txs: usize) -> Result<()> {
         let block = &pb.block;
         self.block_txids.clear();
         self.db_lookups.clear();
-        self.resolved.clear();
+        self.spends.clear();
+        self.spends.resize(block.inputs.len(), Spend::Missing);
         for (i, tx) in block.txs[..n_txs].iter().enumerate() {
-            for input in &block.inputs[tx.inputs.clone()] {
+            for (j, input) in tx.inputs.clone().zip(&block.inputs[tx.inputs.clone()]) {
                 let key = OutKey {
                     txid: input.prev_txid,
                     vout: input.prev_vout,
@@ -520,19 +530,27 @@ impl BlockProcessor {
                 let in_block = self
                     .block_txids
                     .get(&input.prev_txid)
-                    .is_some_and(|&j| (j as usize) < i);
-                let in_flight = self
-                    .inflight
-                    .as_ref()
-                    .is_some_and(|f| f.coins.contains_key(&key));
-                if !in_block
-                    && !in_flight
-                    && !self.coins.contains_key(&key)
-                    && !self.clean.contains_key(&key)
-                {
-                    self.db_lookups
-                        .push((keys::outpoint_prefix(&key.txid, key.vout), key));
+                    .is_some_and(|&t| (t as usize) < i);
+                if in_block {
+                    self.spends[j] = Spend::InBlock;
+                    continue;
                 }
+                let db_key = |c: &CoinInfo| {
+                    keys::outpoint_key(&key.txid.0[..TXID_PREFIX_LEN], key.vout, c.txnum)
+                };
+                self.spends[j] = if let Some(c) = self.coins.remove(&key) {
+                    Spend::Found(c, None)
+                } else if let Some(c) = self.inflight.as_ref().and_then(|f| f.coins.get(&key)) {
+                    let k = db_key(c);
+                    self.spent_db_keys.insert(k);
+                    Spend::Found(*c, Some(k))
+                } else if let Some(c) = self.clean.remove(&key) {
+                    Spend::Found(c, Some(db_key(&c)))
+                } else {
+                    self.db_lookups
+                        .push((keys::outpoint_prefix(&key.txid, key.vout), j as u32));
+                    Spend::Missing
+                };
             }
             self.block_txids.insert(tx.txid, i as u32);
         }
@@ -548,11 +566,12 @@ impl BlockProcessor {
         ro.set_prefix_same_as_start(true);
         let mut it = db.raw_iterator_cf_opt(outpoints, ro);
         let mut candidates: Vec<([u8; keys::OUTPOINT_KEY_LEN], CoinInfo)> = Vec::new();
-        for (prefix, key) in &self.db_lookups {
+        for &(prefix, j) in &self.db_lookups {
+            let input = &block.inputs[j as usize];
             candidates.clear();
             it.seek(prefix);
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if !k.starts_with(prefix) {
+                if !k.starts_with(&prefix) {
                     break;
                 }
                 let k: [u8; keys::OUTPOINT_KEY_LEN] = k
@@ -579,13 +598,13 @@ impl BlockProcessor {
             }
             it.status()?;
             let chosen = match candidates.len() {
-                0 => continue, // reported as missing when the input is processed
+                0 => continue, // reported as missing when the input is applied
                 1 => candidates[0],
                 _ => {
                     // Txid prefix collision: compare full txids.
                     let mut found = None;
                     for c in &candidates {
-                        if self.store.txid(c.1.txnum)? == Some(key.txid) {
+                        if self.store.txid(c.1.txnum)? == Some(input.prev_txid) {
                             found = Some(*c);
                         }
                     }
@@ -595,7 +614,8 @@ impl BlockProcessor {
                     }
                 }
             };
-            self.resolved.insert(*key, (chosen.1, chosen.0));
+            self.spent_db_keys.insert(chosen.0);
+            self.spends[j as usize] = Spend::Found(chosen.1, Some(chosen.0));
         }
         Ok(())
     }

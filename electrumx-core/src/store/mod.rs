@@ -164,6 +164,11 @@ impl Default for StoreOptions {
 }
 
 fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    cf_options_with(name, cache, true)
+}
+
+/// [`cf_options`], with or without the family's prefix bloom filters in the files written.
+fn cf_options_with(name: &str, cache: &rocksdb::Cache, filters: bool) -> Options {
     let mut o = Options::default();
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_bottommost_compression_type(DBCompressionType::Zstd);
@@ -204,7 +209,9 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     };
     if let Some(len) = prefix {
         o.set_prefix_extractor(SliceTransform::create_fixed_prefix(len));
-        t.set_bloom_filter(10.0, false);
+        if filters {
+            t.set_bloom_filter(10.0, false);
+        }
         t.set_whole_key_filtering(false);
     }
     o.set_block_based_table_factory(&t);

@@ -91,14 +91,17 @@ struct Intent {
     files: Vec<FamilyFile>,
 }
 
-/// SST writer options of each bulk-loaded family: the family's own table options (filters,
-/// prefix extractor, block size), no compression (the compaction after the bulk load
-/// writes the bottom level with ZSTD, as for memtable-written L0 files).
+/// SST writer options of each bulk-loaded family: the family's own table options (prefix
+/// extractor, block size), no compression (the compaction after the bulk load writes the
+/// bottom level with ZSTD, as for memtable-written L0 files), and prefix bloom filters only
+/// in `outpoints`, the one family the sync reads (the spent outputs not in memory). The
+/// others' filters serve queries; the compaction that ends the bulk load rewrites every file
+/// with them (until it has, a query reads each such file's index instead: slower, not wrong).
 pub(super) fn writer_options(cache: &rocksdb::Cache) -> Vec<(&'static str, Options)> {
     cf::BULK
         .iter()
         .map(|name| {
-            let mut o = super::cf_options(name, cache);
+            let mut o = super::cf_options_with(name, cache, *name == cf::OUTPOINTS);
             o.set_compression_type(rocksdb::DBCompressionType::None);
             o.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
             (*name, o)
