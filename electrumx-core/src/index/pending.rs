@@ -77,12 +77,23 @@ impl PendingWrites {
 
     /// Empty writes for the window after this one: they start with this window's last,
     /// partial chunk of txids, to be written again with the txids that complete it.
-    pub fn next_window(&self) -> Self {
+    /// `presized` reserves as much room in each list as this window used: during the
+    /// initial sync one window is much like the next, and lists grown by doubling are
+    /// copied over and over into fresh memory, each page of it faulted in.
+    pub fn next_window(&self, presized: bool) -> Self {
         let full = self.txids.len() - self.txids.len() % keys::TXIDS_PER_CHUNK as usize;
+        let room = |len: usize| if presized { len } else { 0 };
+        let mut txids = Vec::with_capacity(room(self.txids.len()));
+        txids.extend_from_slice(&self.txids[full..]);
         PendingWrites {
             txids_base: self.txids_base + full as u64,
-            txids: self.txids[full..].to_vec(),
-            ..PendingWrites::default()
+            txids,
+            txid_index: Vec::with_capacity(room(self.txid_index.len())),
+            history: Vec::with_capacity(room(self.history.len())),
+            spenders: Vec::with_capacity(room(self.spenders.len())),
+            outpoint_deletes: Vec::with_capacity(room(self.outpoint_deletes.len())),
+            utxo_deletes: Vec::with_capacity(room(self.utxo_deletes.len())),
+            small: Vec::with_capacity(room(self.small.len())),
         }
     }
 

@@ -629,9 +629,16 @@ impl BlockProcessor {
             return Ok(());
         }
         let bytes = self.cache_bytes() - self.clean_bytes();
-        let next_writes = self.writes.next_window();
+        // While syncing, the next window starts with room for as much as this one held
+        // (see `PendingWrites::next_window`): a table grown by doubling is rehashed into
+        // fresh memory at each step. At the tip each block is a window of its own.
+        let next_writes = self.writes.next_window(!sync);
         let writes = std::mem::replace(&mut self.writes, next_writes);
-        let coins = Arc::new(std::mem::take(&mut self.coins));
+        let next_coins = match sync {
+            true => FastMap::default(),
+            false => FastMap::with_capacity_and_hasher(self.coins.len(), Default::default()),
+        };
+        let coins = Arc::new(std::mem::replace(&mut self.coins, next_coins));
         let spent = Arc::new(std::mem::take(&mut self.spent_db_keys));
         let mut meta = self.store.meta();
         meta.block_count = self.block_count();
