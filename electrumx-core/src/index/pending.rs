@@ -150,9 +150,9 @@ impl PendingWrites {
 
     /// Writes every family's SST file for a flush of the bulk load (see [`Store::sst_sink`]),
     /// on three threads: during the initial sync this is the longest step of a flush, and
-    /// the block processor may be waiting for it. The three sets of families take about
-    /// as long as each other to write (`outpoints` and `utxos` about a third each), so the
-    /// flush takes about as long as its largest third where two sets once took two thirds.
+    /// the block processor may be waiting for it. The three sets of families (script- and
+    /// txid-keyed; `outpoints` with the blocks' families; `utxos`) take about as long as
+    /// each other to write.
     pub fn into_files(
         self,
         coins: &FastMap<OutKey, CoinInfo>,
@@ -190,7 +190,7 @@ impl PendingWrites {
         })
     }
 
-    /// Sorts every family's writes (on two threads for a large window), grouped in two
+    /// Sorts every family's writes (on two threads for a large window), grouped in three
     /// sets of families that can be written independently.
     fn sorted(self, coins: &FastMap<OutKey, CoinInfo>) -> Sorted {
         let PendingWrites {

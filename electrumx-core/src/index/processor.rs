@@ -101,6 +101,8 @@ pub struct BlockProcessor {
     /// table's size is counted against the flush windows), oldest evicted first; emptied
     /// once caught up and on reorgs.
     clean: FastMap<OutKey, CoinInfo>,
+    /// `outpoints` keys spent in this window of coins that the database or the in-flight
+    /// flush still shows (see `take_prevouts`).
     spent_db_keys: FastSet<[u8; keys::OUTPOINT_KEY_LEN]>,
     pending: ChainState,
     /// A flush being written on another thread while indexing goes on (initial sync only).
