@@ -181,9 +181,9 @@ fn run(text: &str, version: Option<&str>) -> Option<String> {
         let entry = e.state.sessions.open(1, Protocol::Tcp, peer, None, Default::default());
         if let Some(v) = version {
             let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
-            handle_message(&e.state, &mut ctx, &hello.to_string(), &entry).await;
+            handle_message(&e.state, &mut ctx, &hello.to_string(), &entry, f64::INFINITY).await;
         }
-        let reply = handle_message(&e.state, &mut ctx, text, &entry)
+        let reply = handle_message(&e.state, &mut ctx, text, &entry, f64::INFINITY)
             .await
             .0
             .map(Outgoing::into_string);

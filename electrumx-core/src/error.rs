@@ -148,6 +148,9 @@ pub enum IndexError {
     /// The sync loop stopped with an error (its message).
     #[error("sync stopped: {0}")]
     SyncStopped(String),
+    /// A background task of the library panicked or was cancelled (what it was doing).
+    #[error("background task failed: {0}")]
+    Task(String),
 }
 
 /// Result alias for index operations.

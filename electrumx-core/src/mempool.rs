@@ -4,12 +4,18 @@
 //! [`Mempool::refresh`] polls the node: it fetches new transactions in batches, resolves
 //! their prevouts from the index or from other mempool transactions, drops what left the
 //! node's mempool, and reports what it touched. It refreshes only while the index is at the
-//! node's tip, so mempool data is never combined with a stale chain state.
+//! node's tip, so mempool data is never combined with a stale chain state; the mirror
+//! remembers the tip it was reconciled at ([`Mempool::synced_tip`]), so callers can tell
+//! when the index has moved past it.
+//!
+//! A transaction's Electrum height (0, or -1 when it spends another mempool transaction)
+//! is kept current: when a parent leaves the mempool (mined) or comes back to it (a
+//! reorg), its children's heights change and their scripts are reported as touched.
 
 use crate::coin::CoinParams;
 use crate::daemon::Daemon;
-use crate::error::Result;
-use crate::hash::{HashX, Txid};
+use crate::error::{IndexError, Result};
+use crate::hash::{BlockHash, HashX, Txid};
 use crate::index::ChainIndex;
 use crate::index::processor::is_unspendable;
 use crate::parse::{InputRef, OutputRef, parse_transaction};
@@ -73,6 +79,8 @@ struct State {
     histogram: Vec<(f64, u64)>,
     /// Most recently added txids, newest first.
     recent: std::collections::VecDeque<Txid>,
+    /// The index tip (height, hash) the mirror was last reconciled at.
+    synced: Option<(u32, BlockHash)>,
 }
 
 /// How many recent additions are remembered for [`Mempool::recent`].
@@ -89,6 +97,9 @@ pub struct MempoolUpdate {
     pub added: usize,
     /// Transactions removed.
     pub removed: usize,
+    /// The index tip (height, hash) the mirror now matches: the node's best block when
+    /// the refresh ended.
+    pub tip: Option<(u32, BlockHash)>,
 }
 
 /// Summary numbers of the mempool.
@@ -128,9 +139,9 @@ impl Mempool {
     /// the node's tip.
     pub async fn refresh(&self) -> Result<Option<MempoolUpdate>> {
         let best = self.daemon.best_block_hash().await?;
-        if self.index.tip().map(|t| t.1) != Some(best) {
+        let Some(tip) = self.index.tip().filter(|t| t.1 == best) else {
             return Ok(None);
-        }
+        };
         let txids = self.daemon.mempool_txids().await?;
         let current: HashSet<Txid> = txids.iter().copied().collect();
         let mut update = MempoolUpdate::default();
@@ -156,6 +167,13 @@ impl Mempool {
         if self.index.tip().map(|t| t.1) != Some(best) {
             return Ok(None);
         }
+        // Parse the new transactions and read the confirmed outputs they spend from the
+        // index on the blocking pool, without the mirror's lock: only the quick in-memory
+        // update below holds it.
+        let (index, coin) = (self.index.clone(), self.coin.clone());
+        let prepared = tokio::task::spawn_blocking(move || prepare(&*index, &coin, fetched))
+            .await
+            .map_err(|e| IndexError::Task(format!("mempool refresh: {e}")))??;
         let mut st = self.state.write();
         let gone: Vec<Txid> = st
             .txs
@@ -163,116 +181,34 @@ impl Mempool {
             .filter(|t| !current.contains(t))
             .copied()
             .collect();
+        // Transactions whose outputs may be spent by transactions that stay: their
+        // children's heights (0 or -1) may change.
+        let mut parents: Vec<(Txid, usize)> = Vec::new();
         for txid in gone {
+            if let Some(n) = st.txs.get(&txid).map(|d| d.outputs.len()) {
+                parents.push((txid, n));
+            }
             remove_tx(&mut st, &txid, &mut update);
         }
-        self.add_txs(&mut st, fetched, &mut update)?;
+        let new_txids: Vec<Txid> = prepared.txs.iter().map(|p| p.txid).collect();
+        add_txs(&mut st, prepared, &mut update);
+        for txid in &new_txids {
+            if let Some(n) = st.txs.get(txid).map(|d| d.outputs.len()) {
+                parents.push((*txid, n));
+            }
+        }
+        refresh_heights(&mut st, &parents, &mut update);
         st.histogram = compute_histogram(st.txs.values().map(|t| &t.entry));
+        st.synced = Some(tip);
+        update.tip = Some(tip);
         Ok(Some(update))
     }
 
-    fn add_txs(
-        &self,
-        st: &mut State,
-        fetched: Vec<(Txid, Vec<u8>)>,
-        update: &mut MempoolUpdate,
-    ) -> Result<()> {
-        struct Parsed {
-            txid: Txid,
-            vsize: usize,
-            inputs: Vec<InputRef>,
-            outputs: Vec<Option<(HashX, u64)>>,
-        }
-        let mut pending: Vec<Parsed> = Vec::with_capacity(fetched.len());
-        let (mut ins, mut outs): (Vec<InputRef>, Vec<OutputRef>) = (Vec::new(), Vec::new());
-        for (txid, raw) in fetched {
-            ins.clear();
-            outs.clear();
-            let Ok(tx) = parse_transaction(&raw, &mut ins, &mut outs) else {
-                tracing::warn!(%txid, "mempool transaction does not parse; ignored");
-                continue;
-            };
-            if tx.txid != txid {
-                tracing::warn!(%txid, "node returned a different transaction; ignored");
-                continue;
-            }
-            let outputs = outs
-                .iter()
-                .map(|o| {
-                    let script = &raw[o.script.clone()];
-                    (!is_unspendable(&self.coin, script))
-                        .then(|| (HashX::of_script(script), o.value))
-                })
-                .collect();
-            pending.push(Parsed {
-                txid,
-                vsize: tx.vsize(),
-                inputs: ins.clone(),
-                outputs,
-            });
-        }
-        // Parents before children: repeat while some transaction could be resolved.
-        loop {
-            let before = pending.len();
-            let mut still = Vec::new();
-            for p in pending {
-                let mut inputs = Vec::with_capacity(p.inputs.len());
-                let mut unconfirmed = false;
-                let mut ok = true;
-                for i in &p.inputs {
-                    let op = (i.prev_txid, i.prev_vout);
-                    if let Some(parent) = st.txs.get(&i.prev_txid) {
-                        match parent.outputs.get(i.prev_vout as usize).copied().flatten() {
-                            Some((h, v)) => {
-                                inputs.push((op, h, v));
-                                unconfirmed = true;
-                            }
-                            None => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    } else {
-                        match self.index.unspent_output(&i.prev_txid, i.prev_vout)? {
-                            Some((h, v)) => inputs.push((op, h, v)),
-                            None => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                }
-                if !ok {
-                    still.push(p);
-                    continue;
-                }
-                let fee_in: u64 = inputs.iter().map(|i| i.2).sum();
-                let fee_out: u64 = p.outputs.iter().flatten().map(|o| o.1).sum();
-                let entry = MempoolEntry {
-                    txid: p.txid,
-                    fee: fee_in.saturating_sub(fee_out),
-                    vsize: p.vsize as u32,
-                    has_unconfirmed_inputs: unconfirmed,
-                };
-                let data = TxData {
-                    entry,
-                    inputs,
-                    outputs: p.outputs,
-                };
-                insert_tx(st, data, update);
-            }
-            pending = still;
-            if pending.is_empty() || pending.len() == before {
-                break;
-            }
-        }
-        if !pending.is_empty() {
-            tracing::debug!(
-                count = pending.len(),
-                "mempool transactions with unresolved inputs; retrying later"
-            );
-        }
-        Ok(())
+    /// The index tip (height, hash) the mirror was last reconciled at; `None` before the
+    /// first refresh. While the index is above it, transactions confirmed since may still
+    /// be listed here (answers drop those, see the server's history code).
+    pub fn synced_tip(&self) -> Option<(u32, BlockHash)> {
+        self.state.read().synced
     }
 
     /// Mempool transactions touching a script, in the protocol's order (height 0 before
@@ -353,7 +289,7 @@ impl Mempool {
     }
 
     /// The fee histogram: `(fee rate in sat/vB, vsize)` pairs from the highest rate down,
-    /// binned as ElectrumX does (about 100 kvB a bin, growing by 10 %).
+    /// binned as ElectrumX does (the first bin 30,000 vbytes, each next one 10 % larger).
     pub fn fee_histogram(&self) -> Vec<(f64, u64)> {
         self.state.read().histogram.clone()
     }
@@ -379,6 +315,131 @@ impl Mempool {
     }
 }
 
+/// A new transaction parsed, its outputs' owners computed.
+struct Parsed {
+    txid: Txid,
+    vsize: usize,
+    inputs: Vec<InputRef>,
+    outputs: Vec<Option<(HashX, u64)>>,
+}
+
+/// New transactions ready to enter the mirror: parsed, and the confirmed outputs they
+/// spend read from the index.
+struct Prepared {
+    txs: Vec<Parsed>,
+    /// Owner and value of each spent outpoint found unspent in the index (`None`: not
+    /// there, e.g. a mempool parent's, or spent).
+    confirmed: HashMap<(Txid, u32), Option<(HashX, u64)>>,
+}
+
+/// Parses `fetched` and looks up, in the index, every outpoint they spend that is not an
+/// output of another of them (outputs of the mirror's transactions are simply not found).
+fn prepare(
+    index: &dyn ChainIndex,
+    coin: &CoinParams,
+    fetched: Vec<(Txid, Vec<u8>)>,
+) -> Result<Prepared> {
+    let fetched_ids: HashSet<Txid> = fetched.iter().map(|f| f.0).collect();
+    let mut txs: Vec<Parsed> = Vec::with_capacity(fetched.len());
+    let mut confirmed = HashMap::new();
+    let (mut ins, mut outs): (Vec<InputRef>, Vec<OutputRef>) = (Vec::new(), Vec::new());
+    for (txid, raw) in fetched {
+        ins.clear();
+        outs.clear();
+        let Ok(tx) = parse_transaction(&raw, &mut ins, &mut outs) else {
+            tracing::warn!(%txid, "mempool transaction does not parse; ignored");
+            continue;
+        };
+        if tx.txid != txid {
+            tracing::warn!(%txid, "node returned a different transaction; ignored");
+            continue;
+        }
+        let outputs = outs
+            .iter()
+            .map(|o| {
+                let script = &raw[o.script.clone()];
+                (!is_unspendable(coin, script)).then(|| (HashX::of_script(script), o.value))
+            })
+            .collect();
+        for i in &ins {
+            let op = (i.prev_txid, i.prev_vout);
+            if !fetched_ids.contains(&op.0) && !confirmed.contains_key(&op) {
+                confirmed.insert(op, index.unspent_output(&op.0, op.1)?);
+            }
+        }
+        txs.push(Parsed {
+            txid,
+            vsize: tx.vsize(),
+            inputs: ins.clone(),
+            outputs,
+        });
+    }
+    Ok(Prepared { txs, confirmed })
+}
+
+/// Adds prepared transactions to the mirror, parents before children. A transaction
+/// whose inputs cannot all be resolved (a parent not in the mirror, an outpoint not read)
+/// is left out and fetched again at the next refresh.
+fn add_txs(st: &mut State, prepared: Prepared, update: &mut MempoolUpdate) {
+    let Prepared {
+        txs: mut pending,
+        confirmed,
+    } = prepared;
+    loop {
+        let before = pending.len();
+        let mut still = Vec::new();
+        for p in pending {
+            let mut inputs = Vec::with_capacity(p.inputs.len());
+            let mut unconfirmed = false;
+            let mut ok = true;
+            for i in &p.inputs {
+                let op = (i.prev_txid, i.prev_vout);
+                let owner = if let Some(parent) = st.txs.get(&i.prev_txid) {
+                    unconfirmed = true;
+                    parent.outputs.get(i.prev_vout as usize).copied().flatten()
+                } else {
+                    confirmed.get(&op).copied().flatten()
+                };
+                match owner {
+                    Some((h, v)) => inputs.push((op, h, v)),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                still.push(p);
+                continue;
+            }
+            let fee_in: u64 = inputs.iter().map(|i| i.2).sum();
+            let fee_out: u64 = p.outputs.iter().flatten().map(|o| o.1).sum();
+            let entry = MempoolEntry {
+                txid: p.txid,
+                fee: fee_in.saturating_sub(fee_out),
+                vsize: p.vsize as u32,
+                has_unconfirmed_inputs: unconfirmed,
+            };
+            let data = TxData {
+                entry,
+                inputs,
+                outputs: p.outputs,
+            };
+            insert_tx(st, data, update);
+        }
+        pending = still;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    if !pending.is_empty() {
+        tracing::debug!(
+            count = pending.len(),
+            "mempool transactions with unresolved inputs; retrying later"
+        );
+    }
+}
+
 fn insert_tx(st: &mut State, data: TxData, update: &mut MempoolUpdate) {
     let txid = data.entry.txid;
     for h in data.hashxs() {
@@ -393,6 +454,38 @@ fn insert_tx(st: &mut State, data: TxData, update: &mut MempoolUpdate) {
     st.txs.insert(txid, data);
     st.recent.push_front(txid);
     st.recent.truncate(RECENT);
+}
+
+/// Recomputes the Electrum height of every transaction spending an output of `parents`
+/// (transactions just added to or removed from the mirror, with their output counts):
+/// a spender of a mempool output has height -1, of a confirmed one 0. Changed ones touch
+/// all their scripts.
+fn refresh_heights(st: &mut State, parents: &[(Txid, usize)], update: &mut MempoolUpdate) {
+    let mut children: HashSet<Txid> = HashSet::new();
+    for (txid, outputs) in parents {
+        for vout in 0..*outputs as u32 {
+            if let Some(child) = st.spent.get(&(*txid, vout)) {
+                children.insert(*child);
+            }
+        }
+    }
+    for child in children {
+        let Some(data) = st.txs.get(&child) else {
+            continue;
+        };
+        let unconfirmed = data
+            .inputs
+            .iter()
+            .any(|(op, _, _)| st.txs.contains_key(&op.0));
+        if unconfirmed == data.entry.has_unconfirmed_inputs {
+            continue;
+        }
+        let hashxs: Vec<HashX> = data.hashxs().collect();
+        update.touched.extend(hashxs);
+        if let Some(data) = st.txs.get_mut(&child) {
+            data.entry.has_unconfirmed_inputs = unconfirmed;
+        }
+    }
 }
 
 fn remove_tx(st: &mut State, txid: &Txid, update: &mut MempoolUpdate) {
@@ -417,9 +510,10 @@ fn remove_tx(st: &mut State, txid: &Txid, update: &mut MempoolUpdate) {
     update.removed += 1;
 }
 
-/// Size of the first fee histogram bin in vbytes (ElectrumX's
-/// `MEMPOOL_COMPACT_HISTOGRAM_BINSIZE` for Bitcoin).
-pub const HISTOGRAM_BIN_SIZE: u64 = 100_000;
+/// Size of the first fee histogram bin in vbytes: ElectrumX's
+/// `MEMPOOL_COMPACT_HISTOGRAM_BINSIZE`, 30,000 for every coin (its `Coin` class), so wallets
+/// see the same bins from either server.
+pub const HISTOGRAM_BIN_SIZE: u64 = 30_000;
 
 /// The fee histogram of mempool entries: fee rates floored to 0.1 sat/vB, then compressed.
 fn compute_histogram<'a>(entries: impl Iterator<Item = &'a MempoolEntry>) -> Vec<(f64, u64)> {

@@ -227,7 +227,17 @@ impl SessionCost {
         self.last_extra
     }
 
-    /// Decides how to treat the next request.
+    /// Cost the session may still accrue before the hard limit (infinite when the model
+    /// is off): a batch stops there, item by item.
+    pub fn room(&mut self, subscriptions: usize) -> f64 {
+        if !self.cfg.enabled() {
+            return f64::INFINITY;
+        }
+        let total = self.cost(subscriptions) + self.extra_from_group();
+        (self.cfg.hard - total).max(0.0)
+    }
+
+    /// What to do before the next request, given the session's subscriptions.
     pub fn throttle(&mut self, subscriptions: usize) -> Throttle {
         if !self.cfg.enabled() {
             return Throttle::Proceed;

@@ -2,6 +2,7 @@
 //! 2.0, single requests or batches, positional or named parameters.
 
 use crate::outgoing::{Outgoing, SharedSlice};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// Error codes on the wire (see the protocol reference).
@@ -125,14 +126,72 @@ impl Params {
 pub enum Incoming {
     /// One request, or an error to answer with (id if known).
     Single(Result<Request, (Option<Value>, RpcError)>),
-    /// A batch: each element parsed on its own.
-    Batch(Vec<Result<Request, (Option<Value>, RpcError)>>),
+    /// A batch of at most the allowed length: its elements, each parsed only when it is
+    /// its turn ([`parse_batch_item`]).
+    Batch(Vec<Box<RawValue>>),
 }
 
-/// Parses one message. A message that is not JSON yields a parse error reply.
-pub fn parse_message(text: &str) -> Incoming {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+/// Parses one message; a batch longer than `max_batch` is refused before any of its
+/// elements is looked at (an error reply, id null). A message that is not JSON yields a
+/// parse error reply.
+pub fn parse_message(text: &str, max_batch: usize) -> Incoming {
+    if text.trim_start().starts_with('[') {
+        return parse_batch(text, max_batch);
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => Incoming::Single(parse_request(v)),
+        Err(_) => Incoming::Single(Err((
+            None,
+            RpcError::new(code::PARSE_ERROR, "invalid JSON"),
+        ))),
+    }
+}
+
+/// Parses one element of a batch.
+pub fn parse_batch_item(raw: &RawValue) -> Result<Request, (Option<Value>, RpcError)> {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(v) => parse_request(v),
+        Err(_) => Err((None, RpcError::new(code::PARSE_ERROR, "invalid JSON"))),
+    }
+}
+
+/// A batch's elements as raw JSON, taking at most `max` of them: past that the rest is
+/// only walked (to check the JSON), never stored.
+fn parse_batch(text: &str, max: usize) -> Incoming {
+    struct Elements {
+        max: usize,
+    }
+    struct Taken {
+        items: Vec<Box<RawValue>>,
+        more: bool,
+    }
+    impl<'de> serde::de::Visitor<'de> for Elements {
+        type Value = Taken;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Taken, A::Error> {
+            let mut items = Vec::new();
+            while items.len() < self.max {
+                match seq.next_element::<Box<RawValue>>()? {
+                    Some(item) => items.push(item),
+                    None => return Ok(Taken { items, more: false }),
+                }
+            }
+            let mut more = false;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                more = true;
+            }
+            Ok(Taken { items, more })
+        }
+    }
+    use serde::Deserializer as _;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let taken = match de
+        .deserialize_seq(Elements { max })
+        .and_then(|t| de.end().map(|_| t))
+    {
+        Ok(t) => t,
         Err(_) => {
             return Incoming::Single(Err((
                 None,
@@ -140,18 +199,22 @@ pub fn parse_message(text: &str) -> Incoming {
             )));
         }
     };
-    match value {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Incoming::Single(Err((
-                    None,
-                    RpcError::new(code::INVALID_REQUEST, "batch is empty"),
-                )));
-            }
-            Incoming::Batch(items.into_iter().map(parse_request).collect())
-        }
-        other => Incoming::Single(parse_request(other)),
+    if taken.more {
+        return Incoming::Single(Err((
+            None,
+            RpcError::new(
+                code::INVALID_REQUEST,
+                format!("batch too large (over {max})"),
+            ),
+        )));
     }
+    if taken.items.is_empty() {
+        return Incoming::Single(Err((
+            None,
+            RpcError::new(code::INVALID_REQUEST, "batch is empty"),
+        )));
+    }
+    Incoming::Batch(taken.items)
 }
 
 fn parse_request(value: Value) -> Result<Request, (Option<Value>, RpcError)> {
@@ -296,7 +359,10 @@ mod tests {
 
     #[test]
     fn parses_singles_batches_and_errors() {
-        match parse_message(r#"{"jsonrpc":"2.0","id":1,"method":"server.ping","params":[]}"#) {
+        match parse_message(
+            r#"{"jsonrpc":"2.0","id":1,"method":"server.ping","params":[]}"#,
+            100,
+        ) {
             Incoming::Single(Ok(r)) => {
                 assert_eq!(r.method, "server.ping");
                 assert!(r.v2);
@@ -305,17 +371,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(parse_message("{nope"), Incoming::Single(Err((None, e))) if e.code == code::PARSE_ERROR)
+            matches!(parse_message("{nope", 100), Incoming::Single(Err((None, e))) if e.code == code::PARSE_ERROR)
         );
         assert!(
-            matches!(parse_message("[]"), Incoming::Single(Err((None, e))) if e.code == code::INVALID_REQUEST)
+            matches!(parse_message("[]", 100), Incoming::Single(Err((None, e))) if e.code == code::INVALID_REQUEST)
         );
-        assert!(matches!(parse_message("42"), Incoming::Single(Err(_))));
+        assert!(matches!(parse_message("42", 100), Incoming::Single(Err(_))));
         match parse_message(
             r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 5, {"jsonrpc":"2.0","method":"b","params":{"x":1}}]"#,
+            100,
         ) {
-            Incoming::Batch(items) => {
-                assert_eq!(items.len(), 3);
+            Incoming::Batch(raw) => {
+                assert_eq!(raw.len(), 3);
+                let items: Vec<_> = raw.iter().map(|r| parse_batch_item(r)).collect();
                 assert!(items[1].is_err());
                 let b = items[2].as_ref().unwrap();
                 assert!(b.id.is_none());
@@ -324,7 +392,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // JSON-RPC 1.0 without "jsonrpc".
-        match parse_message(r#"{"id":"a","method":"server.version","params":["x","1.4"]}"#) {
+        // A batch over the limit is refused whole; one at the limit is taken; broken JSON
+        // after the limit is still a parse error.
+        let long = format!("[{}0]", "0,".repeat(500_000));
+        assert!(
+            matches!(parse_message(&long, 100), Incoming::Single(Err((None, e))) if e.code == code::INVALID_REQUEST)
+        );
+        assert!(matches!(parse_message("[1,2,3]", 3), Incoming::Batch(v) if v.len() == 3));
+        assert!(
+            matches!(parse_message("[1,2,3,", 2), Incoming::Single(Err((None, e))) if e.code == code::PARSE_ERROR)
+        );
+        match parse_message(
+            r#"{"id":"a","method":"server.version","params":["x","1.4"]}"#,
+            100,
+        ) {
             Incoming::Single(Ok(r)) => assert!(!r.v2),
             other => panic!("{other:?}"),
         }

@@ -78,7 +78,18 @@ async fn connection(stream: TcpStream, ctx: Arc<AdminContext>, shutdown: Cancell
         if text.trim().is_empty() {
             continue;
         }
-        let reply = match jsonrpc::parse_message(&text) {
+        if is_http_request_line(&text) {
+            // A web page in a browser on this host can make it POST here, with a JSON
+            // line in the body: nothing of such a connection is run.
+            tracing::warn!("LocalRPC: HTTP request refused; connection closed");
+            return;
+        }
+        let parsed = jsonrpc::parse_message(&text, 1);
+        // A line that is not JSON-RPC at all ends the connection after its error: the
+        // admin protocol has no reason to carry on after garbage.
+        let garbage =
+            matches!(&parsed, Incoming::Single(Err((_, e))) if e.code == code::PARSE_ERROR);
+        let reply = match parsed {
             Incoming::Single(Ok(req)) => {
                 let answer = dispatch(&ctx, &req.method, &req.params).await;
                 let Some(id) = req.id else { continue };
@@ -97,10 +108,22 @@ async fn connection(stream: TcpStream, ctx: Arc<AdminContext>, shutdown: Cancell
         };
         let mut out = reply.to_string();
         out.push('\n');
-        if writer.write_all(out.as_bytes()).await.is_err() {
+        if writer.write_all(out.as_bytes()).await.is_err() || garbage {
             return;
         }
     }
+}
+
+/// Whether `line` is an HTTP request line (`METHOD target HTTP/x.y`).
+fn is_http_request_line(line: &str) -> bool {
+    let mut words = line.split_ascii_whitespace();
+    let (Some(method), Some(_target), Some(version)) = (words.next(), words.next(), words.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && method.bytes().all(|b| b.is_ascii_uppercase())
+        && version.starts_with("HTTP/")
 }
 
 /// Answers one admin command.

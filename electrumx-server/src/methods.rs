@@ -10,7 +10,8 @@ use crate::subscriptions::{Outpoint, ScriptMethod};
 use crate::version::{self, Version};
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use electrumx_core::{
-    ChainIndex, DaemonError, Hash32, HashX, HistoryItem, IndexError, ScriptHash, Txid, Utxo,
+    ChainIndex, DaemonError, Hash32, HashX, HistoryItem, IndexError, MempoolEntry, ScriptHash,
+    Txid, Utxo,
 };
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
@@ -291,7 +292,7 @@ impl StatusHasher {
 
     /// Adds the mempool's entries of `hashx` and returns the status (`None`: no history).
     fn finish(mut self, state: &ServerState, hashx: &HashX) -> Option<String> {
-        for e in state.mempool.history(hashx) {
+        for e in mempool_history(state, hashx) {
             self.add(&e.txid, e.electrum_height());
         }
         (self.entries > 0)
@@ -609,7 +610,11 @@ async fn dispatch(
                 }
             }
             // A number, or -1 when the node cannot estimate: never an error.
-            match state.daemon.estimate_fee(number.max(1)).await {
+            match state
+                .node
+                .estimate_fee(tip_hash(state), number.max(1))
+                .await
+            {
                 Ok(Some(rate)) => Ok(json!(rate)),
                 Ok(None) => Ok(json!(-1)),
                 Err(e) => {
@@ -621,20 +626,16 @@ async fn dispatch(
         "blockchain.relayfee" if !v16 => {
             p.check(method, &[])?;
             state
-                .daemon
-                .relay_fee()
+                .node
+                .relay_fee(tip_hash(state))
                 .await
                 .map(|f| json!(f))
                 .map_err(daemon_err)
         }
         "mempool.get_info" if v16 => {
             p.check(method, &[])?;
-            let info = state
-                .daemon
-                .call_json("getmempoolinfo", json!([]))
-                .await
-                .map_err(daemon_err)?;
-            let relay = state.daemon.relay_fee().await.unwrap_or(0.0);
+            let info = state.node.mempool_info().await.map_err(daemon_err)?;
+            let relay = state.node.relay_fee(tip_hash(state)).await.unwrap_or(0.0);
             let get = |k: &str, d: f64| info.get(k).and_then(Value::as_f64).unwrap_or(d);
             let min_relay = get("minrelaytxfee", relay);
             Ok(json!({
@@ -660,9 +661,10 @@ async fn dispatch(
             let verbose = arg_bool(p, 1, "verbose")?;
             if verbose {
                 return state
-                    .daemon
-                    .call_json("getrawtransaction", json!([txid.to_display_hex(), 1]))
+                    .node
+                    .verbose_transaction(tip_hash(state), txid)
                     .await
+                    .map(|v| (*v).clone())
                     .map_err(daemon_err);
             }
             if let Some(hex) = state.tx_cache.get(&txid) {
@@ -685,7 +687,7 @@ async fn dispatch(
         "blockchain.transaction.broadcast" => {
             p.check(method, &["raw_tx"])?;
             let raw = arg_hex(p, 0, "raw_tx")?;
-            match state.daemon.broadcast(&raw).await {
+            match state.node.broadcast(&raw).await {
                 Ok(txid) => {
                     state.mempool_wake.notify_one();
                     ctx.pending_txs_sent += 1;
@@ -702,7 +704,7 @@ async fn dispatch(
             p.check(method, &["raw_txs", "verbose"])?;
             let txs = arg_hex_list(p, 0, "raw_txs")?;
             let verbose = arg_bool(p, 1, "verbose")?;
-            let result = match state.daemon.call_json("submitpackage", json!([txs])).await {
+            let result = match state.node.call_json("submitpackage", json!([txs])).await {
                 Ok(r) => r,
                 Err(DaemonError::Rpc { code: -32601, .. }) => {
                     return Err(RpcError::bad_request(
@@ -801,7 +803,7 @@ async fn dispatch(
             p.check(method, &["raw_txs"])?;
             let txs = arg_hex_list(p, 0, "raw_txs")?;
             let result = state
-                .daemon
+                .node
                 .call_json("testmempoolaccept", json!([txs]))
                 .await
                 .map_err(daemon_err)?;
@@ -888,7 +890,7 @@ async fn dispatch(
 /// A raw transaction: from the node (mempool, or any with `txindex`), else from its block
 /// via the index (works without `txindex`).
 async fn transaction_raw(state: &Arc<ServerState>, txid: Txid) -> Result<Vec<u8>, RpcError> {
-    match state.daemon.raw_transactions(&[txid]).await {
+    match state.node.raw_transactions(&[txid]).await {
         Ok(mut v) => {
             if let Some(Some(raw)) = v.pop() {
                 return Ok(raw);
@@ -910,7 +912,7 @@ async fn transaction_raw(state: &Arc<ServerState>, txid: Txid) -> Result<Vec<u8>
         .index
         .block_hash(height)
         .ok_or_else(|| internal("block hash"))?;
-    let mut blocks = state.daemon.raw_blocks(&[hash]).await.map_err(daemon_err)?;
+    let mut blocks = state.node.raw_blocks(&[hash]).await.map_err(daemon_err)?;
     let raw = blocks.pop().ok_or_else(|| internal("no block"))?;
     let block = electrumx_core::parse::ParsedBlock::parse(raw).map_err(internal)?;
     let tx = block
@@ -918,6 +920,11 @@ async fn transaction_raw(state: &Arc<ServerState>, txid: Txid) -> Result<Vec<u8>
         .get(pos as usize)
         .ok_or_else(|| internal("tx position"))?;
     Ok(block.raw[tx.bytes.clone()].to_vec())
+}
+
+/// The indexed tip's hash: what node answers cached per block are keyed by.
+fn tip_hash(state: &ServerState) -> Option<electrumx_core::BlockHash> {
+    state.index.tip().map(|t| t.1)
 }
 
 fn features(state: &ServerState) -> Value {
@@ -1074,17 +1081,32 @@ async fn script_query(
             Ok(Reply::Raw(wrap("utxos", list)))
         }
         "subscribe" => {
-            let status = match state.script_cache.get(&sh.hashx()) {
-                Some(h) if h.len() <= INLINE_MAX_ITEMS => status_of(state, &sh.hashx(), &h),
-                cached => {
-                    let st = state.clone();
-                    blocking(move || script_status_from(&st, &sh, cached)).await?
+            // A round of notifications sent while the status was computed may have left
+            // this script out: then the status is computed again, from the newer view.
+            let mut tries = 0;
+            loop {
+                let round = state.subs.round();
+                let status = match state.script_cache.get(&sh.hashx()) {
+                    Some(h) if h.len() <= INLINE_MAX_ITEMS => status_of(state, &sh.hashx(), &h),
+                    cached => {
+                        let st = state.clone();
+                        blocking(move || script_status_from(&st, &sh, cached)).await?
+                    }
+                };
+                tries += 1;
+                // Rounds come at most a few times a second; a third try uses the next.
+                let round = if tries >= 3 {
+                    state.subs.round()
+                } else {
+                    round
+                };
+                if state
+                    .subs
+                    .subscribe_script(ctx.id, sh, status.clone(), flavour, round)
+                {
+                    return Ok(Reply::Value(json!(status)));
                 }
-            };
-            state
-                .subs
-                .subscribe_script(ctx.id, sh, status.clone(), flavour);
-            Ok(Reply::Value(json!(status)))
+            }
         }
         "unsubscribe" => Ok(Reply::Value(json!(
             state.subs.unsubscribe_script(ctx.id, &sh)
@@ -1153,9 +1175,24 @@ impl ListWriter {
     }
 }
 
+/// A script's mempool entries in the protocol's order, as answers and statuses show them.
+///
+/// Between a block's commit and the next mempool refresh, the mirror may still list
+/// transactions the block confirmed; those are left out here (a transaction is never
+/// both confirmed and pending in one answer), so an answer given in that window is already
+/// the one the refresh will confirm. The check reads the index only in that window.
+fn mempool_history(state: &ServerState, hashx: &HashX) -> Vec<MempoolEntry> {
+    let mut entries = state.mempool.history(hashx);
+    if entries.is_empty() || state.mempool.synced_tip() == state.index.tip() {
+        return entries;
+    }
+    entries.retain(|e| !matches!(state.index.tx_position(&e.txid), Ok(Some(_))));
+    entries
+}
+
 /// Appends a script's mempool entries (with fees) to a list.
 fn mempool_list(state: &ServerState, hashx: &HashX, w: &mut ListWriter) {
-    for e in state.mempool.history(hashx) {
+    for e in mempool_history(state, hashx) {
         w.entry(
             &e.txid,
             &[("height", e.electrum_height()), ("fee", e.fee as i64)],

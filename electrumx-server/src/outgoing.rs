@@ -3,9 +3,91 @@
 //! slices of the cached text, between the reply's envelope and its tail, without being
 //! copied into the message: copying a multi-megabyte answer into a fresh buffer for every
 //! request cost more (the kernel zeroing the new pages, then the copy) than sending it.
+//!
+//! A session's queue ([`Outbox`]) is bounded in messages and in bytes: a client that does
+//! not read what it asked for cannot make the server hold more than that for it.
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+/// The sending side of a session's queue of messages, shared by the session's requests and
+/// the notifier. Bounded in messages (`SEND_QUEUE`) and in bytes ([`Outbox::max_bytes`]).
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The writer's side of a session's queue.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Outgoing>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The queue is over its bound (or the writer is gone): the session must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// A queue holding at most `max_messages` messages and `max_bytes` bytes.
+pub fn queue(max_messages: usize, max_bytes: usize) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(max_messages.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Outbox {
+            tx,
+            queued: queued.clone(),
+            max_bytes,
+        },
+        Inbox { rx, queued },
+    )
+}
+
+impl Outbox {
+    /// Queues `msg`; `Err` if that would pass either bound or the writer is gone.
+    pub fn push(&self, msg: Outgoing) -> Result<(), QueueFull> {
+        let len = msg.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.max_bytes && before > 0 {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        self.tx.try_send(msg).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            QueueFull
+        })
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The byte bound.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+impl Inbox {
+    /// The next message; `None` when every [`Outbox`] is gone. Its bytes stop counting
+    /// against the bound as it is taken for writing.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let msg = self.rx.recv().await?;
+        self.queued.fetch_sub(msg.len(), Ordering::AcqRel);
+        Some(msg)
+    }
+
+    /// The next message if one is queued (as [`Inbox::recv`]).
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        let msg = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(msg.len(), Ordering::AcqRel);
+        Some(msg)
+    }
+}
 
 /// A message for a session: `head`, then the shared slices (if any), then `tail`, then a
 /// newline (added by the writer).

@@ -8,12 +8,13 @@
 use crate::methods::{headers_notification, outpoint_status, script_status};
 use crate::services::{Protocol, Service};
 use crate::state::ServerState;
+use crate::subscriptions::Outpoint;
 use crate::transport::{TlsFiles, websocket_bridge};
-use electrumx_core::{Controller, HashX, IndexEvent};
+use electrumx_core::{ChainIndex, Controller, HashX, IndexEvent, ScriptHash};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -200,6 +201,50 @@ async fn accept_loop(
     while children.join_next().await.is_some() {}
 }
 
+/// Changes waiting to be notified: gathered from index events and mempool refreshes until
+/// a consistent view lets them go out.
+#[derive(Default)]
+struct PendingChanges {
+    /// Scripts whose status may have changed.
+    touched: HashSet<HashX>,
+    /// Events were lost (the channel lagged): every subscribed script is re-evaluated.
+    everything: bool,
+    /// The tip changed: header subscribers are told the new one.
+    headers: bool,
+    /// When the oldest change still waiting arrived.
+    since: Option<Instant>,
+}
+
+impl PendingChanges {
+    fn note(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.touched.is_empty() && !self.everything && !self.headers
+    }
+
+    fn waited(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+/// Longest that notifications wait for a consistent view (the mempool mirror reconciled at
+/// the index's tip) while the node keeps moving ahead of the index; after it they go out
+/// from the view at hand, and later rounds correct them.
+const MAX_NOTIFY_DELAY: Duration = Duration::from_secs(5);
+
+/// Follows index events and the node's mempool and sends notifications.
+///
+/// Statuses are computed only from a consistent view: the index at the node's tip and the
+/// mempool mirror reconciled at that same tip. A view in between (a reorg taken back but
+/// not yet replayed, a block indexed before the mirror dropped what it confirmed) is one a
+/// client must never be told about: by the time it asks for the history, the history is
+/// the next view's, its status does not match the one it was sent, and a later
+/// notification equal to what it already holds is ignored (Electrum then waits, not
+/// synchronized). So changes wait in [`PendingChanges`] until the mirror has been
+/// refreshed at the index's tip, are computed, and are sent only if the index did not move
+/// meanwhile (else the event of the move brings a new round at once).
 async fn follow_changes(
     state: Arc<ServerState>,
     mut events: tokio::sync::broadcast::Receiver<IndexEvent>,
@@ -208,77 +253,139 @@ async fn follow_changes(
 ) {
     let mut tick = tokio::time::interval(mempool_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = PendingChanges::default();
     loop {
-        let mut touched: HashSet<HashX> = HashSet::new();
-        let mut everything = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev {
-                Ok(IndexEvent::NewTip { touched: t, reorg_from, .. }) => {
-                    touched.extend(t.iter().copied());
-                    let mut reorg = reorg_from.is_some();
+                Ok(first) => {
+                    let mut touched: HashSet<HashX> = HashSet::new();
+                    let mut reorg = false;
                     // Take every event already queued in the same round.
-                    while let Ok(IndexEvent::NewTip { touched: t, reorg_from, .. }) = events.try_recv() {
+                    let mut next = Some(first);
+                    while let Some(IndexEvent::NewTip { touched: t, reorg_from, .. }) = next {
                         touched.extend(t.iter().copied());
                         reorg |= reorg_from.is_some();
+                        next = events.try_recv().ok();
                     }
                     if reorg {
                         state.tx_cache.clear();
                     }
+                    // Cached answers of touched scripts go now, whether or not their
+                    // notifications must wait.
                     state.script_cache.invalidate(&touched);
-                    if let Some(msg) = headers_notification(&state) {
-                        state.subs.notify_headers(&msg);
-                    }
+                    pending.touched.extend(touched);
+                    pending.headers = true;
+                    pending.note();
                 }
                 Err(RecvError::Lagged(_)) => {
                     state.script_cache.clear();
                     state.tx_cache.clear();
-                    everything = true;
+                    pending.everything = true;
+                    pending.headers = true;
+                    pending.note();
                 }
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {}
             _ = state.mempool_wake.notified() => {}
         }
-        match state.mempool.refresh().await {
-            Ok(Some(u)) => touched.extend(u.touched),
-            Ok(None) => {}
-            Err(e) => tracing::warn!("mempool refresh failed: {e}"),
-        }
-        let scripts = if everything {
-            state.subs.all_scripts()
-        } else {
-            state.subs.subscribed_among(&touched)
-        };
-        for sh in scripts {
-            let st = state.clone();
-            let status = match tokio::task::spawn_blocking(move || script_status(&st, &sh)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!("status of {sh:?}: {}", e.message);
-                    continue;
+        let view = match state.mempool.refresh().await {
+            Ok(Some(u)) => {
+                if !u.touched.is_empty() {
+                    pending.touched.extend(u.touched);
+                    pending.note();
                 }
-                Err(_) => continue,
-            };
+                u.tip
+            }
+            // The index is not at the node's tip: it is catching up, or has a reorg to
+            // take. Its event will bring the next round.
+            Ok(None) if pending.waited() < MAX_NOTIFY_DELAY => continue,
+            Ok(None) => state.index.tip(),
+            Err(e) => {
+                // Without the node the mirror stays as it is; the index's own changes
+                // still go out.
+                tracing::warn!("mempool refresh failed: {e}");
+                state.index.tip()
+            }
+        };
+        if pending.is_empty() {
+            continue;
+        }
+        let Some(notes) = compute_notifications(&state, &pending).await else {
+            continue;
+        };
+        if state.index.tip() != view && pending.waited() < MAX_NOTIFY_DELAY {
+            // Superseded while computing: the index's event starts the next round.
+            continue;
+        }
+        pending = PendingChanges::default();
+        state.subs.begin_round();
+        if let Some(msg) = notes.headers {
+            state.subs.notify_headers(&msg);
+        }
+        for (sh, status) in notes.scripts {
             state.subs.notify_script(&sh, &status);
         }
-        // Outpoint statuses are a few lookups each: re-evaluate every subscribed one.
-        let outpoints = state.subs.all_outpoints();
-        if !outpoints.is_empty() {
-            let st = state.clone();
-            let statuses = tokio::task::spawn_blocking(move || {
-                outpoints
-                    .into_iter()
-                    .filter_map(|op| outpoint_status(&st, &op).ok().map(|s| (op, s)))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            for (op, status) in statuses {
-                state.subs.notify_outpoint(&op, &status);
-            }
+        for (op, status) in notes.outpoints {
+            state.subs.notify_outpoint(&op, &status);
         }
     }
+}
+
+/// Notifications computed from one view, not yet sent.
+struct Notifications {
+    headers: Option<String>,
+    scripts: Vec<(ScriptHash, Option<String>)>,
+    outpoints: Vec<(Outpoint, serde_json::Value)>,
+}
+
+/// Computes the headers notification and the statuses of the subscribed scripts among
+/// `pending` (each once, for all its subscribers), and of every subscribed outpoint.
+/// `None` if the blocking pool failed.
+async fn compute_notifications(
+    state: &Arc<ServerState>,
+    pending: &PendingChanges,
+) -> Option<Notifications> {
+    let headers = if pending.headers {
+        headers_notification(state)
+    } else {
+        None
+    };
+    let scripts = if pending.everything {
+        state.subs.all_scripts()
+    } else {
+        state.subs.subscribed_among(&pending.touched)
+    };
+    let mut statuses = Vec::with_capacity(scripts.len());
+    for sh in scripts {
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || script_status(&st, &sh)).await {
+            Ok(Ok(s)) => statuses.push((sh, s)),
+            Ok(Err(e)) => tracing::debug!("status of {sh:?}: {}", e.message),
+            Err(_) => return None,
+        }
+    }
+    // Outpoint statuses are a few lookups each: re-evaluate every subscribed one.
+    let outpoints = state.subs.all_outpoints();
+    let outpoints = if outpoints.is_empty() {
+        Vec::new()
+    } else {
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || {
+            outpoints
+                .into_iter()
+                .filter_map(|op| outpoint_status(&st, &op).ok().map(|s| (op, s)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .ok()?
+    };
+    Some(Notifications {
+        headers,
+        scripts: statuses,
+        outpoints,
+    })
 }
 
 /// Pending connections the kernel may queue per listener (it caps this at `somaxconn`).

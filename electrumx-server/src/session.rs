@@ -8,7 +8,7 @@
 use crate::cost::{SessionCost, Throttle, error_cost, method_cost};
 use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
 use crate::methods::{self, After, Reply, SessionCtx};
-use crate::outgoing::Outgoing;
+use crate::outgoing::{Outbox, Outgoing};
 use crate::registry::SessionEntry;
 use crate::services::Protocol;
 use crate::state::ServerState;
@@ -20,9 +20,8 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Serves one connection until the client leaves, misbehaves, idles out, or `shutdown`.
@@ -37,7 +36,8 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, mut writer) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(state.limits.send_queue);
+    let (tx, mut rx) =
+        crate::outgoing::queue(state.limits.send_queue, state.limits.send_queue_bytes());
     let kill = shutdown.child_token();
     state.subs.add_session(id, tx.clone(), kill.clone());
     let group = crate::cost::group_of(peer.ip(), &state.cost);
@@ -47,33 +47,26 @@ pub async fn serve<S>(
 
     let writer_kill = kill.clone();
     let writer_entry = entry.clone();
-    let writer_task = tokio::spawn(async move {
-        let sent = |msg: &Outgoing| {
-            let c = &writer_entry.counters;
-            c.send_count.fetch_add(1, Ordering::Relaxed);
-            c.send_size.fetch_add(msg.len() as u64, Ordering::Relaxed);
-        };
-        while let Some(mut msg) = rx.recv().await {
-            msg.end_line();
-            sent(&msg);
-            if write_message(&mut writer, &msg).await.is_err() {
+    let mut writer_task = tokio::spawn(async move {
+        'session: while let Some(msg) = rx.recv().await {
+            if !write_counted(&mut writer, msg, &writer_entry).await {
                 break;
             }
             // Write whatever else is queued before flushing.
-            while let Ok(mut more) = rx.try_recv() {
-                more.end_line();
-                sent(&more);
-                if write_message(&mut writer, &more).await.is_err() {
-                    writer_kill.cancel();
-                    return;
+            while let Some(more) = rx.try_recv() {
+                if !write_counted(&mut writer, more, &writer_entry).await {
+                    break 'session;
                 }
             }
-            if writer.flush().await.is_err() {
+            if !matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await,
+                Ok(Ok(()))
+            ) {
                 break;
             }
         }
         writer_kill.cancel();
-        let _ = writer.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
     });
 
     let mut lines = LineReader::new(reader, state.limits.max_recv);
@@ -83,6 +76,8 @@ pub async fn serve<S>(
     // replies go out as they finish, in any order (clients match them by id).
     let mut running: FuturesUnordered<BoxFuture<'static, Handled>> = FuturesUnordered::new();
     let mut allowed = 1usize;
+    // Only requests keep a session alive: blank and oversized lines do not.
+    let mut idle_deadline = tokio::time::Instant::now() + state.limits.session_timeout;
     loop {
         let next = tokio::select! {
             _ = kill.cancelled() => break,
@@ -93,8 +88,11 @@ pub async fn serve<S>(
                 }
                 continue;
             }
-            r = tokio::time::timeout(state.limits.session_timeout, lines.next_line()),
-                if running.len() < allowed => r,
+            r = tokio::time::timeout_at(idle_deadline, lines.next_line()),
+                if running.len() < allowed && tx.queued_bytes() <= PAUSE_BYTES => r,
+            // Paused until the writer drains the queue (checked every few milliseconds).
+            _ = tokio::time::sleep(Duration::from_millis(10)),
+                if running.is_empty() && tx.queued_bytes() > PAUSE_BYTES => continue,
         };
         let line = match next {
             Err(_) => {
@@ -125,13 +123,22 @@ pub async fn serve<S>(
                     "dropping message over {} bytes and re-synchronizing",
                     state.limits.max_recv
                 );
+                // Paid for like any bad request: its bytes and an error.
+                cost.charge_bytes(state.limits.max_recv);
+                cost.charge(error_cost(code::INVALID_REQUEST));
+                if cost.throttle(state.subs.count(id)) == Throttle::Disconnect {
+                    tracing::info!(id, peer = %shown, "closing session: excessive resource usage");
+                    break;
+                }
                 continue;
             }
             Ok(Ok(Line::Text(line))) => line,
         };
         if line.trim().is_empty() {
+            cost.charge_bytes(line.len() + 1);
             continue;
         }
+        idle_deadline = tokio::time::Instant::now() + state.limits.session_timeout;
         entry.counters.recv_count.fetch_add(1, Ordering::Relaxed);
         entry
             .counters
@@ -168,7 +175,7 @@ pub async fn serve<S>(
                     .ok()
                     .and_then(|v| v.get("id").cloned());
                 let reply = jsonrpc::error_response(&req_id.unwrap_or(Value::Null), &err, true);
-                let _ = tx.try_send(reply.to_string().into());
+                let _ = tx.push(reply.to_string().into());
                 break;
             }
         }
@@ -181,7 +188,8 @@ pub async fn serve<S>(
             // Until the version is negotiated requests go one at a time: the first one sets
             // what every later one sees.
             entry.counters.pending.store(1, Ordering::Relaxed);
-            let (reply, after) = handle_message(&state, &mut ctx, &line, &entry).await;
+            let budget = cost.room(state.subs.count(id));
+            let (reply, after) = handle_message(&state, &mut ctx, &line, &entry, budget).await;
             entry.counters.pending.store(0, Ordering::Relaxed);
             if finish_request(
                 &state,
@@ -200,8 +208,9 @@ pub async fn serve<S>(
             continue;
         }
         let (st, en, mut rctx) = (state.clone(), entry.clone(), ctx.for_request());
+        let budget = cost.room(state.subs.count(id));
         running.push(Box::pin(async move {
-            let (reply, after) = handle_message(&st, &mut rctx, &line, &en).await;
+            let (reply, after) = handle_message(&st, &mut rctx, &line, &en, budget).await;
             Handled {
                 line_len: line.len(),
                 reply,
@@ -218,8 +227,14 @@ pub async fn serve<S>(
     state.subs.remove_session(id);
     state.sessions.close(id);
     drop(tx);
-    // Let queued replies (e.g. the error before a disconnect) go out.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer_task).await;
+    // Let queued replies (e.g. the error before a disconnect) go out, briefly: then the
+    // writer ends with the session, releasing its queue and the socket.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
     tracing::debug!(id, "session closed");
 }
 
@@ -240,7 +255,7 @@ impl Handled {
         ctx: &mut SessionCtx,
         cost: &mut SessionCost,
         entry: &SessionEntry,
-        tx: &mpsc::Sender<Outgoing>,
+        tx: &Outbox,
     ) -> ControlFlow<()> {
         ctx.pending_cost += self.cost;
         ctx.pending_txs_sent += self.txs_sent;
@@ -257,7 +272,7 @@ fn finish_request(
     ctx: &mut SessionCtx,
     cost: &mut SessionCost,
     entry: &SessionEntry,
-    tx: &mpsc::Sender<Outgoing>,
+    tx: &Outbox,
     line_len: usize,
     reply: Option<Outgoing>,
     after: After,
@@ -277,7 +292,7 @@ fn finish_request(
         }
     }
     if let Some(reply) = reply
-        && tx.try_send(reply).is_err()
+        && tx.push(reply).is_err()
     {
         tracing::info!(id, "client not reading its replies; closing");
         return ControlFlow::Break(());
@@ -286,6 +301,31 @@ fn finish_request(
         return ControlFlow::Break(());
     }
     ControlFlow::Continue(())
+}
+
+/// Longest the writer may take to write one message (or flush) to a client: a client that
+/// stops reading is disconnected after it, its queue and socket released.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// While more than this is queued for a session, it starts no new request (its requests in
+/// progress still finish): a client reading slowly is slowed down, not disconnected.
+const PAUSE_BYTES: usize = 1 << 20;
+
+/// Writes one message (with its newline) within [`WRITE_TIMEOUT`], counting it on the
+/// session's entry; false if the session must end.
+async fn write_counted<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut msg: Outgoing,
+    entry: &SessionEntry,
+) -> bool {
+    msg.end_line();
+    let c = &entry.counters;
+    c.send_count.fetch_add(1, Ordering::Relaxed);
+    c.send_size.fetch_add(msg.len() as u64, Ordering::Relaxed);
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, write_message(writer, &msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Writes a message's parts (a long cached answer among them is written from the cache).
@@ -309,37 +349,42 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Handles one message (single or batch); returns the reply text, if any. Requests are
-/// counted on `entry` and in the server's metrics.
+/// counted on `entry` and in the server's metrics. `budget` is the cost the session may
+/// still accrue ([`SessionCost::room`]): a batch is charged item by item, and the item that
+/// passes it ends the batch with error -101 and the session.
 pub async fn handle_message(
     state: &Arc<ServerState>,
     ctx: &mut SessionCtx,
     text: &str,
     entry: &SessionEntry,
+    budget: f64,
 ) -> (Option<Outgoing>, After) {
     let max_send = state.limits.max_send;
-    match jsonrpc::parse_message(text) {
+    match jsonrpc::parse_message(text, state.limits.max_batch) {
         Incoming::Single(r) => {
             let (reply, after) = handle_one(state, ctx, r, entry).await;
             (reply.map(|r| r.fit(max_send)), after)
         }
         Incoming::Batch(items) => {
-            if items.len() > state.limits.max_batch {
-                let err = RpcError::new(
-                    code::INVALID_REQUEST,
-                    format!("batch too large (over {})", state.limits.max_batch),
-                );
-                return (
-                    Some(
-                        jsonrpc::error_response(&Value::Null, &err, true)
-                            .to_string()
-                            .into(),
-                    ),
-                    After::Continue,
-                );
-            }
             let mut out = String::from("[");
             let mut after = After::Continue;
-            for item in items {
+            let start_cost = ctx.pending_cost;
+            for raw in items {
+                let item = jsonrpc::parse_batch_item(&raw);
+                if ctx.pending_cost - start_cost > budget {
+                    let id = item.as_ref().ok().and_then(|r| r.id.clone());
+                    let err =
+                        RpcError::new(code::EXCESSIVE_RESOURCE_USAGE, "excessive resource usage");
+                    if out.len() > 1 {
+                        out.push(',');
+                    }
+                    out.push_str(
+                        &jsonrpc::error_response(&id.unwrap_or(Value::Null), &err, true)
+                            .to_string(),
+                    );
+                    after = After::Disconnect;
+                    break;
+                }
                 let (reply, a) = handle_one(state, ctx, item, entry).await;
                 if let Some(r) = reply {
                     // Each element that would overflow MAX_SEND becomes an error, as in ElectrumX.

@@ -35,6 +35,13 @@ impl Limits {
     pub fn max_history(&self) -> usize {
         (self.max_send.saturating_sub(100) / 99).max(1)
     }
+
+    /// Bytes queued for one session before it counts as not reading and is dropped: two of
+    /// the largest answers and a megabyte of notifications. (It stops taking requests at
+    /// a megabyte, so only answers already in progress fill it further.)
+    pub fn send_queue_bytes(&self) -> usize {
+        self.max_send.saturating_mul(2).saturating_add(1 << 20)
+    }
 }
 
 impl Default for Limits {
@@ -105,6 +112,10 @@ impl Identity {
     }
 }
 
+/// Node calls made for clients at once, server-wide: fewer than the node client's own
+/// in-flight limit (10 by default), so the sync and the mempool mirror always have room.
+const CLIENT_NODE_CALLS: usize = 4;
+
 /// The shared state of all sessions.
 pub struct ServerState {
     /// Coin parameters.
@@ -115,6 +126,8 @@ pub struct ServerState {
     pub mempool: Arc<Mempool>,
     /// The node.
     pub daemon: Arc<dyn Daemon>,
+    /// Calls to the node made for clients: limited, and cached per block where possible.
+    pub node: crate::node_calls::NodeCalls,
     /// Limits.
     pub limits: Limits,
     /// Identity.
@@ -160,6 +173,7 @@ impl ServerState {
             coin,
             index,
             mempool,
+            node: crate::node_calls::NodeCalls::new(daemon.clone(), CLIENT_NODE_CALLS),
             daemon,
             limits: Limits::default(),
             identity: Identity::default(),

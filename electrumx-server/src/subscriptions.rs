@@ -3,16 +3,12 @@
 //! outpoints, with the status each was last sent, so a notification goes out only when a
 //! status changed. A session whose queue is full is disconnected.
 
-use crate::outgoing::Outgoing;
+use crate::outgoing::Outbox;
 use electrumx_core::{HashX, ScriptHash, Txid};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// A session's outgoing message queue.
-pub type Outbox = mpsc::Sender<Outgoing>;
 
 /// An outpoint (funding txid, output index).
 pub type Outpoint = (Txid, u32);
@@ -46,7 +42,7 @@ struct SessionSubs {
 
 impl SessionSubs {
     fn send(&self, msg: String) {
-        if self.outbox.try_send(msg.into()).is_err() {
+        if self.outbox.push(msg.into()).is_err() {
             self.kill.cancel();
         }
     }
@@ -56,6 +52,8 @@ impl SessionSubs {
 struct Registry {
     sessions: HashMap<u64, SessionSubs>,
     by_hashx: HashMap<HashX, HashSet<(u64, ScriptHash)>>,
+    /// Notification rounds begun (see [`Subscriptions::begin_round`]).
+    rounds: u64,
 }
 
 /// Subscriptions of all sessions (see the module docs).
@@ -94,19 +92,39 @@ impl Subscriptions {
         }
     }
 
-    /// Subscribes a session to a script, recording the status it was given.
+    /// The number of notification rounds begun so far: read it before computing a status
+    /// to subscribe with.
+    pub fn round(&self) -> u64 {
+        self.inner.lock().rounds
+    }
+
+    /// Starts sending a round of notifications. A subscription whose status was computed
+    /// before this and is recorded after it could have missed the round's change: its
+    /// [`Subscriptions::subscribe_script`] is refused, and the status computed again.
+    pub fn begin_round(&self) {
+        self.inner.lock().rounds += 1;
+    }
+
+    /// Subscribes a session to a script, recording the status it is given, computed after
+    /// [`Subscriptions::round`] returned `round`. False (nothing recorded) if a round of
+    /// notifications began since: compute the status again.
     pub fn subscribe_script(
         &self,
         id: u64,
         sh: ScriptHash,
         status: Option<String>,
         method: ScriptMethod,
-    ) {
+        round: u64,
+    ) -> bool {
         let mut reg = self.inner.lock();
+        if reg.rounds != round {
+            return false;
+        }
         if let Some(s) = reg.sessions.get_mut(&id) {
             s.scripts.insert(sh, (status, method));
             reg.by_hashx.entry(sh.hashx()).or_default().insert((id, sh));
         }
+        true
     }
 
     /// Unsubscribes; true if the session was subscribed.

@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{
@@ -14,6 +14,7 @@ use tokio_rustls::rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// TLS certificate and key from PEM files (PKCS#8, PKCS#1 RSA or SEC1 EC keys), reloaded
 /// when either file changes.
@@ -92,13 +93,25 @@ impl TlsFiles {
     }
 }
 
+/// Longest a WebSocket frame may take to be written, and the closing handshake to finish:
+/// a client that stops reading loses its connection after it.
+const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs a WebSocket connection through a line-based duplex pipe: each text frame becomes
 /// one line for the session; each line the session writes becomes one text frame.
+///
+/// Messages and frames are capped at `max_message` bytes (`MAX_RECV`) by the WebSocket
+/// reader itself, before anything is buffered whole: a larger one ends the connection.
+/// When the session ends (the client idled out, misbehaved or left), the connection is
+/// closed even if the client never sends another byte.
 pub async fn websocket_bridge<S>(stream: S, max_message: usize) -> Option<tokio::io::DuplexStream>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = match tokio_tungstenite::accept_async(stream).await {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!("WebSocket handshake failed: {e}");
@@ -109,18 +122,15 @@ where
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (pipe_rx, mut pipe_tx) = tokio::io::split(bridge_side);
     // Frames in → lines to the session.
-    tokio::spawn(async move {
+    let incoming = tokio::spawn(async move {
         while let Some(msg) = ws_rx.next().await {
-            let text = match msg {
-                Ok(Message::Text(t)) => t.to_string(),
-                Ok(Message::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
+            let sent = match msg {
+                Ok(Message::Text(t)) => write_line(&mut pipe_tx, t.as_bytes()).await,
+                Ok(Message::Binary(b)) => write_line(&mut pipe_tx, &b).await,
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
-            // Newlines are only whitespace in JSON; the session splits on them.
-            let mut line = text.replace(['\n', '\r'], " ");
-            line.push('\n');
-            if pipe_tx.write_all(line.as_bytes()).await.is_err() {
+            if sent.is_err() {
                 break;
             }
         }
@@ -130,11 +140,31 @@ where
     tokio::spawn(async move {
         let mut lines = BufReader::new(pipe_rx).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if ws_tx.send(Message::text(line)).await.is_err() {
-                break;
+            match tokio::time::timeout(WS_WRITE_TIMEOUT, ws_tx.send(Message::text(line))).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
-        let _ = ws_tx.close().await;
+        // The session is over: stop reading the client too, so the socket closes even if
+        // the client is silent.
+        incoming.abort();
+        let _ = tokio::time::timeout(WS_WRITE_TIMEOUT, ws_tx.close()).await;
     });
     Some(session_side)
+}
+
+/// Writes one message as a line: newlines inside it (only whitespace in JSON) become
+/// spaces, since the session splits on them; copied only if it has any.
+async fn write_line<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> std::io::Result<()> {
+    if msg.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        let mut line: Vec<u8> = msg
+            .iter()
+            .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b })
+            .collect();
+        line.push(b'\n');
+        w.write_all(&line).await
+    } else {
+        w.write_all(msg).await?;
+        w.write_all(b"\n").await
+    }
 }

@@ -11,7 +11,7 @@
 //! The [`Ledger`] is computed from the generator's own blocks, independently of the index,
 //! so tests can compare the index with it.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use electrumx_core::hash::{Hash32, ScriptHash, Txid};
 use electrumx_core::parse::merkle_root;
 use rand::rngs::StdRng;
@@ -347,22 +347,7 @@ impl ChainGen {
         txs.insert(0, coinbase);
         let (prev, prev_time) = self.tip();
         let root = merkle_root(txs.iter().map(|t| t.txid));
-        let mut header = [0u8; 80];
-        header[..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
-        header[4..36].copy_from_slice(&prev.0);
-        header[36..68].copy_from_slice(&root.0);
-        header[68..72].copy_from_slice(&(prev_time + 1).to_le_bytes());
-        header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
-        let mut nonce = 0u32;
-        let hash = loop {
-            header[76..80].copy_from_slice(&nonce.to_le_bytes());
-            let h = Hash32::sha256d(&header);
-            // Target 0x7fffff << 232: the top byte of the hash (as a number) must be < 0x7f.
-            if h.0[31] < 0x7f {
-                break h;
-            }
-            nonce += 1;
-        };
+        let (header, hash) = seal_header(prev, prev_time + 1, root);
         self.blocks.push(GenBlock {
             height,
             hash,
@@ -470,6 +455,36 @@ impl ChainGen {
         r
     }
 
+    /// Replaces the last `k` blocks with blocks carrying the same transactions at the same
+    /// heights (only their coinbases differ), plus one more empty block, and submits them:
+    /// the node reorganises, yet most scripts' histories end as they were before.
+    pub async fn reorg_same(&mut self, node: &RegtestNode, k: u32) -> Result<()> {
+        let keep = self.blocks.len().saturating_sub(k as usize);
+        let carried: Vec<Vec<GenTx>> = self.blocks[keep..]
+            .iter()
+            .map(|b| b.txs[1..].to_vec())
+            .collect();
+        self.truncate(k);
+        self.empty_blocks = true;
+        let mut raws = Vec::new();
+        for txs in carried {
+            self.mempool = txs;
+            raws.push(json!([const_hex::encode(self.next_block().raw())]));
+        }
+        raws.push(json!([const_hex::encode(self.next_block().raw())]));
+        self.empty_blocks = false;
+        // The coin pool again from the whole chain (the carried transactions spent and
+        // created coins the truncated pool did not know about).
+        self.truncate(0);
+        submit_allowing_side(node, raws).await?;
+        let best = node.rpc("getbestblockhash", json!([])).await?;
+        let ours = self.tip().0.to_display_hex();
+        if best.as_str() != Some(ours.as_str()) {
+            bail!("after the same-transactions branch the node's tip is {best}, not {ours}");
+        }
+        Ok(())
+    }
+
     /// Sends `n` new transactions to the node's mempool.
     pub async fn send_to_mempool(&mut self, node: &RegtestNode, n: usize) -> Result<Vec<GenTx>> {
         let txs = self.mempool_txs(n);
@@ -485,6 +500,89 @@ impl ChainGen {
     pub fn ledger(&self) -> Ledger {
         Ledger::from_blocks(&self.blocks)
     }
+}
+
+/// A regtest header on `prev` with `merkle_root` and `time`, its nonce ground until the hash
+/// meets the regtest target (bits 0x207fffff); returns the header and its hash.
+pub fn seal_header(prev: Hash32, time: u32, merkle_root: Hash32) -> ([u8; 80], Hash32) {
+    let mut header = [0u8; 80];
+    header[..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
+    header[4..36].copy_from_slice(&prev.0);
+    header[36..68].copy_from_slice(&merkle_root.0);
+    header[68..72].copy_from_slice(&time.to_le_bytes());
+    header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
+    let mut nonce = 0u32;
+    let hash = loop {
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        let h = Hash32::sha256d(&header);
+        // Target 0x7fffff << 232: the top byte of the hash (as a number) must be < 0x7f.
+        if h.0[31] < 0x7f {
+            break h;
+        }
+        nonce += 1;
+    };
+    (header, hash)
+}
+
+/// A block on `prev` (at `height`, `prev_time` being the parent's time) holding a coinbase
+/// (the subsidy to an anyone-can-spend script; `tag` in its scriptSig makes it unique)
+/// followed by exactly `raw_txs`, in that order: the node's mempool plays no part.
+/// Returns the block hash and the raw block.
+pub fn block_with_txs(
+    prev: Hash32,
+    prev_time: u32,
+    height: u32,
+    raw_txs: &[Vec<u8>],
+    tag: &[u8],
+) -> (Hash32, Vec<u8>) {
+    let coinbase = build_tx(
+        &[],
+        &[(ChainGen::subsidy(height), ScriptKind::Wallet(u32::MAX))],
+        Some((height, tag.to_vec())),
+    );
+    let txids = std::iter::once(coinbase.txid).chain(raw_txs.iter().map(|r| Hash32::sha256d(r)));
+    let (header, hash) = seal_header(prev, prev_time + 1, merkle_root(txids));
+    let mut raw = header.to_vec();
+    write_varint(&mut raw, 1 + raw_txs.len() as u64);
+    raw.extend_from_slice(&coinbase.raw);
+    for tx in raw_txs {
+        raw.extend_from_slice(tx);
+    }
+    (hash, raw)
+}
+
+/// Mines one block on the node's tip holding exactly `raw_txs` (after the coinbase) and
+/// submits it; fails unless the node accepts it as its new tip. Returns its hash (display
+/// hex). Unlike the node's `generate`, the block leaves out whatever else the mempool holds,
+/// so a reorg's replacement block can keep one transaction and drop another.
+pub async fn mine_block_with_txs(
+    node: &RegtestNode,
+    raw_txs: &[Vec<u8>],
+    tag: &[u8],
+) -> Result<String> {
+    let tip = node.rpc("getbestblockhash", json!([])).await?;
+    let header = node.rpc("getblockheader", json!([tip])).await?;
+    let (Some(tip), Some(height), Some(time)) = (
+        tip.as_str(),
+        header["height"].as_u64(),
+        header["time"].as_u64(),
+    ) else {
+        bail!("unexpected getblockheader reply: {header}");
+    };
+    let prev = Hash32::from_display_hex(tip).ok_or_else(|| anyhow!("bad tip hash {tip}"))?;
+    let (hash, raw) = block_with_txs(prev, time as u32, height as u32 + 1, raw_txs, tag);
+    let reply = node
+        .rpc("submitblock", json!([const_hex::encode(raw)]))
+        .await?;
+    if !reply.is_null() {
+        bail!("submitblock at height {} rejected: {reply}", height + 1);
+    }
+    let hash = hash.to_display_hex();
+    let best = node.rpc("getbestblockhash", json!([])).await?;
+    if best.as_str() != Some(hash.as_str()) {
+        bail!("the node's tip is {best}, not the submitted block {hash}");
+    }
+    Ok(hash)
 }
 
 async fn submit(node: &RegtestNode, raws: Vec<Value>) -> Result<()> {

@@ -454,7 +454,11 @@ impl Store {
         let mut batch = rocksdb::WriteBatch::default();
         let bytes = serde_json::to_vec(&new_meta).expect("state serializes");
         batch.put_cf(self.cf(cf::META), STATE_KEY, bytes);
-        self.db.write(batch)?;
+        // Synced: the intent that could replay this flush is deleted next, so after a
+        // power loss the state record must be on disk, not only in the page cache.
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
         Ok(new_meta)
     }
 
