@@ -208,6 +208,20 @@ pub struct Settings {
     #[arg(long, env = "INITIAL_CONCURRENT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub initial_concurrent: u64,
 
+    /// Most client sessions from one address (an IPv4 address or an IPv6 /64) at once; 0
+    /// for no limit. Further connections from it are closed at once.
+    #[arg(long, env = "MAX_SESSIONS_PER_IP", default_value_t = crate::state::DEFAULT_MAX_SESSIONS_PER_IP as u64)]
+    pub max_sessions_per_ip: u64,
+
+    /// Addresses or subnets (comma-separated, e.g. `127.0.0.0/8,::1,10.0.0.0/8`) that
+    /// `MAX_SESSIONS_PER_IP` does not apply to; empty for none.
+    #[arg(
+        long,
+        env = "SESSIONS_PER_IP_EXEMPT",
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub sessions_per_ip_exempt: String,
+
     /// Prefix length grouping IPv4 sessions for costs.
     #[arg(long, env = "SESSION_GROUP_BY_SUBNET_IPV4", default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
     pub session_group_by_subnet_ipv4: u8,
@@ -520,6 +534,9 @@ impl Settings {
             request_timeout: Duration::from_secs(self.request_timeout),
             send_queue: self.send_queue as usize,
             initial_concurrent: self.initial_concurrent as usize,
+            max_sessions_per_ip: self.max_sessions_per_ip as usize,
+            per_ip_exempt: crate::netmask::Cidr::parse_list(&self.sessions_per_ip_exempt)
+                .map_err(|e| format!("SESSIONS_PER_IP_EXEMPT: {e}"))?,
         };
         let needs_tls = services.iter().any(|s| {
             matches!(

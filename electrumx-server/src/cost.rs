@@ -75,6 +75,35 @@ pub struct CostGroups {
     groups: Mutex<HashMap<String, Group>>,
 }
 
+/// Sessions closed between two sweeps of groups without members.
+const SWEEP_EVERY: u64 = 64;
+
+impl Group {
+    /// Applies the refund of retained cost due since the last one (ElectrumX's pace: 300 ×
+    /// HARD / 5000 per 300 s).
+    fn refund(&mut self, hard: f64, now: Instant) {
+        if let Some(last) = self.last_refund {
+            let refund = now.duration_since(last).as_secs_f64() * hard / 5000.0;
+            self.retained = (self.retained - refund).max(0.0);
+        }
+        self.last_refund = Some(now);
+    }
+}
+
+/// Drops the groups left without members whose retained cost has been refunded, so the
+/// table holds only subnets with sessions or a recent cost (it grew with every subnet
+/// ever seen).
+fn sweep(groups: &mut HashMap<String, Group>, hard: f64) {
+    let now = Instant::now();
+    groups.retain(|_, g| {
+        if !g.members.is_empty() {
+            return true;
+        }
+        g.refund(hard, now);
+        g.retained > 0.0
+    });
+}
+
 impl CostGroups {
     /// Per group: the summed cost of its live sessions and its retained cost.
     pub fn snapshot(&self) -> HashMap<String, (f64, f64)> {
@@ -197,13 +226,7 @@ impl SessionCost {
         let Some(group) = groups.get_mut(g) else {
             return 0.0;
         };
-        // Refund retained cost at ElectrumX's pace: 300 × HARD / 5000 per 300 s.
-        let now = Instant::now();
-        if let Some(last) = group.last_refund {
-            let refund = now.duration_since(last).as_secs_f64() * self.cfg.hard / 5000.0;
-            group.retained = (group.retained - refund).max(0.0);
-        }
-        group.last_refund = Some(now);
+        group.refund(self.cfg.hard, Instant::now());
         let others: f64 = group
             .members
             .iter()
@@ -262,11 +285,16 @@ impl Drop for SessionCost {
         let Some(g) = &self.group else { return };
         let mut groups = self.groups.groups.lock();
         if let Some(group) = groups.get_mut(g) {
+            group.refund(self.cfg.hard, Instant::now());
             group.members.remove(&self.id);
             group.retained += self.cost;
             if group.members.is_empty() && group.retained <= 0.0 {
                 groups.remove(g);
             }
+        }
+        // Every so often, the groups whose sessions all left and whose cost is refunded go.
+        if self.id.is_multiple_of(SWEEP_EVERY) {
+            sweep(&mut groups, self.cfg.hard);
         }
     }
 }
@@ -320,6 +348,34 @@ mod tests {
         assert!(group_of("127.0.0.1".parse().unwrap(), &cfg).is_none());
         assert!(group_of("192.168.1.4".parse().unwrap(), &cfg).is_none());
         assert!(group_of("::1".parse().unwrap(), &cfg).is_none());
+    }
+
+    /// Groups whose sessions all left keep their cost only until it is refunded; then a
+    /// sweep drops them, so the table does not grow with every subnet ever seen.
+    #[test]
+    fn groups_without_members_are_swept_once_refunded() {
+        // A hard limit this high refunds a million a second: 20 ms refunds everything.
+        let cfg = Arc::new(CostConfig {
+            soft: 1000.0,
+            hard: 5e9,
+            ..CostConfig::default()
+        });
+        let groups = Arc::new(CostGroups::default());
+        for (id, ip) in [(1, "8.8.8.8"), (2, "9.9.9.9")] {
+            let mut s = SessionCost::new(cfg.clone(), groups.clone(), id, ip.parse().unwrap());
+            s.charge(100.0);
+        }
+        assert_eq!(groups.snapshot().len(), 2, "both keep their retained cost");
+        let live = SessionCost::new(cfg.clone(), groups.clone(), 3, "7.7.7.7".parse().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        sweep(&mut groups.groups.lock(), cfg.hard);
+        let left = groups.snapshot();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(
+            left.contains_key("7.7.7.0/24"),
+            "a group with a live session stays"
+        );
+        drop(live);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod merkle;
 pub mod methods;
 pub mod metrics;
 pub mod metrics_service;
+pub mod netmask;
 pub mod node_calls;
 pub mod outgoing;
 pub mod peers;

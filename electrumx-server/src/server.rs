@@ -187,13 +187,24 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
+        let ip = peer.ip();
+        if !state.sessions_per_ip.admit(
+            ip,
+            state.limits.max_sessions_per_ip,
+            &state.limits.per_ip_exempt,
+        ) {
+            tracing::debug!(peer = %state.log_addr(&peer), "MAX_SESSIONS_PER_IP reached; refusing connection");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         sessions.fetch_add(1, Ordering::Relaxed);
         let (st, count, stop) = (state.clone(), sessions.clone(), shutdown.clone());
         let conn = conn.clone();
         children.spawn(async move {
-            open_session(conn, st, stream, peer, id, stop).await;
+            open_session(conn, st.clone(), stream, peer, id, stop).await;
+            st.sessions_per_ip.release(ip);
             count.fetch_sub(1, Ordering::Relaxed);
         });
     }

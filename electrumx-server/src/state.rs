@@ -27,7 +27,16 @@ pub struct Limits {
     /// Requests of one session handled at once, before cost throttling
     /// (`INITIAL_CONCURRENT`).
     pub initial_concurrent: usize,
+    /// Most sessions from one address (an IPv4 address, an IPv6 /64), 0 for no limit
+    /// (`MAX_SESSIONS_PER_IP`).
+    pub max_sessions_per_ip: usize,
+    /// Addresses the per-address limit does not apply to (`SESSIONS_PER_IP_EXEMPT`).
+    pub per_ip_exempt: Vec<crate::netmask::Cidr>,
 }
+
+/// Default `MAX_SESSIONS_PER_IP` (Fulcrum's default is 12; a household or an office behind
+/// one address rarely runs more wallets than this at once).
+pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 20;
 
 impl Limits {
     /// The longest history a `get_history` answer may carry (ElectrumX's rule: about 99
@@ -55,6 +64,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             send_queue: 1000,
             initial_concurrent: 10,
+            max_sessions_per_ip: DEFAULT_MAX_SESSIONS_PER_IP,
+            per_ip_exempt: crate::netmask::Cidr::loopback(),
         }
     }
 }
@@ -148,6 +159,8 @@ pub struct ServerState {
     pub tx_cache: crate::cache::TxCache,
     /// Live sessions and their counters.
     pub sessions: crate::registry::SessionRegistry,
+    /// Live sessions per client address (`MAX_SESSIONS_PER_IP`).
+    pub sessions_per_ip: crate::netmask::SessionsPerIp,
     /// Request counts, errors and latencies per method.
     pub requests: crate::metrics::RequestMetrics,
     /// `ANON_LOGS`: client addresses are redacted in logs.
@@ -186,6 +199,7 @@ impl ServerState {
             // 64 MB of hex: some 100,000 typical transactions.
             tx_cache: crate::cache::TxCache::new(64 << 20),
             sessions: Default::default(),
+            sessions_per_ip: Default::default(),
             requests: Default::default(),
             anon_logs: false,
             // 4M hashes: 128 MB at most, a few hundred full blocks.

@@ -90,6 +90,8 @@ fn peer_tls_config() -> Arc<rustls::ClientConfig> {
 pub struct Dialer {
     /// Our listening address, used as the source of direct connections.
     pub local_addr: Option<IpAddr>,
+    /// `PEER_ALLOW_PRIVATE`: host names may resolve to private addresses.
+    allow_private: bool,
     tls: TlsConnector,
 }
 
@@ -97,10 +99,12 @@ pub struct Dialer {
 pub type Dialed = (Box<dyn PeerStream>, Option<IpAddr>);
 
 impl Dialer {
-    /// A dialer binding direct connections to `local_addr` when the families match.
-    pub fn new(local_addr: Option<IpAddr>) -> Dialer {
+    /// A dialer binding direct connections to `local_addr` when the families match; host
+    /// names must resolve to public addresses unless `allow_private`.
+    pub fn new(local_addr: Option<IpAddr>, allow_private: bool) -> Dialer {
         Dialer {
             local_addr,
+            allow_private,
             tls: TlsConnector::from(peer_tls_config()),
         }
     }
@@ -137,12 +141,16 @@ impl Dialer {
                 .map_err(|e| e.to_string())?;
             (s, None)
         } else {
+            // A public name may resolve to a private or loopback address (by mistake, or
+            // to make us probe the operator's own network): such addresses are not dialed
+            // unless private peers are allowed.
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
                 .await
                 .map_err(|e| format!("cannot resolve: {e}"))?
+                .filter(|a| self.allow_private || super::netaddr::is_global(a.ip().to_canonical()))
                 .take(MAX_ADDRS)
                 .collect();
-            let mut last = format!("no address for {host}");
+            let mut last = format!("{host} resolves to no public address");
             let mut found = None;
             for addr in addrs {
                 let attempt = match proxy {

@@ -222,7 +222,7 @@ pub async fn fetch(url: &str, max: usize, timeout: Duration) -> Result<String, S
                     return String::from_utf8(b).map_err(|_| "response is not UTF-8".into());
                 }
                 Response::Redirect(to) => {
-                    current = if to.starts_with('/') {
+                    let next = if to.starts_with('/') {
                         Url {
                             path: to,
                             ..current
@@ -230,6 +230,15 @@ pub async fn fetch(url: &str, max: usize, timeout: Duration) -> Result<String, S
                     } else {
                         parse_url(&to)?
                     };
+                    // An https:// document never comes over plain http (a redirect could
+                    // otherwise hand the blacklist to anyone on the path).
+                    if current.tls && !next.tls {
+                        return Err(format!(
+                            "refused redirect from https to plain http ({})",
+                            next.authority
+                        ));
+                    }
+                    current = next;
                 }
             }
         }

@@ -409,7 +409,9 @@ impl PeerManager {
         };
         let host = peer.host.clone();
         if !peer.is_public(self.allow_private()) {
-            tracing::info!("ignored add_peer request from {source} for {host}: not a public host");
+            tracing::info!(
+                "ignored add_peer request from {source} for {host:?}: not a public host"
+            );
             return false;
         }
         let now = unix_now();
@@ -453,10 +455,10 @@ impl PeerManager {
             }
         };
         if permit {
-            tracing::info!("accepted add_peer request from {source} for {host}");
+            tracing::info!("accepted add_peer request from {source} for {host:?}");
             self.note_peers(vec![peer], None, true, &source);
         } else {
-            tracing::warn!("rejected add_peer request from {source} for {host} ({reason})");
+            tracing::warn!("rejected add_peer request from {source} for {host:?} ({reason})");
         }
         permit
     }
@@ -716,7 +718,7 @@ impl PeerManager {
         }
         self.import();
         tracing::info!("beginning peer discovery...");
-        let dialer = Arc::new(Dialer::new(cfg.local_addr));
+        let dialer = Arc::new(Dialer::new(cfg.local_addr, cfg.allow_private));
         self.schedule_loop(&cfg, chain, dialer, shutdown).await;
         tasks.shutdown().await;
     }

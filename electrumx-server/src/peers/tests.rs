@@ -448,7 +448,7 @@ async fn fake_electrum(host: &'static str, genesis: String) -> SocketAddr {
 /// Verifies every due peer once.
 async fn verify_due(m: &PeerManager) {
     let genesis = m.cfg.as_ref().unwrap().genesis_hash.clone();
-    let dialer = Dialer::new(None);
+    let dialer = Dialer::new(None, true);
     let (jobs, _) = m.take_due(MAX_CONCURRENT);
     assert!(!jobs.is_empty());
     for job in jobs {
