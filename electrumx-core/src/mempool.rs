@@ -91,7 +91,8 @@ const RECENT: usize = 50;
 pub struct MempoolUpdate {
     /// Scripts whose mempool history changed.
     pub touched: HashSet<HashX>,
-    /// Outpoints spent or released by mempool transactions.
+    /// Outpoints whose mempool state changed: spent or released by mempool transactions,
+    /// or outputs of transactions that entered or left the mempool.
     pub outpoints: HashSet<(Txid, u32)>,
     /// Transactions added.
     pub added: usize,
@@ -450,6 +451,9 @@ fn insert_tx(st: &mut State, data: TxData, update: &mut MempoolUpdate) {
         st.spent.insert(*op, txid);
         update.outpoints.insert(*op);
     }
+    update
+        .outpoints
+        .extend((0..data.outputs.len() as u32).map(|vout| (txid, vout)));
     update.added += 1;
     st.txs.insert(txid, data);
     st.recent.push_front(txid);
@@ -507,6 +511,9 @@ fn remove_tx(st: &mut State, txid: &Txid, update: &mut MempoolUpdate) {
         }
         update.outpoints.insert(*op);
     }
+    update
+        .outpoints
+        .extend((0..data.outputs.len() as u32).map(|vout| (*txid, vout)));
     update.removed += 1;
 }
 

@@ -222,6 +222,10 @@ struct PendingChanges {
     everything: bool,
     /// The tip changed: header subscribers are told the new one.
     headers: bool,
+    /// Outpoints spent, released, created or dropped by blocks or the mempool.
+    outpoints: HashSet<Outpoint>,
+    /// A reorg: every subscribed outpoint is re-evaluated.
+    all_outpoints: bool,
     /// When the oldest change still waiting arrived.
     since: Option<Instant>,
 }
@@ -232,7 +236,11 @@ impl PendingChanges {
     }
 
     fn is_empty(&self) -> bool {
-        self.touched.is_empty() && !self.everything && !self.headers
+        self.touched.is_empty()
+            && self.outpoints.is_empty()
+            && !self.everything
+            && !self.headers
+            && !self.all_outpoints
     }
 
     fn waited(&self) -> Duration {
@@ -274,13 +282,15 @@ async fn follow_changes(
                     let mut reorg = false;
                     // Take every event already queued in the same round.
                     let mut next = Some(first);
-                    while let Some(IndexEvent::NewTip { touched: t, reorg_from, .. }) = next {
+                    while let Some(IndexEvent::NewTip { touched: t, spent_outpoints, reorg_from, .. }) = next {
                         touched.extend(t.iter().copied());
+                        pending.outpoints.extend(spent_outpoints.iter().copied());
                         reorg |= reorg_from.is_some();
                         next = events.try_recv().ok();
                     }
                     if reorg {
                         state.tx_cache.clear();
+                        pending.all_outpoints = true;
                     }
                     // Cached answers of touched scripts go now, whether or not their
                     // notifications must wait.
@@ -303,8 +313,9 @@ async fn follow_changes(
         }
         let view = match state.mempool.refresh().await {
             Ok(Some(u)) => {
-                if !u.touched.is_empty() {
+                if !u.touched.is_empty() || !u.outpoints.is_empty() {
                     pending.touched.extend(u.touched);
+                    pending.outpoints.extend(u.outpoints);
                     pending.note();
                 }
                 u.tip
@@ -377,8 +388,13 @@ async fn compute_notifications(
             Err(_) => return None,
         }
     }
-    // Outpoint statuses are a few lookups each: re-evaluate every subscribed one.
-    let outpoints = state.subs.all_outpoints();
+    // Outpoints: those the changes touched (all of them after a reorg), and those whose
+    // funding transaction has not been seen yet.
+    let outpoints = if pending.everything || pending.all_outpoints {
+        state.subs.all_outpoints()
+    } else {
+        state.subs.outpoints_among(&pending.outpoints)
+    };
     let outpoints = if outpoints.is_empty() {
         Vec::new()
     } else {

@@ -54,6 +54,12 @@ struct Registry {
     by_hashx: HashMap<HashX, HashSet<(u64, ScriptHash)>>,
     /// Notification rounds begun (see [`Subscriptions::begin_round`]).
     rounds: u64,
+    /// Sessions subscribed to each outpoint.
+    by_outpoint: HashMap<Outpoint, HashSet<u64>>,
+    /// Subscribed outpoints whose funding transaction was last seen nowhere (status `{}`):
+    /// re-checked every round, since it may appear in a block without passing through
+    /// the mempool.
+    unfunded: HashSet<Outpoint>,
 }
 
 /// Subscriptions of all sessions (see the module docs).
@@ -81,6 +87,9 @@ impl Subscriptions {
         if let Some(s) = reg.sessions.remove(&id) {
             for sh in s.scripts.keys() {
                 unlink(&mut reg, id, sh);
+            }
+            for op in s.outpoints.keys() {
+                unlink_outpoint(&mut reg, id, op);
             }
         }
     }
@@ -142,18 +151,41 @@ impl Subscriptions {
 
     /// Subscribes a session to an outpoint with the status it was given.
     pub fn subscribe_outpoint(&self, id: u64, op: Outpoint, status: Value) {
-        if let Some(s) = self.inner.lock().sessions.get_mut(&id) {
+        let mut reg = self.inner.lock();
+        let unfunded = is_unfunded(&status);
+        if let Some(s) = reg.sessions.get_mut(&id) {
             s.outpoints.insert(op, status);
+            reg.by_outpoint.entry(op).or_default().insert(id);
+            if unfunded {
+                reg.unfunded.insert(op);
+            }
         }
     }
 
     /// Unsubscribes an outpoint; true if the session was subscribed.
     pub fn unsubscribe_outpoint(&self, id: u64, op: &Outpoint) -> bool {
-        self.inner
-            .lock()
+        let mut reg = self.inner.lock();
+        let was = reg
             .sessions
             .get_mut(&id)
-            .is_some_and(|s| s.outpoints.remove(op).is_some())
+            .is_some_and(|s| s.outpoints.remove(op).is_some());
+        if was {
+            unlink_outpoint(&mut reg, id, op);
+        }
+        was
+    }
+
+    /// The subscribed outpoints whose status may have changed: those among `touched`, and
+    /// those whose funding transaction has not been seen yet.
+    pub fn outpoints_among(&self, touched: &HashSet<Outpoint>) -> Vec<Outpoint> {
+        let reg = self.inner.lock();
+        let mut out: HashSet<Outpoint> = reg.unfunded.iter().copied().collect();
+        if touched.len() < reg.by_outpoint.len() {
+            out.extend(touched.iter().filter(|op| reg.by_outpoint.contains_key(op)));
+        } else {
+            out.extend(reg.by_outpoint.keys().filter(|op| touched.contains(op)));
+        }
+        out.into_iter().collect()
     }
 
     /// Number of script and outpoint subscriptions of a session.
@@ -199,13 +231,7 @@ impl Subscriptions {
 
     /// Every subscribed outpoint.
     pub fn all_outpoints(&self) -> Vec<Outpoint> {
-        let reg = self.inner.lock();
-        let set: HashSet<Outpoint> = reg
-            .sessions
-            .values()
-            .flat_map(|s| s.outpoints.keys().copied())
-            .collect();
-        set.into_iter().collect()
+        self.inner.lock().by_outpoint.keys().copied().collect()
     }
 
     /// Notifies each session subscribed to `sh` whose last status differs from `status`.
@@ -242,7 +268,22 @@ impl Subscriptions {
     /// Notifies each session subscribed to `op` whose last status differs from `status`.
     pub fn notify_outpoint(&self, op: &Outpoint, status: &Value) {
         let mut reg = self.inner.lock();
-        for s in reg.sessions.values_mut() {
+        if reg.by_outpoint.contains_key(op) {
+            if is_unfunded(status) {
+                reg.unfunded.insert(*op);
+            } else {
+                reg.unfunded.remove(op);
+            }
+        }
+        let ids: Vec<u64> = reg
+            .by_outpoint
+            .get(op)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let Some(s) = reg.sessions.get_mut(&id) else {
+                continue;
+            };
             let Some(last) = s.outpoints.get_mut(op) else {
                 continue;
             };
@@ -273,6 +314,21 @@ impl Subscriptions {
                 .map(|s| s.scripts.len() + s.outpoints.len())
                 .sum(),
         )
+    }
+}
+
+/// Whether an outpoint status says its funding transaction was seen nowhere (`{}`).
+fn is_unfunded(status: &Value) -> bool {
+    status.as_object().is_some_and(|o| o.is_empty())
+}
+
+fn unlink_outpoint(reg: &mut Registry, id: u64, op: &Outpoint) {
+    if let Some(set) = reg.by_outpoint.get_mut(op) {
+        set.remove(&id);
+        if set.is_empty() {
+            reg.by_outpoint.remove(op);
+            reg.unfunded.remove(op);
+        }
     }
 }
 
