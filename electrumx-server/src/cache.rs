@@ -383,6 +383,88 @@ impl TxCache {
     }
 }
 
+/// A long history's status hashing, saved after its confirmed entries.
+#[derive(Clone)]
+pub struct Midstate {
+    /// SHA-256 state after the `txid:height:` lines of the first `confirmed` entries.
+    pub engine: bitcoin::hashes::sha256::HashEngine,
+    /// Confirmed entries hashed.
+    pub confirmed: usize,
+}
+
+/// Where the status hashing of long histories (over the history cache's limit) stands, so
+/// the status of a script with millions of transactions is brought up to date by hashing
+/// only the entries confirmed since: work in proportion to what changed. A block only
+/// appends to a history, so a midstate stays valid until a reorg, which clears them all.
+pub struct StatusMidstates {
+    inner: Mutex<MidstateMap>,
+    max_entries: usize,
+}
+
+#[derive(Default)]
+struct MidstateMap {
+    map: HashMap<HashX, Midstate>,
+    /// Reorgs seen (a midstate computed across one is not stored).
+    reorgs: u64,
+}
+
+impl StatusMidstates {
+    /// Room for `max_entries` scripts (a midstate is about 120 bytes).
+    pub fn new(max_entries: usize) -> Self {
+        StatusMidstates {
+            inner: Mutex::new(MidstateMap::default()),
+            max_entries,
+        }
+    }
+
+    /// The reorg count: read it before reading the index for a midstate to store.
+    pub fn reorgs(&self) -> u64 {
+        self.inner.lock().reorgs
+    }
+
+    /// The saved midstate of `hashx`.
+    pub fn get(&self, hashx: &HashX) -> Option<Midstate> {
+        self.inner.lock().map.get(hashx).cloned()
+    }
+
+    /// Saves a midstate computed from the index read after [`StatusMidstates::reorgs`]
+    /// returned `reorgs` (ignored if a reorg came since).
+    pub fn insert(
+        &self,
+        hashx: HashX,
+        engine: bitcoin::hashes::sha256::HashEngine,
+        confirmed: usize,
+        reorgs: u64,
+    ) {
+        let mut inner = self.inner.lock();
+        if inner.reorgs != reorgs {
+            return;
+        }
+        if inner.map.len() >= self.max_entries && !inner.map.contains_key(&hashx) {
+            // Full: start over (midstates are rebuilt by the next status of each).
+            inner.map.clear();
+        }
+        inner.map.insert(hashx, Midstate { engine, confirmed });
+    }
+
+    /// A reorg: every midstate may count entries taken back.
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock();
+        inner.reorgs += 1;
+        inner.map.clear();
+    }
+
+    /// Scripts with a saved midstate.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+
+    /// Whether none is saved.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,6 +246,28 @@ fn script_status_from(
     if let Some(cached) = cached {
         return Ok((status_of(state, &hashx, &cached), cached.len()));
     }
+    // A long history's status goes on from where it was last hashed: only the entries
+    // confirmed since are read (their txids resolved), not the whole history again.
+    let reorgs = state.status_midstates.reorgs();
+    if let Some(mid) = state.status_midstates.get(&hashx) {
+        let new = state
+            .index
+            .history(sh, mid.confirmed, usize::MAX)
+            .map_err(index_err)?;
+        let mut status = StatusHasher {
+            engine: mid.engine,
+            entries: mid.confirmed,
+            line: String::new(),
+        };
+        for item in &new {
+            status.add(&item.txid, item.height as i64);
+        }
+        state
+            .status_midstates
+            .insert(hashx, status.engine.clone(), status.entries, reorgs);
+        let entries = status.entries;
+        return Ok((status.finish(state, &hashx), entries));
+    }
     let generation = state.script_cache.generation();
     let mut status = StatusHasher::default();
     let mut kept = Some(Vec::new());
@@ -263,9 +285,15 @@ fn script_status_from(
             ControlFlow::Continue(())
         })
         .map_err(index_err)?;
-    if let Some(mut k) = kept {
-        k.shrink_to_fit();
-        state.script_cache.insert(hashx, Arc::new(k), generation);
+    match kept {
+        Some(mut k) => {
+            k.shrink_to_fit();
+            state.script_cache.insert(hashx, Arc::new(k), generation);
+        }
+        // Too long for the history cache: keep where its hashing stands instead.
+        None => state
+            .status_midstates
+            .insert(hashx, status.engine.clone(), status.entries, reorgs),
     }
     let entries = status.entries;
     Ok((status.finish(state, &hashx), entries))

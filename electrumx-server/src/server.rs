@@ -290,6 +290,7 @@ async fn follow_changes(
                     }
                     if reorg {
                         state.tx_cache.clear();
+                        state.status_midstates.clear();
                         pending.all_outpoints = true;
                     }
                     // Cached answers of touched scripts go now, whether or not their
@@ -302,6 +303,7 @@ async fn follow_changes(
                 Err(RecvError::Lagged(_)) => {
                     state.script_cache.clear();
                     state.tx_cache.clear();
+                    state.status_midstates.clear();
                     pending.everything = true;
                     pending.headers = true;
                     pending.note();

@@ -155,6 +155,8 @@ pub struct ServerState {
     pub drop_client: Option<regex::Regex>,
     /// Recently asked confirmed histories, UTXO lists and balances.
     pub script_cache: crate::cache::ScriptCache,
+    /// Where the status hashing of long histories stands (for incremental statuses).
+    pub status_midstates: crate::cache::StatusMidstates,
     /// Recently asked confirmed transactions (`blockchain.transaction.get`).
     pub tx_cache: crate::cache::TxCache,
     /// Live sessions and their counters.
@@ -196,6 +198,7 @@ impl ServerState {
             cost_groups: Default::default(),
             drop_client: None,
             script_cache: crate::cache::ScriptCache::new(2_000_000),
+            status_midstates: crate::cache::StatusMidstates::new(100_000),
             // 64 MB of hex: some 100,000 typical transactions.
             tx_cache: crate::cache::TxCache::new(64 << 20),
             sessions: Default::default(),
