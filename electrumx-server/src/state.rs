@@ -45,11 +45,16 @@ impl Limits {
         (self.max_send.saturating_sub(100) / 99).max(1)
     }
 
-    /// Bytes queued for one session before it counts as not reading and is dropped: two of
-    /// the largest answers and a megabyte of notifications. (It stops taking requests at
-    /// a megabyte, so only answers already in progress fill it further.)
+    /// Bytes queued for one session before it counts as not reading and is dropped. A
+    /// session stops starting requests once a megabyte is queued, so past that only the
+    /// answers already in progress (at most `INITIAL_CONCURRENT`, each at most `MAX_SEND`)
+    /// and notifications add to it: a client that reads slowly is slowed down and never
+    /// dropped for its own answers; one that does not read at all is dropped by the writer's
+    /// timeout, or here by a flood of notifications.
     pub fn send_queue_bytes(&self) -> usize {
-        self.max_send.saturating_mul(2).saturating_add(1 << 20)
+        self.max_send
+            .saturating_mul(self.initial_concurrent + 1)
+            .saturating_add(2 << 20)
     }
 }
 
