@@ -215,7 +215,9 @@ async fn silent_websocket_clients_are_closed_at_the_session_timeout() -> Result<
             tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/", fx.ws)).await?;
         silent.push(ws);
     }
-    assert!(fds(pid)? >= baseline + 20, "the sockets are open");
+    // The server holds them (a margin for its own connections to the node coming and
+    // going meanwhile).
+    assert!(fds(pid)? >= baseline + 15, "the sockets are open");
     // After the timeout every one of them is closed by the server.
     tokio::time::sleep(Duration::from_secs(4)).await;
     for ws in &mut silent {

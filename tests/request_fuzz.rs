@@ -6,6 +6,7 @@
 
 use electrumx_core::daemon::BlockFileDaemon;
 use electrumx_core::{CoinParams, Controller, Mempool};
+use electrumx_server::method::Method;
 use electrumx_server::methods::SessionCtx;
 use electrumx_server::outgoing::Outgoing;
 use electrumx_server::services::Protocol;
@@ -110,41 +111,14 @@ fn make_env() -> Env {
     }
 }
 
-const METHODS: &[&str] = &[
-    "server.version",
-    "server.ping",
-    "server.features",
-    "server.banner",
-    "server.donation_address",
-    "server.peers.subscribe",
-    "server.add_peer",
-    "blockchain.block.header",
-    "blockchain.block.headers",
-    "blockchain.headers.subscribe",
-    "blockchain.estimatefee",
-    "blockchain.relayfee",
-    "blockchain.scripthash.get_balance",
-    "blockchain.scripthash.get_history",
-    "blockchain.scripthash.get_mempool",
-    "blockchain.scripthash.listunspent",
-    "blockchain.scripthash.subscribe",
-    "blockchain.scripthash.unsubscribe",
-    "blockchain.scriptpubkey.get_history",
-    "blockchain.scriptpubkey.subscribe",
-    "blockchain.outpoint.subscribe",
-    "blockchain.outpoint.get_status",
-    "blockchain.outpoint.unsubscribe",
-    "blockchain.transaction.get",
-    "blockchain.transaction.get_merkle",
-    "blockchain.transaction.id_from_pos",
-    "blockchain.transaction.broadcast",
-    "blockchain.transaction.broadcast_package",
-    "blockchain.transaction.testmempoolaccept",
-    "mempool.get_fee_histogram",
-    "mempool.get_info",
-    "mempool.recent",
-    "no.such.method",
-];
+/// Every method the server serves (from its method table), and one it does not.
+fn methods() -> Vec<&'static str> {
+    Method::ALL
+        .iter()
+        .map(|m| m.name())
+        .chain(["no.such.method"])
+        .collect()
+}
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -231,7 +205,7 @@ fn arbitrary_json_never_panics() {
 fn every_method_with_arbitrary_params_answers() {
     let _user = EnvUser;
     proptest!(|(
-        method in prop::sample::select(METHODS),
+        method in prop::sample::select(methods()),
         params in json_value(),
         version in prop::sample::select(&["1.4", "1.4.2", "1.6", "1.7"][..]),
         batch in any::<bool>(),

@@ -164,8 +164,14 @@ impl Mempool {
                     .filter_map(|(t, r)| r.map(|r| (*t, r))),
             );
         }
-        // The chain may have moved while we fetched: then try again next time.
-        if self.index.tip().map(|t| t.1) != Some(best) {
+        // The chain may have moved while we fetched: then try again next time. The node's
+        // own tip is asked again too: a block it accepted after `best` was read has already
+        // taken its transactions out of the mempool list, and a mirror without them beside
+        // an index without that block would show them nowhere (a status a wallet would see
+        // change back a moment later).
+        if self.index.tip().map(|t| t.1) != Some(best)
+            || self.daemon.best_block_hash().await? != best
+        {
             return Ok(None);
         }
         // Parse the new transactions and read the confirmed outputs they spend from the

@@ -299,26 +299,9 @@ impl Drop for SessionCost {
     }
 }
 
-/// The base price of a method (ElectrumX 2.0's table; size-dependent parts are charged
-/// through the bytes of the answer).
+/// The base price of a method (the method table's; 1.0 for names not served).
 pub fn method_cost(method: &str) -> f64 {
-    match method {
-        "server.version" | "server.banner" => 0.5,
-        "server.features" => 0.2,
-        "server.ping" | "server.donation_address" | "blockchain.estimatefee" => 0.1,
-        "blockchain.scripthash.unsubscribe" | "blockchain.scriptpubkey.unsubscribe" => 0.1,
-        "blockchain.outpoint.unsubscribe" => 0.1,
-        "blockchain.outpoint.subscribe" | "blockchain.outpoint.get_status" => 0.2,
-        "server.add_peer" => 100.0,
-        "blockchain.headers.subscribe"
-        | "blockchain.block.header"
-        | "blockchain.transaction.broadcast" => 0.25,
-        "blockchain.scripthash.get_mempool" | "blockchain.scriptpubkey.get_mempool" => 0.25,
-        "blockchain.transaction.get_merkle" | "blockchain.transaction.id_from_pos" => 0.25,
-        "blockchain.scripthash.get_history" | "blockchain.scriptpubkey.get_history" => 0.2,
-        "blockchain.scripthash.subscribe" | "blockchain.scriptpubkey.subscribe" => 1.0,
-        _ => 1.0,
-    }
+    crate::method::Method::from_name(method).map_or(1.0, |m| m.cost())
 }
 
 /// Extra cost of an error reply (bad requests are not free).

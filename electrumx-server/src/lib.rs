@@ -15,6 +15,7 @@ pub mod irc;
 pub mod jsonrpc;
 pub mod local_rpc;
 pub mod merkle;
+pub mod method;
 pub mod methods;
 pub mod metrics;
 pub mod metrics_service;

@@ -4,6 +4,7 @@
 use crate::header_chunks::{CHUNK, HeadersForm};
 use crate::jsonrpc::{Params, RpcError, code};
 use crate::merkle::branch_and_root;
+use crate::method::Method;
 use crate::outgoing::SharedSlice;
 use crate::state::{ServerState, server_version};
 use crate::subscriptions::{Outpoint, ScriptMethod};
@@ -470,7 +471,17 @@ pub async fn handle(
             After::Disconnect,
         );
     };
-    if let Some((op, flavour)) = script_method(method, version) {
+    // The table says which methods this version has; anything else is unknown to it.
+    if !Method::from_name(method).is_some_and(|m| m.available_in(version)) {
+        return (
+            Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!("unknown method \"{method}\""),
+            )),
+            After::Continue,
+        );
+    }
+    if let Some((op, flavour)) = script_method(method) {
         return (
             script_method_call(state, ctx, method, op, flavour, p).await,
             After::Continue,
@@ -610,7 +621,6 @@ async fn dispatch(
     method: &str,
     p: &Params,
 ) -> Answer {
-    let v16 = v >= Version(1, 6, 0);
     let v17 = v >= Version(1, 7, 0);
     match method {
         "blockchain.block.header" => {
@@ -660,7 +670,7 @@ async fn dispatch(
                 }
             }
         }
-        "blockchain.relayfee" if !v16 => {
+        "blockchain.relayfee" => {
             p.check(method, &[])?;
             state
                 .node
@@ -669,7 +679,7 @@ async fn dispatch(
                 .map(|f| json!(f))
                 .map_err(daemon_err)
         }
-        "mempool.get_info" if v16 => {
+        "mempool.get_info" => {
             p.check(method, &[])?;
             let info = state.node.mempool_info().await.map_err(daemon_err)?;
             let relay = state.node.relay_fee(tip_hash(state)).await.unwrap_or(0.0);
@@ -737,7 +747,7 @@ async fn dispatch(
                 Err(e) => Err(daemon_err(e)),
             }
         }
-        "blockchain.transaction.broadcast_package" if v16 => {
+        "blockchain.transaction.broadcast_package" => {
             p.check(method, &["raw_txs", "verbose"])?;
             let txs = arg_hex_list(p, 0, "raw_txs")?;
             let verbose = arg_bool(p, 1, "verbose")?;
@@ -805,7 +815,7 @@ async fn dispatch(
             })
             .await
         }
-        "blockchain.outpoint.subscribe" | "blockchain.outpoint.get_status" if v17 => {
+        "blockchain.outpoint.subscribe" | "blockchain.outpoint.get_status" => {
             p.check(method, &["tx_hash", "txout_idx", "spk_hint"])?;
             let txid = arg_txid(p, 0, "tx_hash")?;
             let vout = arg_u32(p, 1, "txout_idx", None)?;
@@ -828,7 +838,7 @@ async fn dispatch(
             }
             Ok(status)
         }
-        "blockchain.outpoint.unsubscribe" if v17 => {
+        "blockchain.outpoint.unsubscribe" => {
             p.check(method, &["tx_hash", "txout_idx"])?;
             let txid = arg_txid(p, 0, "tx_hash")?;
             let vout = arg_u32(p, 1, "txout_idx", None)?;
@@ -836,7 +846,7 @@ async fn dispatch(
                 state.subs.unsubscribe_outpoint(ctx.id, &(txid, vout))
             ))
         }
-        "blockchain.transaction.testmempoolaccept" if v17 => {
+        "blockchain.transaction.testmempoolaccept" => {
             p.check(method, &["raw_txs"])?;
             let txs = arg_hex_list(p, 0, "raw_txs")?;
             let result = state
@@ -862,7 +872,7 @@ async fn dispatch(
                     .collect::<Vec<_>>()
             ))
         }
-        "mempool.recent" if v17 => {
+        "mempool.recent" => {
             p.check(method, &[])?;
             Ok(json!(
                 state
@@ -1002,18 +1012,18 @@ pub fn features_of(report_services: &[String], coin: &electrumx_core::CoinParams
 }
 
 /// The script query a method name asks for, in the negotiated version's flavour.
-fn script_method(method: &str, v: Version) -> Option<(&str, ScriptMethod)> {
-    let v17 = v >= Version(1, 7, 0);
+/// A script method's operation and flavour (which versions have it is the table's
+/// business, checked before).
+fn script_method(method: &str) -> Option<(&str, ScriptMethod)> {
     if let Some(op) = method.strip_prefix("blockchain.scripthash.") {
-        if v17 || (op == "unsubscribe" && v < Version(1, 4, 2)) {
-            return None;
-        }
         return SCRIPT_OPS
             .contains(&op)
             .then_some((op, ScriptMethod::ScriptHash));
     }
     if let Some(op) = method.strip_prefix("blockchain.scriptpubkey.") {
-        return (v17 && SCRIPT_OPS.contains(&op)).then_some((op, ScriptMethod::ScriptPubKey));
+        return SCRIPT_OPS
+            .contains(&op)
+            .then_some((op, ScriptMethod::ScriptPubKey));
     }
     None
 }

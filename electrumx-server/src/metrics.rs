@@ -12,53 +12,10 @@ use std::time::Duration;
 
 pub use electrumx_core::stats::Histogram;
 
-/// Every method name the server answers; anything else is counted as `"unknown"`.
-pub const METHODS: &[&str] = &[
-    "blockchain.block.header",
-    "blockchain.block.headers",
-    "blockchain.estimatefee",
-    "blockchain.headers.subscribe",
-    "blockchain.outpoint.get_status",
-    "blockchain.outpoint.subscribe",
-    "blockchain.outpoint.unsubscribe",
-    "blockchain.relayfee",
-    "blockchain.scripthash.get_balance",
-    "blockchain.scripthash.get_history",
-    "blockchain.scripthash.get_mempool",
-    "blockchain.scripthash.listunspent",
-    "blockchain.scripthash.subscribe",
-    "blockchain.scripthash.unsubscribe",
-    "blockchain.scriptpubkey.get_balance",
-    "blockchain.scriptpubkey.get_history",
-    "blockchain.scriptpubkey.get_mempool",
-    "blockchain.scriptpubkey.listunspent",
-    "blockchain.scriptpubkey.subscribe",
-    "blockchain.scriptpubkey.unsubscribe",
-    "blockchain.transaction.broadcast",
-    "blockchain.transaction.broadcast_package",
-    "blockchain.transaction.get",
-    "blockchain.transaction.get_merkle",
-    "blockchain.transaction.id_from_pos",
-    "blockchain.transaction.testmempoolaccept",
-    "mempool.get_fee_histogram",
-    "mempool.get_info",
-    "mempool.recent",
-    "server.add_peer",
-    "server.banner",
-    "server.donation_address",
-    "server.features",
-    "server.peers.subscribe",
-    "server.ping",
-    "server.version",
-];
-
-/// The label under which `method` is counted: itself if known, else `"unknown"`.
+/// The label under which `method` is counted: its name if served, else `"unknown"` (the
+/// label set stays fixed whatever clients send).
 pub fn method_label(method: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("unknown")
+    crate::method::Method::from_name(method).map_or("unknown", |m| m.name())
 }
 
 #[derive(Default)]

@@ -273,6 +273,11 @@ async fn follow_changes(
     let mut tick = tokio::time::interval(mempool_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = PendingChanges::default();
+    // The tip of the last index event handled: the script cache has been cleared of what
+    // the blocks up to it touched. A round computes only at that tip: a round started by
+    // the mempool poll may find the index already past it (its event not yet handled), and
+    // would read the touched scripts' stale cached histories.
+    let mut handled_tip = state.index.tip();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -282,7 +287,8 @@ async fn follow_changes(
                     let mut reorg = false;
                     // Take every event already queued in the same round.
                     let mut next = Some(first);
-                    while let Some(IndexEvent::NewTip { touched: t, spent_outpoints, reorg_from, .. }) = next {
+                    while let Some(IndexEvent::NewTip { height, hash, touched: t, spent_outpoints, reorg_from }) = next {
+                        handled_tip = Some((height, hash));
                         touched.extend(t.iter().copied());
                         pending.outpoints.extend(spent_outpoints.iter().copied());
                         reorg |= reorg_from.is_some();
@@ -301,6 +307,8 @@ async fn follow_changes(
                     pending.note();
                 }
                 Err(RecvError::Lagged(_)) => {
+                    // Events were lost: everything cached goes, so any tip will do.
+                    handled_tip = state.index.tip();
                     state.script_cache.clear();
                     state.tx_cache.clear();
                     state.status_midstates.clear();
@@ -336,6 +344,10 @@ async fn follow_changes(
         if pending.is_empty() {
             continue;
         }
+        if view != handled_tip && pending.waited() < MAX_NOTIFY_DELAY {
+            // The index is past the last event handled: that event starts the next round.
+            continue;
+        }
         let Some(notes) = compute_notifications(&state, &pending).await else {
             continue;
         };
@@ -348,7 +360,14 @@ async fn follow_changes(
         if let Some(msg) = notes.headers {
             state.subs.notify_headers(&msg);
         }
+        tracing::debug!(
+            tip = ?view.map(|t| t.0),
+            outpoints = notes.outpoints.len(),
+            scripts = notes.scripts.len(),
+            "notification round"
+        );
         for (sh, status) in notes.scripts {
+            tracing::trace!(script = %sh.to_hex(), ?status, "status");
             state.subs.notify_script(&sh, &status);
         }
         for (op, status) in notes.outpoints {

