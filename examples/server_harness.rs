@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use electrum_client::{Client, ElectrumApi};
 use electrumx_core::daemon::{DaemonUrl, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::{CoinParams, Controller, Mempool};
-use electrumx_server::services::{Protocol, Service};
+use electrumx_server::services::Protocol;
 use electrumx_server::state::ServerState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,22 +45,17 @@ async fn main() -> Result<()> {
     ));
     let state = Arc::new(ServerState::new(coin, index, mempool, daemon));
 
-    // Port 0 is not possible with ElectrumX-style services: find a free port first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let services = vec![Service {
-        protocol: Protocol::Tcp,
-        host: "127.0.0.1".into(),
-        port,
-    }];
+    // A socket bound here, on any free port: clients may connect at once and are served
+    // when the index has caught up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
     let server = {
         let (controller, stop) = (controller.clone(), stop.clone());
         tokio::spawn(async move {
-            electrumx_server::server::run(
+            electrumx_server::server::run_with_listeners(
                 state,
                 &controller,
-                services,
+                vec![(Protocol::Tcp, listener)],
                 None,
                 Duration::from_millis(200),
                 stop,

@@ -5,6 +5,7 @@
 //! `electrumx-server` wires it to settings; embedders can run [`server::run`] themselves.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod cache;

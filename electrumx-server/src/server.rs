@@ -20,6 +20,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the client services until `shutdown`. Returns once listeners and sessions ended.
+///
+/// The services' sockets are bound once the index has caught up with the node, as
+/// ElectrumX does (a wallet is never served a stale chain). [`run_with_listeners`] takes
+/// sockets bound beforehand instead (port 0 included).
 pub async fn run(
     state: Arc<ServerState>,
     controller: &Controller,
@@ -32,19 +36,92 @@ pub async fn run(
         .into_iter()
         .filter(|s| !matches!(s.protocol, Protocol::Rpc | Protocol::Metrics))
         .collect();
-    if tls.is_none()
-        && let Some(s) = client_services
-            .iter()
-            .find(|s| matches!(s.protocol, Protocol::Ssl | Protocol::Wss))
+    check_tls(
+        client_services.iter().map(|s| (s.protocol, s.to_string())),
+        &tls,
+    )?;
+    let events = controller.subscribe();
+    if !wait_ready(&state, controller, &shutdown).await? {
+        return Ok(());
+    }
+    let mut listeners = Vec::with_capacity(client_services.len());
+    for svc in &client_services {
+        let listener = listen(&svc.bind_addr())
+            .await
+            .map_err(|e| anyhow::anyhow!("SERVICES: cannot listen on {svc}: {e}"))?;
+        tracing::info!(
+            "listening for clients on {svc} ({})",
+            listener.local_addr()?
+        );
+        listeners.push((svc.protocol, listener));
+    }
+    serve(state, events, listeners, tls, mempool_poll, shutdown).await
+}
+
+/// [`run`] on sockets the caller bound (each with the protocol it speaks: `Tcp`, `Ssl`,
+/// `Ws` or `Wss`), so an embedder or a test can listen on port 0 and know the port at
+/// once. Connections wait in the sockets' backlog until the index has caught up.
+pub async fn run_with_listeners(
+    state: Arc<ServerState>,
+    controller: &Controller,
+    listeners: Vec<(Protocol, TcpListener)>,
+    tls: Option<Arc<TlsFiles>>,
+    mempool_poll: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    check_tls(
+        listeners.iter().map(|(p, l)| {
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            (*p, format!("{p:?} on {addr}"))
+        }),
+        &tls,
+    )?;
+    if let Some((p, _)) = listeners
+        .iter()
+        .find(|(p, _)| matches!(p, Protocol::Rpc | Protocol::Metrics))
     {
-        anyhow::bail!("SERVICES: {s} needs SSL_CERTFILE and SSL_KEYFILE");
+        anyhow::bail!("run_with_listeners: {p:?} is not a client service");
     }
     let events = controller.subscribe();
+    if !wait_ready(&state, controller, &shutdown).await? {
+        return Ok(());
+    }
+    for (p, l) in &listeners {
+        tracing::info!("listening for clients ({p:?}) on {}", l.local_addr()?);
+    }
+    serve(state, events, listeners, tls, mempool_poll, shutdown).await
+}
+
+/// Fails if a TLS service (`ssl`, `wss`) is asked for without certificate files.
+fn check_tls(
+    services: impl Iterator<Item = (Protocol, String)>,
+    tls: &Option<Arc<TlsFiles>>,
+) -> anyhow::Result<()> {
+    if tls.is_some() {
+        return Ok(());
+    }
+    for (protocol, name) in services {
+        if matches!(protocol, Protocol::Ssl | Protocol::Wss) {
+            anyhow::bail!("SERVICES: {name} needs SSL_CERTFILE and SSL_KEYFILE");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the index has caught up, then learns the node's version and loads the
+/// mempool; false if `shutdown` came first.
+async fn wait_ready(
+    state: &ServerState,
+    controller: &Controller,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
     if !controller.status().borrow().caught_up {
         tracing::info!("clients are not served until the index has caught up with the node");
     }
     tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
+        _ = shutdown.cancelled() => return Ok(false),
         r = controller.wait_caught_up() => { r?; }
     }
     state
@@ -56,19 +133,25 @@ pub async fn run(
         Ok(None) => {}
         Err(e) => tracing::warn!("mempool refresh failed: {e}"),
     }
+    Ok(true)
+}
+
+/// Accepts clients on `listeners`, follows changes and runs peer discovery until
+/// `shutdown`.
+async fn serve(
+    state: Arc<ServerState>,
+    events: tokio::sync::broadcast::Receiver<IndexEvent>,
+    listeners: Vec<(Protocol, TcpListener)>,
+    tls: Option<Arc<TlsFiles>>,
+    mempool_poll: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let sessions = Arc::new(AtomicUsize::new(0));
     let next_id = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
-    for svc in &client_services {
-        let listener = listen(&svc.bind_addr())
-            .await
-            .map_err(|e| anyhow::anyhow!("SERVICES: cannot listen on {svc}: {e}"))?;
-        tracing::info!(
-            "listening for clients on {svc} ({})",
-            listener.local_addr()?
-        );
+    for (protocol, listener) in listeners {
         let conn = Conn {
-            protocol: svc.protocol,
+            protocol,
             tls: tls.clone(),
         };
         tasks.spawn(accept_loop(
