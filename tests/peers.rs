@@ -284,7 +284,7 @@ async fn two_servers_verify_and_list_each_other_and_a_wrong_chain_is_never_liste
     ));
     assert!(logged(
         &mut server_a,
-        &format!("accepted add_peer request from {B_IP} for {B_IP}")
+        &format!("accepted add_peer request from {B_IP} for \"{B_IP}\"")
     ));
     // B offers TLS too (self-signed): tried first, and certificates are not checked.
     wait_logged(&mut server_a, &format!("[{B_IP}:{ssl_b} SSL] verified in")).await?;
