@@ -243,15 +243,14 @@ impl CoinParams {
     }
 
     /// Parameters for a `COIN`/`NET` pair given by name; `None` names the unsupported part.
-    pub fn from_names(coin: &str, net: &str) -> Result<CoinParams, String> {
-        let c = Coin::from_name(coin).ok_or_else(|| {
-            format!("COIN: unknown coin {coin:?} (expected Bitcoin or BitcoinSV)")
-        })?;
-        let n = Network::from_name(net).ok_or_else(|| {
-            format!("NET: unknown network {net:?} (expected mainnet, testnet, testnet4, signet or regtest)")
-        })?;
-        CoinParams::new(c, n)
-            .ok_or_else(|| format!("COIN/NET: {} has no {} network", c.name(), n.name()))
+    pub fn from_names(coin: &str, net: &str) -> Result<CoinParams, crate::SettingError> {
+        use crate::SettingError;
+        let c = Coin::from_name(coin).ok_or_else(|| SettingError::UnknownCoin(coin.into()))?;
+        let n = Network::from_name(net).ok_or_else(|| SettingError::UnknownNetwork(net.into()))?;
+        CoinParams::new(c, n).ok_or(SettingError::NoSuchNetwork {
+            coin: c.name(),
+            network: n.name(),
+        })
     }
 
     /// Parameters for a coin/network pair, if that pair exists.
@@ -416,11 +415,13 @@ mod tests {
         assert!(
             CoinParams::from_names("Dogecoin", "mainnet")
                 .unwrap_err()
+                .to_string()
                 .contains("COIN")
         );
         assert!(
             CoinParams::from_names("Bitcoin", "moon")
                 .unwrap_err()
+                .to_string()
                 .contains("NET")
         );
         assert!(CoinParams::from_names("BitcoinSV", "signet").is_err());

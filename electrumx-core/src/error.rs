@@ -153,5 +153,28 @@ pub enum IndexError {
     Task(String),
 }
 
+/// A setting the library cannot use (`COIN`, `NET`, `DAEMON_URL`); the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingError {
+    /// `COIN` names no coin we index.
+    #[error("COIN: unknown coin {0:?} (expected Bitcoin or BitcoinSV)")]
+    UnknownCoin(String),
+    /// `NET` names no network.
+    #[error("NET: unknown network {0:?} (expected mainnet, testnet, testnet4, signet or regtest)")]
+    UnknownNetwork(String),
+    /// The coin has no such network.
+    #[error("COIN/NET: {coin} has no {network} network")]
+    NoSuchNetwork {
+        /// The coin's name.
+        coin: &'static str,
+        /// The network's name.
+        network: &'static str,
+    },
+    /// A node URL cannot be used (the reason).
+    #[error("{0}")]
+    DaemonUrl(String),
+}
+
 /// Result alias for index operations.
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;

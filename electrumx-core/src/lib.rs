@@ -53,7 +53,7 @@ pub mod store;
 
 pub use coin::{Coin, CoinParams, Network};
 pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncProgress, SyncStatus};
-pub use error::{DaemonError, IndexError, ParseError};
+pub use error::{DaemonError, IndexError, ParseError, SettingError};
 pub use hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
 pub use index::{ChainIndex, HistoryItem, Index, Utxo};
 pub use mempool::{Mempool, MempoolEntry, MempoolUpdate};

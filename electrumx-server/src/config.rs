@@ -465,7 +465,7 @@ impl Settings {
 
     /// Checks values that clap cannot, naming the variable at fault.
     pub fn resolve(&self) -> Result<Resolved, String> {
-        let coin = CoinParams::from_names(&self.coin, &self.net)?;
+        let coin = CoinParams::from_names(&self.coin, &self.net).map_err(|e| e.to_string())?;
         if !self.db_engine.eq_ignore_ascii_case("rocksdb") {
             return Err(format!(
                 "DB_ENGINE: {:?} is not supported; electrumx-rs keeps its index in RocksDB (its own format: a fresh DB_DIRECTORY is needed when coming from ElectrumX)",
@@ -473,7 +473,7 @@ impl Settings {
             ));
         }
         let daemon_urls = match (&self.daemon_url, &self.blocks_dir) {
-            (Some(u), _) => DaemonUrl::parse_list(u, coin.rpc_port)?,
+            (Some(u), _) => DaemonUrl::parse_list(u, coin.rpc_port).map_err(|e| e.to_string())?,
             (None, Some(_)) => Vec::new(),
             (None, None) => {
                 return Err("DAEMON_URL: required (or BLOCKS_DIR to index block files)".into());

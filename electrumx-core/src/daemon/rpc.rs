@@ -56,15 +56,18 @@ impl std::fmt::Debug for DaemonUrl {
 impl DaemonUrl {
     /// Parses a comma-separated list as ElectrumX accepts it: `[http://][user:pass@]host[:port][/]`,
     /// with `default_port` where a URL gives none.
-    pub fn parse_list(s: &str, default_port: u16) -> Result<Vec<DaemonUrl>, String> {
+    pub fn parse_list(s: &str, default_port: u16) -> Result<Vec<DaemonUrl>, crate::SettingError> {
         let urls: Vec<DaemonUrl> = s
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .map(|p| DaemonUrl::parse(p, default_port))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(crate::SettingError::DaemonUrl)?;
         if urls.is_empty() {
-            return Err("DAEMON_URL: no URL given".into());
+            return Err(crate::SettingError::DaemonUrl(
+                "DAEMON_URL: no URL given".into(),
+            ));
         }
         Ok(urls)
     }
