@@ -38,8 +38,24 @@ pub fn bitcoind_path() -> Result<PathBuf> {
     .map_err(|e| anyhow!(e))
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range (32768 and up): a port from that range, free
+/// when asked, can be given to some client's outgoing connection before the server binds
+/// it (tests that open thousands of connections made this happen).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Start from a spot that differs per process, so parallel test binaries rarely probe
+    // the same ports; each probe binds to check.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = (std::process::id() % 97) as u16 * 100;
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (spread + n) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
