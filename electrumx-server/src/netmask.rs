@@ -95,9 +95,6 @@ impl SessionsPerIp {
         let mut counts = self.counts.lock();
         let n = counts.entry(address_key(ip)).or_default();
         if max > 0 && *n >= max && !exempt.iter().any(|c| c.contains(ip)) {
-            if *n == 0 {
-                counts.remove(&address_key(ip));
-            }
             return false;
         }
         *n += 1;
