@@ -403,7 +403,7 @@ async fn hashed_nick_over_tls_with_a_suffix_when_in_use() -> Result<()> {
     );
     // ElectrumX's nick: the prefix and 10 hex digits of double SHA-256 of the host. Someone
     // holds it already, so the server takes it with a suffix.
-    let nick = electrumx_server::irc::hashed_nick(PREFIX, "electrum.test.example");
+    let nick = electrumx_server::discovery::irc::hashed_nick(PREFIX, "electrum.test.example");
     assert_eq!(nick.len(), PREFIX.len() + 10);
     let _squatter = IrcClient::connect(irc_port, &nick, "squatter").await?;
     let mut server = ServerProcess::start(&env)?;

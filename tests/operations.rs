@@ -253,7 +253,7 @@ async fn local_rpc_with_electrumx_rpc_and_ours_then_metrics_then_stop() -> Resul
     assert!(lines.starts_with(&format!("Script: {hex}")), "{lines}");
     assert_eq!(lines.matches("History #").count(), history_len, "{lines}");
     let balance = ledger.balance(&ScriptHash::of_script(&script));
-    let expected = electrumx_server::local_rpc::coin_amount(balance);
+    let expected = electrumx_server::admin::local_rpc::coin_amount(balance);
     assert!(
         lines.contains(&format!("Balance: {expected} BSV")),
         "{lines}"

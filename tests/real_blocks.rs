@@ -402,7 +402,7 @@ fn fee_histogram_vectors_match_electrumx() {
 
 #[test]
 fn checkpoint_proofs_and_merkle_branches_match_the_vectors() {
-    use electrumx_server::merkle::branch_and_root;
+    use electrumx_server::cache::merkle::branch_and_root;
     // cp_height proofs over mainnet headers 0..10236.
     let headers =
         std::fs::read(shared_dir().join("data/headers/mainnet-0000000-0010236.bin")).unwrap();

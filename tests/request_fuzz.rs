@@ -6,11 +6,11 @@
 
 use electrumx_core::daemon::BlockFileDaemon;
 use electrumx_core::{CoinParams, Controller, Mempool};
-use electrumx_server::method::Method;
 use electrumx_server::methods::SessionCtx;
-use electrumx_server::outgoing::Outgoing;
+use electrumx_server::protocol::method::Method;
+use electrumx_server::protocol::outgoing::Outgoing;
+use electrumx_server::protocol::session::handle_message;
 use electrumx_server::services::Protocol;
-use electrumx_server::session::handle_message;
 use electrumx_server::state::{Limits, ServerState};
 use electrumx_testkit::shared_dir;
 use proptest::prelude::*;

@@ -408,11 +408,11 @@ fn file_defaults(cmd: &clap::Command, text: &str) -> Result<Vec<(String, String)
 /// Settings checked and resolved.
 pub struct Resolved {
     /// The cost model.
-    pub cost: crate::cost::CostConfig,
+    pub cost: crate::protocol::cost::CostConfig,
     /// `DROP_CLIENT`, compiled.
     pub drop_client: Option<regex::Regex>,
     /// TLS files, when a service needs them.
-    pub tls: Option<std::sync::Arc<crate::transport::TlsFiles>>,
+    pub tls: Option<std::sync::Arc<crate::protocol::transport::TlsFiles>>,
     /// Services to run.
     pub services: Vec<crate::services::Service>,
     /// Services to advertise.
@@ -429,7 +429,7 @@ pub struct Resolved {
     /// Poll interval.
     pub poll_interval: Duration,
     /// Peer discovery.
-    pub peers: crate::peers::PeerConfig,
+    pub peers: crate::discovery::peers::PeerConfig,
 }
 
 impl Settings {
@@ -535,7 +535,7 @@ impl Settings {
             send_queue: self.send_queue as usize,
             initial_concurrent: self.initial_concurrent as usize,
             max_sessions_per_ip: self.max_sessions_per_ip as usize,
-            per_ip_exempt: crate::netmask::Cidr::parse_list(&self.sessions_per_ip_exempt)
+            per_ip_exempt: crate::protocol::netmask::Cidr::parse_list(&self.sessions_per_ip_exempt)
                 .map_err(|e| format!("SESSIONS_PER_IP_EXEMPT: {e}"))?,
         };
         let needs_tls = services.iter().any(|s| {
@@ -553,9 +553,9 @@ impl Settings {
                 .ssl_keyfile
                 .clone()
                 .ok_or("SSL_KEYFILE: required by ssl:// and wss:// services")?;
-            Some(std::sync::Arc::new(crate::transport::TlsFiles::load(
-                cert, key,
-            )?))
+            Some(std::sync::Arc::new(
+                crate::protocol::transport::TlsFiles::load(cert, key)?,
+            ))
         } else {
             None
         };
@@ -566,7 +566,7 @@ impl Settings {
         if hard > 0.0 && hard == self.cost_soft_limit as f64 {
             hard += 1.0;
         }
-        let cost = crate::cost::CostConfig {
+        let cost = crate::protocol::cost::CostConfig {
             soft: self.cost_soft_limit as f64,
             hard,
             request_sleep: Duration::from_millis(self.request_sleep),
@@ -602,8 +602,8 @@ impl Settings {
         coin: &CoinParams,
         services: &[crate::services::Service],
         report_services: &[crate::services::Service],
-    ) -> Result<crate::peers::PeerConfig, String> {
-        let discovery = crate::peers::Discovery::parse(&self.peer_discovery)?;
+    ) -> Result<crate::discovery::peers::PeerConfig, String> {
+        let discovery = crate::discovery::peers::Discovery::parse(&self.peer_discovery)?;
         let blacklist_url = match &self.blacklist_url {
             Some(u) if u.trim().is_empty() => None,
             Some(u) => {
@@ -635,7 +635,7 @@ impl Settings {
             })
             .filter_map(|s| s.host.parse::<std::net::IpAddr>().ok())
             .find(|ip| !ip.is_unspecified() && (self.peer_allow_private || !ip.is_loopback()));
-        Ok(crate::peers::PeerConfig {
+        Ok(crate::discovery::peers::PeerConfig {
             discovery,
             announce: self.peer_announce,
             allow_private: self.peer_allow_private,
@@ -647,10 +647,13 @@ impl Settings {
             default_tcp_port: coin.default_tcp_port,
             default_ssl_port: coin.default_ssl_port,
             seeds: coin.peers.iter().map(|s| s.to_string()).collect(),
-            our_features: crate::methods::features_of(&report, coin),
+            our_features: crate::protocol::features::features_of(&report, coin),
             local_addr,
-            state_file: Some(self.db_directory.join(crate::peers::store::FILE_NAME)),
-            schedule: crate::peers::ELECTRUMX_SCHEDULE,
+            state_file: Some(
+                self.db_directory
+                    .join(crate::discovery::peers::store::FILE_NAME),
+            ),
+            schedule: crate::discovery::peers::ELECTRUMX_SCHEDULE,
         })
     }
 }
@@ -662,7 +665,7 @@ fn check_report_services(
     announce: bool,
     allow_private: bool,
 ) -> Result<(), String> {
-    use crate::peers::netaddr;
+    use crate::discovery::peers::netaddr;
     for s in services {
         if s.protocol == crate::services::Protocol::Rpc {
             return Err("REPORT_SERVICES: bad protocol rpc".into());
@@ -790,7 +793,7 @@ mod tests {
     #[test]
     fn peer_settings() {
         let r = resolve(&[]).unwrap();
-        assert_eq!(r.peers.discovery, crate::peers::Discovery::On);
+        assert_eq!(r.peers.discovery, crate::discovery::peers::Discovery::On);
         assert!(r.peers.announce);
         assert_eq!(
             r.peers.blacklist_url.as_deref(),
@@ -804,7 +807,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(r.peers.blacklist_url, None);
-        assert_eq!(r.peers.discovery, crate::peers::Discovery::SelfOnly);
+        assert_eq!(
+            r.peers.discovery,
+            crate::discovery::peers::Discovery::SelfOnly
+        );
         assert!(r.peers.seeds.is_empty());
         let e = resolve(&[("PEER_DISCOVERY", "maybe")]).err().unwrap();
         assert!(e.contains("PEER_DISCOVERY"), "{e}");

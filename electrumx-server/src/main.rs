@@ -19,8 +19,8 @@ use anyhow::Context;
 use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::prefetch::PrefetchOptions;
 use electrumx_core::{Controller, Mempool};
+use electrumx_server::admin::local_rpc::{self, AdminContext};
 use electrumx_server::config::{Resolved, Settings};
-use electrumx_server::local_rpc::{self, AdminContext};
 use electrumx_server::services::{Protocol, Service};
 use electrumx_server::state::{Identity, ServerState};
 use std::sync::Arc;
@@ -154,7 +154,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         if svc.protocol == Protocol::Rpc {
             admin_tasks.spawn(local_rpc::serve(listener, ctx, token));
         } else {
-            admin_tasks.spawn(electrumx_server::metrics_service::serve(
+            admin_tasks.spawn(electrumx_server::admin::metrics_service::serve(
                 listener, ctx, token,
             ));
         }
@@ -185,7 +185,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // IRC advertising (`IRC`) until `serving` is cancelled; servers found on the channel
     // become candidates of peer discovery.
     let (irc_peers, mut found) = tokio::sync::mpsc::unbounded_channel();
-    let irc = electrumx_server::irc::start(
+    let irc = electrumx_server::discovery::irc::start(
         &settings,
         &resolved,
         controller.status(),
@@ -295,7 +295,7 @@ fn server_state(
     state.drop_client = resolved.drop_client.clone();
     state.anon_logs = settings.anon_logs;
     // Peer discovery: runs with the client services (server::run).
-    state.peers = Arc::new(electrumx_server::peers::PeerManager::new(
+    state.peers = Arc::new(electrumx_server::discovery::peers::PeerManager::new(
         resolved.peers.clone(),
     ));
     Arc::new(state)
@@ -338,7 +338,7 @@ async fn progress_bar(controller: Arc<Controller>, stop: CancellationToken) {
             break;
         }
         let p = controller.progress();
-        let line = electrumx_server::progress::bar_line(&first, &p, started.elapsed(), 30);
+        let line = electrumx_server::admin::progress::bar_line(&first, &p, started.elapsed(), 30);
         BAR_ACTIVE.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");

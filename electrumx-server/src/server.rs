@@ -5,11 +5,13 @@
 //! mempool at once, then re-evaluates only the touched scripts that someone subscribed to,
 //! computing each status once for all its subscribers; between blocks it polls the mempool.
 
-use crate::methods::{headers_notification, outpoint_status, script_status};
+use crate::methods::headers::headers_notification;
+use crate::methods::outpoints::outpoint_status;
+use crate::methods::script_status;
+use crate::protocol::subscriptions::Outpoint;
+use crate::protocol::transport::{TlsFiles, websocket_bridge};
 use crate::services::{Protocol, Service};
 use crate::state::ServerState;
-use crate::subscriptions::Outpoint;
-use crate::transport::{TlsFiles, websocket_bridge};
 use electrumx_core::{ChainIndex, Controller, HashX, IndexEvent, ScriptHash};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -210,12 +212,14 @@ async fn open_session(
         }
     };
     match conn.protocol {
-        Protocol::Tcp => crate::session::serve(state, stream, peer, conn.protocol, id, stop).await,
+        Protocol::Tcp => {
+            crate::protocol::session::serve(state, stream, peer, conn.protocol, id, stop).await
+        }
         Protocol::Ws => {
             if let Ok(Some(pipe)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, websocket_bridge(stream, max)).await
             {
-                crate::session::serve(state, pipe, peer, conn.protocol, id, stop).await;
+                crate::protocol::session::serve(state, pipe, peer, conn.protocol, id, stop).await;
             }
         }
         Protocol::Ssl | Protocol::Wss => {
@@ -231,11 +235,11 @@ async fn open_session(
                 Err(_) => return,
             };
             if conn.protocol == Protocol::Ssl {
-                crate::session::serve(state, tls, peer, conn.protocol, id, stop).await;
+                crate::protocol::session::serve(state, tls, peer, conn.protocol, id, stop).await;
             } else if let Ok(Some(pipe)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, websocket_bridge(tls, max)).await
             {
-                crate::session::serve(state, pipe, peer, conn.protocol, id, stop).await;
+                crate::protocol::session::serve(state, pipe, peer, conn.protocol, id, stop).await;
             }
         }
         Protocol::Rpc | Protocol::Metrics => {}

@@ -1,6 +1,6 @@
 //! `SERVICES` / `REPORT_SERVICES` in ElectrumX's syntax: `tcp://host:port,ssl://…,rpc://`.
 
-use crate::version::Version;
+use crate::protocol::version::Version;
 use std::fmt;
 
 /// A transport.

@@ -1,7 +1,7 @@
 //! What every session shares: the index, the mempool, the node, the limits, the server's
 //! identity, and the subscription registry.
 
-use crate::subscriptions::Subscriptions;
+use crate::protocol::subscriptions::Subscriptions;
 use electrumx_core::daemon::Daemon;
 use electrumx_core::{CoinParams, Index, Mempool};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub struct Limits {
     /// (`MAX_SESSIONS_PER_IP`).
     pub max_sessions_per_ip: usize,
     /// Addresses the per-address limit does not apply to (`SESSIONS_PER_IP_EXEMPT`).
-    pub per_ip_exempt: Vec<crate::netmask::Cidr>,
+    pub per_ip_exempt: Vec<crate::protocol::netmask::Cidr>,
 }
 
 /// Default `MAX_SESSIONS_PER_IP` (Fulcrum's default is 12; a household or an office behind
@@ -70,7 +70,7 @@ impl Default for Limits {
             send_queue: 1000,
             initial_concurrent: 10,
             max_sessions_per_ip: DEFAULT_MAX_SESSIONS_PER_IP,
-            per_ip_exempt: crate::netmask::Cidr::loopback(),
+            per_ip_exempt: crate::protocol::netmask::Cidr::loopback(),
         }
     }
 }
@@ -94,7 +94,7 @@ impl Identity {
     /// `$DAEMON_VERSION`, `$DAEMON_SUBVERSION` and `$DONATION_ADDRESS` substituted, or
     /// ElectrumX's default line.
     pub fn banner(&self) -> String {
-        let version = server_version();
+        let version = crate::protocol::version::server_version();
         let Some(path) = &self.banner_file else {
             return format!("You are connected to an {version} server.");
         };
@@ -143,7 +143,7 @@ pub struct ServerState {
     /// The node.
     pub daemon: Arc<dyn Daemon>,
     /// Calls to the node made for clients: limited, and cached per block where possible.
-    pub node: crate::node_calls::NodeCalls,
+    pub node: crate::cache::node_calls::NodeCalls,
     /// Limits.
     pub limits: Limits,
     /// Identity.
@@ -153,9 +153,9 @@ pub struct ServerState {
     /// Wakes the mempool loop (after a broadcast).
     pub mempool_wake: tokio::sync::Notify,
     /// The cost model's settings.
-    pub cost: Arc<crate::cost::CostConfig>,
+    pub cost: Arc<crate::protocol::cost::CostConfig>,
     /// Cost groups (per subnet) of all sessions.
-    pub cost_groups: Arc<crate::cost::CostGroups>,
+    pub cost_groups: Arc<crate::protocol::cost::CostGroups>,
     /// `DROP_CLIENT`: client names to refuse.
     pub drop_client: Option<regex::Regex>,
     /// Recently asked confirmed histories, UTXO lists and balances.
@@ -165,19 +165,19 @@ pub struct ServerState {
     /// Recently asked confirmed transactions (`blockchain.transaction.get`).
     pub tx_cache: crate::cache::TxCache,
     /// Live sessions and their counters.
-    pub sessions: crate::registry::SessionRegistry,
+    pub sessions: crate::admin::registry::SessionRegistry,
     /// Live sessions per client address (`MAX_SESSIONS_PER_IP`).
-    pub sessions_per_ip: crate::netmask::SessionsPerIp,
+    pub sessions_per_ip: crate::protocol::netmask::SessionsPerIp,
     /// Request counts, errors and latencies per method.
-    pub requests: crate::metrics::RequestMetrics,
+    pub requests: crate::admin::metrics::RequestMetrics,
     /// `ANON_LOGS`: client addresses are redacted in logs.
     pub anon_logs: bool,
     /// Merkle trees of recently asked blocks (`get_merkle`, `id_from_pos`).
-    pub merkle_cache: crate::merkle::MerkleCache,
+    pub merkle_cache: crate::cache::merkle::MerkleCache,
     /// Rendered header chunks (`blockchain.block.headers`).
-    pub header_chunks: crate::header_chunks::HeaderChunkCache,
+    pub header_chunks: crate::cache::header_chunks::HeaderChunkCache,
     /// Known peer servers and their discovery (`PeerManager::disabled()` for none).
-    pub peers: Arc<crate::peers::PeerManager>,
+    pub peers: Arc<crate::discovery::peers::PeerManager>,
 }
 
 impl ServerState {
@@ -193,7 +193,7 @@ impl ServerState {
             coin,
             index,
             mempool,
-            node: crate::node_calls::NodeCalls::new(daemon.clone(), CLIENT_NODE_CALLS),
+            node: crate::cache::node_calls::NodeCalls::new(daemon.clone(), CLIENT_NODE_CALLS),
             daemon,
             limits: Limits::default(),
             identity: Identity::default(),
@@ -211,10 +211,10 @@ impl ServerState {
             requests: Default::default(),
             anon_logs: false,
             // 4M hashes: 128 MB at most, a few hundred full blocks.
-            merkle_cache: crate::merkle::MerkleCache::new(4_000_000),
+            merkle_cache: crate::cache::merkle::MerkleCache::new(4_000_000),
             // 32 MB of JSON: about 100 chunks of 2,016 headers, 200,000 blocks.
-            header_chunks: crate::header_chunks::HeaderChunkCache::new(32 << 20),
-            peers: Arc::new(crate::peers::PeerManager::disabled()),
+            header_chunks: crate::cache::header_chunks::HeaderChunkCache::new(32 << 20),
+            peers: Arc::new(crate::discovery::peers::PeerManager::disabled()),
         }
     }
 
@@ -226,9 +226,4 @@ impl ServerState {
             addr.to_string()
         }
     }
-}
-
-/// Our software version string, as `server.version` and `server.features` report it.
-pub fn server_version() -> String {
-    format!("electrumx-rs {}", env!("CARGO_PKG_VERSION"))
 }

@@ -4,7 +4,7 @@
 //! The port comes from `-p`, else `RPC_PORT`, else 8000.
 
 use clap::{Parser, Subcommand};
-use electrumx_server::registry::formatted_time;
+use electrumx_server::admin::registry::formatted_time;
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -210,7 +210,7 @@ fn num(v: &Value) -> u64 {
 }
 
 fn g(v: &Value) -> String {
-    electrumx_server::local_rpc::grouped(num(v))
+    electrumx_server::admin::local_rpc::grouped(num(v))
 }
 
 fn cell(v: &Value) -> String {
@@ -256,9 +256,9 @@ fn sessions_lines(data: &Value) -> Vec<String> {
             g(&r[8]),
             g(&r[9]),
             g(&r[10]),
-            electrumx_server::local_rpc::grouped(num(&r[11]) / 1024),
+            electrumx_server::admin::local_rpc::grouped(num(&r[11]) / 1024),
             g(&r[12]),
-            electrumx_server::local_rpc::grouped(num(&r[13]) / 1024),
+            electrumx_server::admin::local_rpc::grouped(num(&r[13]) / 1024),
             formatted_time(num(&r[14]), ""),
             cell(&r[2]),
         ));
@@ -296,9 +296,9 @@ fn groups_lines(data: &Value) -> Vec<String> {
             g(&r[5]),
             g(&r[6]),
             g(&r[7]),
-            electrumx_server::local_rpc::grouped(num(&r[8]) / 1024),
+            electrumx_server::admin::local_rpc::grouped(num(&r[8]) / 1024),
             g(&r[9]),
-            electrumx_server::local_rpc::grouped(num(&r[10]) / 1024),
+            electrumx_server::admin::local_rpc::grouped(num(&r[10]) / 1024),
         ));
     }
     out

@@ -806,10 +806,10 @@ impl PeerManager {
         let mut save_tick = tokio::time::interval(SAVE_INTERVAL);
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let version_args = json!([
-            crate::state::server_version(),
+            crate::protocol::version::server_version(),
             [
-                crate::version::MIN.to_string(),
-                crate::version::MAX.to_string()
+                crate::protocol::version::MIN.to_string(),
+                crate::protocol::version::MAX.to_string()
             ]
         ]);
         loop {

@@ -5,11 +5,14 @@
 //! notifier. A message longer than `MAX_RECV` is dropped and the stream resynchronises at
 //! the next newline, as in ElectrumX.
 
-use crate::cost::{SessionCost, Throttle, error_cost, method_cost};
-use crate::jsonrpc::{self, Incoming, Request, RpcError, code};
+use crate::admin::metrics::UNKNOWN_METHOD_LABEL;
+use crate::admin::registry::SessionEntry;
 use crate::methods::{self, After, Reply, SessionCtx};
-use crate::outgoing::{Outbox, Outgoing};
-use crate::registry::SessionEntry;
+use crate::protocol::cost::{SessionCost, Throttle, UNKNOWN_METHOD_COST, error_cost};
+use crate::protocol::framing::{Line, LineReader};
+use crate::protocol::jsonrpc::{self, Incoming, Request, RpcError, code};
+use crate::protocol::method::Method;
+use crate::protocol::outgoing::{Outbox, Outgoing};
 use crate::services::Protocol;
 use crate::state::ServerState;
 use futures_util::StreamExt;
@@ -21,7 +24,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Serves one connection until the client leaves, misbehaves, idles out, or `shutdown`.
@@ -37,10 +40,10 @@ pub async fn serve<S>(
 {
     let (reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) =
-        crate::outgoing::queue(state.limits.send_queue, state.limits.send_queue_bytes());
+        crate::protocol::outgoing::queue(state.limits.send_queue, state.limits.send_queue_bytes());
     let kill = shutdown.child_token();
     state.subs.add_session(id, tx.clone(), kill.clone());
-    let group = crate::cost::group_of(peer.ip(), &state.cost);
+    let group = crate::protocol::cost::group_of(peer.ip(), &state.cost);
     let entry = state.sessions.open(id, protocol, peer, group, kill.clone());
     let shown = state.log_addr(&peer);
     tracing::debug!(id, peer = %shown, "session opened");
@@ -447,9 +450,11 @@ async fn handle_one(
             return (Some(ReplyText { id, v2: true, text }), After::Continue);
         }
     };
-    ctx.pending_cost += method_cost(&req.method);
+    // The method is looked up once: its price, its label and its handler all follow.
+    let method = Method::from_name(&req.method);
+    ctx.pending_cost += method.map_or(UNKNOWN_METHOD_COST, Method::cost);
     let started = Instant::now();
-    let work = methods::handle(state, ctx, &req.method, &req.params);
+    let work = methods::handle(state, ctx, method, &req.method, &req.params);
     let (answer, after) = match tokio::time::timeout(state.limits.request_timeout, work).await {
         Ok(r) => r,
         Err(_) => (
@@ -460,7 +465,7 @@ async fn handle_one(
             After::Continue,
         ),
     };
-    let label = crate::metrics::method_label(&req.method);
+    let label = method.map_or(UNKNOWN_METHOD_LABEL, Method::name);
     state
         .requests
         .record(label, started.elapsed(), answer.is_err());
@@ -489,135 +494,4 @@ async fn handle_one(
         }),
         after,
     )
-}
-
-/// What the line reader produced.
-enum Line {
-    /// A complete message (without its newline).
-    Text(String),
-    /// A message longer than the limit was skipped up to its newline.
-    TooLong,
-    /// The client closed the connection.
-    Eof,
-}
-
-/// Bytes of room the line reader makes for each read.
-const READ_CHUNK: usize = 16384;
-
-/// Newline framing with a length limit that, unlike a codec that fails for good, drops an
-/// oversized message and carries on with the next one. Lines are taken from the front of
-/// one buffer by an offset, and a partial line is only searched from where the last search
-/// stopped, so many lines in one packet, or one long line over many reads, cost work
-/// linear in their bytes.
-struct LineReader<R> {
-    inner: R,
-    buf: Vec<u8>,
-    /// Bytes at the front of `buf` already returned.
-    start: usize,
-    /// Bytes after `start` known to hold no newline.
-    scanned: usize,
-    max: usize,
-    discarding: bool,
-}
-
-impl<R: AsyncRead + Unpin> LineReader<R> {
-    fn new(inner: R, max: usize) -> Self {
-        LineReader {
-            inner,
-            buf: Vec::with_capacity(4096),
-            start: 0,
-            scanned: 0,
-            max,
-            discarding: false,
-        }
-    }
-
-    async fn next_line(&mut self) -> std::io::Result<Line> {
-        loop {
-            let unread = &self.buf[self.start..];
-            if let Some(i) = unread[self.scanned..].iter().position(|b| *b == b'\n') {
-                let len = self.scanned + i;
-                let too_long = std::mem::take(&mut self.discarding) || len > self.max;
-                let line = (!too_long).then(|| unread[..len].to_vec());
-                self.start += len + 1;
-                self.scanned = 0;
-                return Ok(match line {
-                    // Valid UTF-8 (nearly always) becomes the line without another copy.
-                    Some(line) => Line::Text(
-                        String::from_utf8(line)
-                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                    ),
-                    None => Line::TooLong,
-                });
-            }
-            self.scanned = unread.len();
-            if self.scanned > self.max {
-                // Skipped up to the next newline; only the fact is kept.
-                self.discarding = true;
-                self.start = self.buf.len();
-                self.scanned = 0;
-            }
-            // Returned lines leave the buffer before it is read into again: the partial line
-            // left, if any, moves to the front once per read.
-            self.buf.drain(..self.start);
-            self.start = 0;
-            if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
-                // A long message grew it: give the room back.
-                self.buf.shrink_to(READ_CHUNK);
-            }
-            // Read straight into the buffer's spare room (no zeroed scratch array a read).
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
-                return Ok(Line::Eof);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Lines split across reads, several in one read, an oversized one skipped with the
-    /// stream resynchronised after it, invalid UTF-8 replaced, and the end of the stream.
-    #[tokio::test]
-    async fn line_reader_frames_resynchronises_and_ends() {
-        let (mut client, server) = tokio::io::duplex(64);
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            for part in [
-                &b"first\nsec"[..],
-                b"ond\nthird\n",
-                &[b'x'; 40],
-                &[b'y'; 40],
-                b"\nafter\n\xff\n",
-            ] {
-                client.write_all(part).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-        });
-        let mut lines = LineReader::new(server, 30);
-        let mut got = Vec::new();
-        loop {
-            match lines.next_line().await.unwrap() {
-                Line::Text(t) => got.push(t),
-                Line::TooLong => got.push("<too long>".into()),
-                Line::Eof => break,
-            }
-        }
-        writer.await.unwrap();
-        assert_eq!(
-            got,
-            [
-                "first",
-                "second",
-                "third",
-                "<too long>",
-                "after",
-                "\u{fffd}"
-            ]
-        );
-    }
 }

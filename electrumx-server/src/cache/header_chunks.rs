@@ -13,7 +13,7 @@
 //! not asked for again (the LRU drops it).
 
 use crate::cache::{CacheStats, SizedLru};
-use crate::outgoing::SharedSlice;
+use crate::protocol::outgoing::SharedSlice;
 use electrumx_core::parse::HEADER_LEN;
 use electrumx_core::{BlockHash, ChainIndex, Hash32, Index};
 use parking_lot::Mutex;

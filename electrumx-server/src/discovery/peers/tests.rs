@@ -17,7 +17,7 @@ fn config(discovery: Discovery, allow_private: bool) -> PeerConfig {
         default_tcp_port: 50001,
         default_ssl_port: 50002,
         seeds: Vec::new(),
-        our_features: crate::methods::features_of(
+        our_features: crate::protocol::features::features_of(
             &["tcp://me.example.com:50001".to_string()],
             &coin,
         ),

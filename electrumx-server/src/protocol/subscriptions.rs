@@ -3,7 +3,7 @@
 //! outpoints, with the status each was last sent, so a notification goes out only when a
 //! status changed. A session whose queue is full is disconnected.
 
-use crate::outgoing::Outbox;
+use crate::protocol::outgoing::Outbox;
 use electrumx_core::{HashX, ScriptHash, Txid};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -256,7 +256,7 @@ impl Subscriptions {
             };
             if last != status {
                 *last = status.clone();
-                let msg = crate::jsonrpc::notification(
+                let msg = crate::protocol::jsonrpc::notification(
                     method.notification(),
                     serde_json::json!([sh.to_hex(), status]),
                 );
@@ -290,7 +290,8 @@ impl Subscriptions {
             if last != status {
                 *last = status.clone();
                 let params = serde_json::json!([op.0.to_display_hex(), op.1, status]);
-                let msg = crate::jsonrpc::notification("blockchain.outpoint.subscribe", params);
+                let msg =
+                    crate::protocol::jsonrpc::notification("blockchain.outpoint.subscribe", params);
                 s.send(msg.to_string());
             }
         }

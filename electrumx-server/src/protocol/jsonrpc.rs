@@ -1,7 +1,7 @@
 //! JSON-RPC as Electrum speaks it: one message per line (or WebSocket frame), version 1.0 or
 //! 2.0, single requests or batches, positional or named parameters.
 
-use crate::outgoing::{Outgoing, SharedSlice};
+use crate::protocol::outgoing::{Outgoing, SharedSlice};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 

@@ -171,7 +171,7 @@ impl SessionRegistry {
     }
 
     /// Counts one request of a session to `method` (a known method name or `"unknown"`).
-    /// Server-wide counts are in [`crate::metrics::RequestMetrics`].
+    /// Server-wide counts are in [`crate::admin::metrics::RequestMetrics`].
     pub fn count_request(&self, entry: &SessionEntry, method: &'static str, error: bool) {
         *entry.method_counts.lock().entry(method).or_default() += 1;
         entry.counters.requests.fetch_add(1, Ordering::Relaxed);

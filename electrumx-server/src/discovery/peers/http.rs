@@ -103,7 +103,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         url.path,
         url.authority,
-        crate::state::server_version()
+        crate::protocol::version::server_version()
     );
     s.write_all(req.as_bytes())
         .await

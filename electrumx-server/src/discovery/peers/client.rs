@@ -3,10 +3,10 @@
 //! meanwhile are skipped. Replies are bounded in length.
 
 use super::dial::PeerStream;
-use futures_util::{SinkExt, StreamExt};
+use crate::protocol::framing::{Line, LineReader};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 /// Longest reply line accepted from a peer.
 pub const MAX_REPLY: usize = 2_000_000;
@@ -38,7 +38,8 @@ impl std::fmt::Display for CallError {
 
 /// A connection to a peer.
 pub struct RpcConn {
-    framed: Framed<Box<dyn PeerStream>, LinesCodec>,
+    lines: LineReader<ReadHalf<Box<dyn PeerStream>>>,
+    writer: WriteHalf<Box<dyn PeerStream>>,
     next_id: u64,
     timeout: Duration,
 }
@@ -46,8 +47,10 @@ pub struct RpcConn {
 impl RpcConn {
     /// Wraps a stream; each call waits at most `timeout` for its answer.
     pub fn new(stream: Box<dyn PeerStream>, timeout: Duration) -> RpcConn {
+        let (reader, writer) = tokio::io::split(stream);
         RpcConn {
-            framed: Framed::new(stream, LinesCodec::new_with_max_length(MAX_REPLY)),
+            lines: LineReader::new(reader, MAX_REPLY),
+            writer,
             next_id: 0,
             timeout,
         }
@@ -67,19 +70,21 @@ impl RpcConn {
         }
     }
 
-    async fn exchange(&mut self, id: u64, line: String) -> Result<Value, CallError> {
-        self.framed
-            .send(line)
-            .await
-            .map_err(|e| CallError::Net(e.to_string()))?;
+    async fn exchange(&mut self, id: u64, mut line: String) -> Result<Value, CallError> {
+        line.push('\n');
+        let sent = async {
+            self.writer.write_all(line.as_bytes()).await?;
+            self.writer.flush().await
+        };
+        sent.await.map_err(|e| CallError::Net(e.to_string()))?;
         for _ in 0..=MAX_SKIPPED {
-            let line = match self.framed.next().await {
-                None => return Err(CallError::Net("connection closed".into())),
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+            let line = match self.lines.next_line().await {
+                Ok(Line::Eof) => return Err(CallError::Net("connection closed".into())),
+                Ok(Line::TooLong) => {
                     return Err(CallError::Net(format!("reply over {MAX_REPLY} bytes")));
                 }
-                Some(Err(e)) => return Err(CallError::Net(e.to_string())),
-                Some(Ok(line)) => line,
+                Err(e) => return Err(CallError::Net(e.to_string())),
+                Ok(Line::Text(line)) => line,
             };
             let msg: Value = serde_json::from_str(&line)
                 .map_err(|_| CallError::Net("answer is not JSON".into()))?;

@@ -299,14 +299,13 @@ impl Drop for SessionCost {
     }
 }
 
-/// The base price of a method (the method table's; 1.0 for names not served).
-pub fn method_cost(method: &str) -> f64 {
-    crate::method::Method::from_name(method).map_or(1.0, |m| m.cost())
-}
+/// The base price of a request for a method the table does not have (methods served have
+/// theirs in the table).
+pub const UNKNOWN_METHOD_COST: f64 = 1.0;
 
 /// Extra cost of an error reply (bad requests are not free).
 pub fn error_cost(code: i64) -> f64 {
-    if code == crate::jsonrpc::code::PARSE_ERROR {
+    if code == crate::protocol::jsonrpc::code::PARSE_ERROR {
         1000.0
     } else {
         100.0

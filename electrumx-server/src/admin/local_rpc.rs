@@ -12,16 +12,18 @@
 //! at the next `DAEMON_POLL_INTERVAL_BLOCKS`), and extra keys in `getinfo` (`sync`, `db`,
 //! `mempool`).
 
-use crate::jsonrpc::{self, Incoming, Params, RpcError, code};
-use crate::registry::{SessionEntry, formatted_time};
-use crate::state::{ServerState, server_version};
+use crate::admin::registry::{SessionEntry, formatted_time};
+use crate::protocol::framing::{Line, LineReader};
+use crate::protocol::jsonrpc::{self, Incoming, Params, RpcError, code};
+use crate::protocol::version::server_version;
+use crate::state::ServerState;
 use electrumx_core::daemon::{DaemonUrl, RpcDaemon};
 use electrumx_core::{ChainIndex, Controller, ScriptHash};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +47,7 @@ pub struct AdminContext {
 /// Accepts admin connections on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, shutdown: CancellationToken) {
     let stop = shutdown.clone();
-    crate::accept::accept_each(listener, "LocalRPC", shutdown, move |stream, _| {
+    crate::protocol::accept::accept_each(listener, "LocalRPC", shutdown, move |stream, _| {
         connection(stream, ctx.clone(), stop.clone())
     })
     .await;
@@ -53,38 +55,32 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, shutdown: Canc
 
 async fn connection(stream: TcpStream, ctx: Arc<AdminContext>, shutdown: CancellationToken) {
     let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader).take(MAX_REQUEST as u64 + 1);
-    let mut line = Vec::new();
+    let mut lines = LineReader::new(reader, MAX_REQUEST);
     loop {
-        line.clear();
-        reader.set_limit(MAX_REQUEST as u64 + 1);
-        let n = tokio::select! {
+        let line = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = reader.read_until(b'\n', &mut line) => match r {
-                Ok(n) => n,
-                Err(_) => return,
+            r = lines.next_line() => match r {
+                Ok(Line::Text(line)) => line,
+                Ok(Line::TooLong) => {
+                    let err = RpcError::new(code::INVALID_REQUEST, "request too large");
+                    let reply = jsonrpc::error_response(&Value::Null, &err, true).to_string();
+                    let _ = writer.write_all(format!("{reply}\n").as_bytes()).await;
+                    return;
+                }
+                Ok(Line::Eof) | Err(_) => return,
             },
         };
-        if n == 0 {
-            return;
-        }
-        if line.len() > MAX_REQUEST {
-            let err = RpcError::new(code::INVALID_REQUEST, "request too large");
-            let reply = jsonrpc::error_response(&Value::Null, &err, true).to_string();
-            let _ = writer.write_all(format!("{reply}\n").as_bytes()).await;
-            return;
-        }
-        let text = String::from_utf8_lossy(&line);
+        let text = line.as_str();
         if text.trim().is_empty() {
             continue;
         }
-        if is_http_request_line(&text) {
+        if is_http_request_line(text) {
             // A web page in a browser on this host can make it POST here, with a JSON
             // line in the body: nothing of such a connection is run.
             tracing::warn!("LocalRPC: HTTP request refused; connection closed");
             return;
         }
-        let parsed = jsonrpc::parse_message(&text, 1);
+        let parsed = jsonrpc::parse_message(text, 1);
         // A line that is not JSON-RPC at all ends the connection after its error: the
         // admin protocol has no reason to carry on after garbage.
         let garbage =

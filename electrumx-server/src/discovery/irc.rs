@@ -9,10 +9,10 @@
 //! untrusted: a malformed one is logged and skipped.
 
 use crate::config::{Resolved, Settings};
+use crate::protocol::framing::{Line, LineReader};
 use crate::services::{self, Protocol};
 use bitcoin::hashes::{Hash, sha256d};
 use electrumx_core::SyncStatus;
-use futures_util::StreamExt;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +27,6 @@ use tokio_rustls::rustls::{
     self,
     pki_types::{CertificateDer, ServerName, pem::PemObject},
 };
-use tokio_util::bytes::BytesMut;
-use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 /// Longest line accepted from the IRC server (512 bytes by RFC 1459, plus up to 8191 bytes
@@ -119,7 +117,7 @@ impl IrcConfig {
                     .into(),
             );
         }
-        let protocol_max = crate::version::MAX;
+        let protocol_max = crate::protocol::version::MAX;
         let (host, real_name) = services::advertised_host(&resolved.report_services)
             .zip(services::real_name(
                 &resolved.report_services,
@@ -493,7 +491,7 @@ impl Advertiser {
                 Ok(stream) => {
                     tracing::info!("IRC: connected to {target}; registering as {}", c.nick);
                     let (reader, writer) = tokio::io::split(stream);
-                    let mut lines = FramedRead::new(reader, LineCodec::default());
+                    let mut lines = LineReader::new(reader, MAX_LINE);
                     let mut session = Session::new(c, &self.peers, writer);
                     let outcome = session.run(&mut lines, &shutdown).await;
                     let registered_for = session.registered_at.map(|t| t.elapsed());
@@ -538,47 +536,8 @@ impl Advertiser {
     }
 }
 
-/// Splits the byte stream into lines: CR LF or LF ends a line, bytes that are not UTF-8
-/// are replaced (as ElectrumX's lenient decoding did), over-long lines are skipped.
-#[derive(Default)]
-struct LineCodec {
-    /// Dropping an over-long line until its end.
-    discarding: bool,
-    /// Bytes already searched for a newline.
-    searched: usize,
-}
-
-impl Decoder for LineCodec {
-    type Item = String;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<String>, std::io::Error> {
-        loop {
-            let Some(i) = buf[self.searched..].iter().position(|b| *b == b'\n') else {
-                if buf.len() > MAX_LINE {
-                    if !self.discarding {
-                        tracing::warn!("IRC: skipping a line longer than {MAX_LINE} bytes");
-                    }
-                    self.discarding = true;
-                    buf.clear();
-                }
-                self.searched = buf.len();
-                return Ok(None);
-            };
-            let line = buf.split_to(self.searched + i + 1);
-            self.searched = 0;
-            if std::mem::take(&mut self.discarding) {
-                continue;
-            }
-            let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            return Ok(Some(String::from_utf8_lossy(text).into_owned()));
-        }
-    }
-}
-
 /// The lines read from a connection.
-type Lines = FramedRead<ReadHalf<Box<dyn IrcStream>>, LineCodec>;
+type Lines = LineReader<ReadHalf<Box<dyn IrcStream>>>;
 
 /// One connection: registration, the channel, and the timers.
 struct Session<'a> {
@@ -636,10 +595,13 @@ impl<'a> Session<'a> {
                     self.quit().await;
                     return Ok(());
                 }
-                line = lines.next() => match line {
-                    None => return Err(IrcError::Closed("connection closed by the server".into())),
-                    Some(Err(e)) => return Err(IrcError::Io(e)),
-                    Some(Ok(line)) => {
+                line = lines.next_line() => match line {
+                    Ok(Line::Eof) => return Err(IrcError::Closed("connection closed by the server".into())),
+                    Err(e) => return Err(IrcError::Io(e)),
+                    Ok(Line::TooLong) => {
+                        tracing::warn!("IRC: skipped a line longer than {MAX_LINE} bytes");
+                    }
+                    Ok(Line::Text(line)) => {
                         self.last_rx = Instant::now();
                         self.pinged = false;
                         self.handle(&line).await?;
@@ -932,24 +894,6 @@ mod tests {
         assert!(!valid_channel("electrum"));
         assert!(!valid_channel("#a,#b"));
         assert!(!valid_channel("#"));
-    }
-
-    #[test]
-    fn line_codec_splits_skips_long_lines_and_decodes_leniently() {
-        let mut codec = LineCodec::default();
-        let mut buf = BytesMut::from(&b"PING :a\r\nPART"[..]);
-        assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some("PING :a"));
-        assert_eq!(codec.decode(&mut buf).unwrap(), None);
-        buf.extend_from_slice(b" #x\n");
-        assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some("PART #x"));
-        buf.extend_from_slice(&vec![b'x'; MAX_LINE + 1]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), None);
-        buf.extend_from_slice(b"tail of the long line\nPING :\xff\n");
-        assert_eq!(
-            codec.decode(&mut buf).unwrap().as_deref(),
-            Some("PING :\u{fffd}")
-        );
-        assert!(buf.is_empty());
     }
 
     /// The advertiser against a scripted server: every step of the protocol it speaks.

@@ -3,8 +3,8 @@
 //! Everything is read at scrape time from the controller, the server state and the node
 //! client; nothing here keeps its own copy. One request per connection, answered and closed.
 
-use crate::local_rpc::AdminContext;
-use crate::metrics::{metric, metric_family};
+use crate::admin::local_rpc::AdminContext;
+use crate::admin::metrics::{metric, metric_family};
 use crate::services::Protocol;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ const MAX_HEAD: usize = 8192;
 
 /// Serves scrapes on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, shutdown: CancellationToken) {
-    crate::accept::accept_each(listener, "metrics", shutdown, move |stream, _| {
+    crate::protocol::accept::accept_each(listener, "metrics", shutdown, move |stream, _| {
         let ctx = ctx.clone();
         async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &ctx)).await;

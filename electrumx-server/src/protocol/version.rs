@@ -38,6 +38,11 @@ impl fmt::Display for Version {
     }
 }
 
+/// Our software version string, as `server.version` and `server.features` report it.
+pub fn server_version() -> String {
+    format!("electrumx-rs {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The version to use given the client's `protocol_version` argument (a string, or a
 /// `[min, max]` pair); `None` if there is no common version or the argument is malformed.
 pub fn negotiate(arg: Option<&serde_json::Value>) -> Option<Version> {

@@ -1,0 +1,8 @@
+//! The operator's side: LocalRPC (`electrumx-rpc`), the session registry it reports from,
+//! Prometheus metrics and the `metrics://` service, and the sync progress line.
+
+pub mod local_rpc;
+pub mod metrics;
+pub mod metrics_service;
+pub mod progress;
+pub mod registry;
