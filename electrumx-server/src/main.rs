@@ -45,7 +45,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(settings)) {
+    let result = runtime.block_on(run(settings));
+    // Tasks still holding the controller or the index (sessions, admin services, the
+    // progress bar) end with the runtime, and with them the last handles of the database:
+    // it is closed (a controller dropped without `stop()` flushes first) before the
+    // process exits, on every path but the deliberate `exit_at_once`.
+    runtime.shutdown_timeout(Duration::from_secs(30));
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         eprintln!("electrumx-server: {e:#}");
         std::process::exit(1);
