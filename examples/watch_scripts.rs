@@ -51,6 +51,8 @@ async fn main() -> Result<()> {
             ev = events.recv() => {
                 let (height, touched) = match ev {
                     Ok(IndexEvent::NewTip { height, touched, .. }) => (height, touched),
+                    // Kinds of events this example does not watch.
+                    Ok(_) => continue,
                     // Fell behind and missed some events: go on with the next one.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

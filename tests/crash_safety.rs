@@ -4,7 +4,6 @@
 //! SIGTERM mid-sync stops it cleanly (exit 0) after a flush.
 
 use anyhow::Result;
-use electrumx_core::store::{Store, StoreOptions};
 use electrumx_core::{ChainIndex, CoinParams, Index};
 use electrumx_testkit::chaingen::{ChainGen, GenParams, Ledger};
 use electrumx_testkit::check::assert_index_matches_ledger;
@@ -12,7 +11,6 @@ use electrumx_testkit::node::RegtestNode;
 use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn coin() -> CoinParams {
@@ -30,8 +28,7 @@ fn server_env(node: &RegtestNode, db: &Path) -> Vec<(&'static str, String)> {
 /// Opens the database the killed process left and checks it is exactly the chain's prefix
 /// up to its own tip. Returns that height.
 fn check_prefix(db: &Path, chain: &ChainGen) -> Result<u32> {
-    let store = Arc::new(Store::open(db, &coin(), &StoreOptions::default())?);
-    let index = Index::new(store);
+    let index = Index::open(db, &coin())?;
     let Some((height, _)) = index.tip() else {
         return Ok(0); // nothing committed yet: the empty prefix
     };

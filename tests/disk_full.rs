@@ -5,7 +5,6 @@
 //! Needs root (it mounts a tmpfs), as CI on this machine runs.
 
 use anyhow::{Context, Result, bail};
-use electrumx_core::store::{Store, StoreOptions};
 use electrumx_core::{ChainIndex, CoinParams, Index};
 use electrumx_testkit::chaingen::{ChainGen, GenParams, Ledger};
 use electrumx_testkit::check::assert_index_matches_ledger;
@@ -13,7 +12,6 @@ use electrumx_testkit::node::RegtestNode;
 use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A tmpfs of a given size, unmounted on drop.
@@ -63,8 +61,7 @@ fn coin() -> CoinParams {
 
 /// The committed height of the database at `db` (checked to be the chain's prefix).
 fn committed(db: &Path, chain: &ChainGen) -> Result<u32> {
-    let store = Arc::new(Store::open(db, &coin(), &StoreOptions::default())?);
-    let index = Index::new(store);
+    let index = Index::open(db, &coin())?;
     let Some((height, _)) = index.tip() else {
         return Ok(0);
     };

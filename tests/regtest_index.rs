@@ -5,9 +5,7 @@
 
 use anyhow::{Result, ensure};
 use electrumx_core::daemon::{DaemonUrl, RpcDaemon, RpcDaemonConfig};
-use electrumx_core::prefetch::PrefetchOptions;
-use electrumx_core::store::{Store, StoreOptions};
-use electrumx_core::{ChainIndex, CoinParams, Controller, IndexEvent};
+use electrumx_core::{ChainIndex, CoinParams, Controller, Index, IndexEvent, PrefetchOptions};
 use electrumx_testkit::chaingen::{ChainGen, GenParams};
 use electrumx_testkit::check::assert_index_matches_ledger;
 use electrumx_testkit::node::{RegtestNode, free_port};
@@ -42,10 +40,8 @@ fn controller(
         .db_dir(db)
         .daemon(daemon_for(node, &[]))
         .cache_mb(1)
-        .prefetch_options(PrefetchOptions {
-            poll_interval: Duration::from_millis(100),
-            ..prefetch
-        });
+        .poll_interval(Duration::from_millis(100))
+        .prefetch_options(prefetch);
     if let Some(l) = reorg_limit {
         b = b.reorg_limit(l);
     }
@@ -136,12 +132,10 @@ async fn node_stopped_and_restarted_mid_sync() -> Result<()> {
     chain.mine(&node, 400).await?;
     let db = tempfile::tempdir()?;
     // One block per request, one request at a time: slow enough to stop the node mid-way.
-    let slow = PrefetchOptions {
-        max_blocks_per_request: 1,
-        concurrent_requests: 1,
-        memory_budget: 1 << 16,
-        ..Default::default()
-    };
+    let mut slow = PrefetchOptions::default();
+    slow.max_blocks_per_request = 1;
+    slow.concurrent_requests = 1;
+    slow.memory_budget = 1 << 16;
     let c = controller(&node, db.path(), slow, None);
     c.start()?;
     let mut status = c.status();
@@ -215,8 +209,7 @@ async fn reorg_deeper_than_the_limit_stops_with_a_consistent_database() -> Resul
     assert!(c.stop().await.is_err());
     drop(c);
     // The database is intact at the old tip.
-    let store = Arc::new(Store::open(db.path(), &coin(), &StoreOptions::default())?);
-    let index = electrumx_core::Index::new(store);
+    let index = Index::open(db.path(), &coin())?;
     assert_index_matches_ledger(&index, &before, height_before)?;
     Ok(())
 }

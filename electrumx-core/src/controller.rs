@@ -4,12 +4,12 @@
 
 use crate::coin::CoinParams;
 use crate::daemon::Daemon;
-use crate::error::{IndexError, Result};
+use crate::error::{BuildError, IndexError, LifecycleError, Result};
 use crate::hash::{BlockHash, HashX, Txid};
 use crate::index::processor::Advance;
 use crate::index::{BlockProcessor, Index, ProcessorOptions};
 use crate::prefetch::{PrefetchOptions, Prefetched, Prefetcher};
-use crate::store::{Store, StoreOptions};
+use crate::store::{DbStats, Store, StoreOptions};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,9 +20,14 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Something that changed in the index, published once caught up with the node.
+///
+/// Non-exhaustive: more kinds of events, and more fields of each, may come; match with a
+/// wildcard arm and `..`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum IndexEvent {
     /// A new tip was committed (after new blocks or a reorg).
+    #[non_exhaustive]
     NewTip {
         /// Height of the tip.
         height: u32,
@@ -39,6 +44,7 @@ pub enum IndexEvent {
 
 /// Where the sync stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncStatus {
     /// Height of the committed index tip (`None`: empty).
     pub height: Option<u32>,
@@ -46,7 +52,8 @@ pub struct SyncStatus {
     pub daemon_height: Option<u32>,
     /// True once the index has caught up with the node at least once in this run.
     pub caught_up: bool,
-    /// Set if the sync loop stopped with an error.
+    /// Set if the sync loop stopped with an error: its message, with its causes
+    /// ([`Controller::stop`] returns the typed error).
     pub error: Option<String>,
     /// True once the sync loop has ended (stopped or failed).
     pub stopped: bool,
@@ -55,6 +62,7 @@ pub struct SyncStatus {
 /// Sync progress as the block processor sees it (blocks applied in memory, possibly not yet
 /// flushed), for progress bars and metrics. Cheap to read at any time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncProgress {
     /// Blocks applied (the processed height is this minus one).
     pub blocks: u32,
@@ -87,12 +95,18 @@ struct ProgressCounters {
 }
 
 /// Builder of a [`Controller`].
+///
+/// Each method sets a setting of its own: none overwrites what another set (the poll
+/// interval, for one, is not part of [`PrefetchOptions`]). Calling the same method twice
+/// keeps the later value. [`ControllerBuilder::build`] fails with [`BuildError`] if a
+/// required setting is missing or a value cannot be used.
 pub struct ControllerBuilder {
     coin: Option<CoinParams>,
     db_dir: Option<PathBuf>,
     daemon: Option<Arc<dyn Daemon>>,
     cache_mb: usize,
     reorg_limit: Option<u32>,
+    poll_interval: Duration,
     prefetch: PrefetchOptions,
     store: StoreOptions,
     progress_interval: Duration,
@@ -106,6 +120,7 @@ impl Default for ControllerBuilder {
             daemon: None,
             cache_mb: 1200,
             reorg_limit: None,
+            poll_interval: Duration::from_secs(5),
             prefetch: PrefetchOptions::default(),
             store: StoreOptions::default(),
             progress_interval: Duration::from_secs(10),
@@ -144,13 +159,13 @@ impl ControllerBuilder {
         self
     }
 
-    /// Poll interval once caught up (`DAEMON_POLL_INTERVAL_BLOCKS`).
+    /// Poll interval once caught up (`DAEMON_POLL_INTERVAL_BLOCKS`; default 5 s).
     pub fn poll_interval(mut self, d: Duration) -> Self {
-        self.prefetch.poll_interval = d;
+        self.poll_interval = d;
         self
     }
 
-    /// Prefetcher tuning.
+    /// Prefetcher tuning (the memory it may hold ahead of indexing, request sizes).
     pub fn prefetch_options(mut self, o: PrefetchOptions) -> Self {
         self.prefetch = o;
         self
@@ -169,18 +184,21 @@ impl ControllerBuilder {
     }
 
     /// Opens the database and returns a controller ready to [`Controller::start`].
+    ///
+    /// Fails with [`IndexError::Build`] for a missing or unusable setting (before the
+    /// database is opened), or with the error of opening the database.
     pub fn build(self) -> Result<Controller> {
-        let coin = self
-            .coin
-            .ok_or_else(|| IndexError::Config("coin not set".into()))?;
-        let db_dir = self
-            .db_dir
-            .ok_or_else(|| IndexError::Config("DB_DIRECTORY not set".into()))?;
-        let daemon = self
-            .daemon
-            .ok_or_else(|| IndexError::Config("daemon not set".into()))?;
+        let coin = self.coin.ok_or(BuildError::Missing("coin"))?;
+        let db_dir = self.db_dir.ok_or(BuildError::Missing("db_dir"))?;
+        let daemon = self.daemon.ok_or(BuildError::Missing("daemon"))?;
         if self.cache_mb == 0 {
-            return Err(IndexError::Config("CACHE_MB must be positive".into()));
+            return Err(BuildError::Invalid("cache_mb must be positive".into()).into());
+        }
+        if self.prefetch.memory_budget == 0 {
+            return Err(BuildError::Invalid(
+                "prefetch_options: memory_budget must be positive".into(),
+            )
+            .into());
         }
         let store = Arc::new(Store::open(&db_dir, &coin, &self.store)?);
         let reorg_limit = self.reorg_limit.unwrap_or(coin.reorg_limit);
@@ -199,6 +217,7 @@ impl ControllerBuilder {
                     reorg_limit,
                 },
                 prefetch: self.prefetch,
+                poll_interval: self.poll_interval,
                 progress_interval: self.progress_interval,
                 events,
                 status: status_tx,
@@ -206,8 +225,9 @@ impl ControllerBuilder {
                 wake: Arc::new(Notify::new()),
                 reorg_request: Mutex::new(None),
                 counters: ProgressCounters::default(),
+                failure: Mutex::new(None),
             }),
-            thread: Mutex::new(None),
+            thread: Mutex::new(Lifecycle::Built),
         })
     }
 }
@@ -218,6 +238,7 @@ struct Inner {
     store: Arc<Store>,
     proc_opts: ProcessorOptions,
     prefetch: PrefetchOptions,
+    poll_interval: Duration,
     progress_interval: Duration,
     events: broadcast::Sender<IndexEvent>,
     status: watch::Sender<SyncStatus>,
@@ -225,12 +246,30 @@ struct Inner {
     wake: Arc<Notify>,
     reorg_request: Mutex<Option<u32>>,
     counters: ProgressCounters,
+    /// The error the sync loop stopped with, until [`Controller::stop`] returns it.
+    failure: Mutex<Option<IndexError>>,
+}
+
+/// Where a controller is in its life.
+enum Lifecycle {
+    /// Built, not started.
+    Built,
+    /// The sync loop runs on this thread.
+    Running(std::thread::JoinHandle<()>),
+    /// Stopped (or being stopped): not to be started again.
+    Stopped,
 }
 
 /// Owns the index's lifecycle (see the module docs).
+///
+/// Stop it with [`Controller::stop`], which flushes and reports how the sync ended. A
+/// controller dropped without it stops the same way, blocking the dropping thread until
+/// the sync thread has flushed and ended (this does not need the runtime to make progress,
+/// so it neither deadlocks on a current-thread runtime nor in a runtime's shutdown). The
+/// database closes once the controller and every [`Index`] handle taken from it are gone.
 pub struct Controller {
     inner: Arc<Inner>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Mutex<Lifecycle>,
 }
 
 impl Controller {
@@ -276,34 +315,45 @@ impl Controller {
     }
 
     /// Starts the sync loop on its own thread, driving async work on the current runtime.
+    ///
+    /// Fails with [`LifecycleError`] if called twice, after a stop, or outside a Tokio
+    /// runtime.
     pub fn start(&self) -> Result<()> {
         let mut slot = self.thread.lock();
-        if slot.is_some() {
-            return Err(IndexError::Config("controller already started".into()));
+        match &*slot {
+            Lifecycle::Built => {}
+            Lifecycle::Running(_) => return Err(LifecycleError::AlreadyStarted.into()),
+            Lifecycle::Stopped => return Err(LifecycleError::Stopped.into()),
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| IndexError::Config("Controller::start needs a tokio runtime".into()))?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| LifecycleError::NoRuntime)?;
         let inner = self.inner.clone();
         let handle = std::thread::Builder::new()
             .name("block-processor".into())
             .spawn(move || {
-                let result = match SyncLoop::new(inner.clone(), runtime).and_then(|l| l.run()) {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    SyncLoop::new(inner.clone(), runtime).and_then(|l| l.run())
+                }));
+                let result = match run {
                     // Stopped while waiting on the node: nothing was left unflushed.
-                    Err(IndexError::ShuttingDown) => Ok(()),
-                    r => r,
+                    Ok(Err(IndexError::ShuttingDown)) => Ok(()),
+                    Ok(r) => r,
+                    Err(payload) => Err(IndexError::panic("sync loop", &*payload)),
                 };
+                let message = result.as_ref().err().map(|e| crate::error::error_chain(e));
+                if let Err(e) = result {
+                    *inner.failure.lock() = Some(e);
+                }
                 inner.status.send_modify(|s| {
                     s.stopped = true;
-                    if let Err(e) = &result {
-                        s.error = Some(e.to_string());
-                    }
+                    s.error = message.clone();
                 });
-                match result {
-                    Ok(()) => tracing::info!("sync loop stopped"),
-                    Err(e) => tracing::error!("sync stopped: {e}"),
+                match message {
+                    None => tracing::info!("sync loop stopped"),
+                    Some(e) => tracing::error!("sync stopped: {e}"),
                 }
             })?;
-        *slot = Some(handle);
+        *slot = Lifecycle::Running(handle);
         Ok(())
     }
 
@@ -345,14 +395,21 @@ impl Controller {
     }
 
     /// Stops the sync loop, flushing what was indexed, and waits for it.
+    ///
+    /// Returns the error the sync loop stopped with, if it failed (typed, the first time;
+    /// [`IndexError::SyncStopped`] with its message on later calls). A stopped controller
+    /// cannot be started again; stopping it again is harmless.
     pub async fn stop(&self) -> Result<()> {
         self.inner.cancel.cancel();
-        let handle = self.thread.lock().take();
-        if let Some(h) = handle {
+        let state = std::mem::replace(&mut *self.thread.lock(), Lifecycle::Stopped);
+        if let Lifecycle::Running(h) = state {
             tokio::task::spawn_blocking(move || h.join())
                 .await
-                .map_err(|e| IndexError::Config(format!("join: {e}")))?
-                .map_err(|_| IndexError::Corrupt("sync thread panicked".into()))?;
+                .map_err(|e| IndexError::join("joining the sync thread", e))?
+                .map_err(|payload| IndexError::panic("sync loop", &*payload))?;
+        }
+        if let Some(e) = self.inner.failure.lock().take() {
+            return Err(e);
         }
         match self.inner.status.borrow().error.clone() {
             Some(e) => Err(IndexError::SyncStopped(e)),
@@ -381,9 +438,21 @@ impl Controller {
         }
     }
 
+    /// The database directory.
+    pub fn db_dir(&self) -> &std::path::Path {
+        self.inner.store.path()
+    }
+
     /// The database's size on disk, in bytes.
     pub fn db_size(&self) -> u64 {
         self.inner.store.disk_size()
+    }
+
+    /// Sizes of the database: per column family (SST and memtable bytes, estimated keys),
+    /// on disk, and in memory. Cheap (no file is read); it may block briefly on the
+    /// database engine, so call it from a blocking context in async code.
+    pub fn db_stats(&self) -> DbStats {
+        self.inner.store.db_stats(false)
     }
 
     /// A token cancelled when the controller stops.
@@ -393,10 +462,18 @@ impl Controller {
 }
 
 impl Drop for Controller {
+    /// Stops the sync loop as [`Controller::stop`] does and waits for its thread: after
+    /// this, only [`Index`] handles taken from the controller keep the database open.
     fn drop(&mut self) {
         self.inner.cancel.cancel();
-        if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
+        let state = std::mem::replace(&mut *self.thread.lock(), Lifecycle::Stopped);
+        if let Lifecycle::Running(h) = state {
+            // The sync thread ends without the runtime's help once cancelled (its waits
+            // race the cancellation token), so joining here cannot deadlock, even on the
+            // thread of a current-thread runtime.
+            if h.join().is_err() {
+                tracing::error!("the sync thread panicked");
+            }
         }
     }
 }
@@ -480,6 +557,7 @@ impl SyncLoop {
             self.inner.coin.clone(),
             self.processor.block_count(),
             self.inner.prefetch.clone(),
+            self.inner.poll_interval,
             self.inner.wake.clone(),
             &self.inner.cancel,
         )

@@ -9,12 +9,15 @@
 //! - [`daemon`]: the block source: [`daemon::RpcDaemon`] (JSON-RPC to bitcoind) or
 //!   [`daemon::BlockFileDaemon`] (block files on disk), behind the [`daemon::Daemon`] trait.
 //! - [`parse`]: a zero-copy block parser.
-//! - [`prefetch`]: fetches and parses blocks ahead of indexing.
-//! - [`index`]: the block processor (writes) and [`index::ChainIndex`] (reads).
-//! - [`store`]: the RocksDB layout and the commit protocol.
+//! - [`ChainIndex`] (reads) over the index, implemented by [`Index`].
 //! - [`mempool`]: mirror of the node's mempool (fees, touched scripts, fee histogram).
 //! - [`controller`]: builder-style lifecycle: open, sync, follow the tip, publish events, stop.
 //! - [`stats`]: counters and latency histograms for monitoring.
+//!
+//! The prefetcher (it fetches and parses blocks ahead of indexing), the block processor
+//! and the RocksDB store are private: what an embedder needs of them goes through
+//! [`Controller`] ([`Controller::db_stats`], [`ControllerBuilder::prefetch_options`]) and
+//! [`Index`] ([`Index::open`] for tools that read a database without syncing it).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,16 +47,20 @@ pub mod controller;
 pub mod daemon;
 pub mod error;
 pub mod hash;
-pub mod index;
+mod index;
 pub mod mempool;
 pub mod parse;
-pub mod prefetch;
+mod prefetch;
 pub mod stats;
-pub mod store;
+mod store;
 
 pub use coin::{Coin, CoinParams, Network};
 pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncProgress, SyncStatus};
-pub use error::{DaemonError, IndexError, ParseError, SettingError};
+pub use error::{
+    BuildError, DaemonError, DbError, IndexError, LifecycleError, ParseError, SettingError,
+};
 pub use hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
 pub use index::{ChainIndex, HistoryItem, Index, Utxo};
 pub use mempool::{Mempool, MempoolEntry, MempoolUpdate};
+pub use prefetch::PrefetchOptions;
+pub use store::{CfStats, DbStats, StoreOptions};

@@ -88,6 +88,7 @@ const RECENT: usize = 50;
 
 /// What a refresh changed.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct MempoolUpdate {
     /// Scripts whose mempool history changed.
     pub touched: HashSet<HashX>,
@@ -105,6 +106,7 @@ pub struct MempoolUpdate {
 
 /// Summary numbers of the mempool.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct MempoolInfo {
     /// Transactions.
     pub count: usize,
@@ -180,7 +182,7 @@ impl Mempool {
         let (index, coin) = (self.index.clone(), self.coin.clone());
         let prepared = tokio::task::spawn_blocking(move || prepare(&*index, &coin, fetched))
             .await
-            .map_err(|e| IndexError::Task(format!("mempool refresh: {e}")))??;
+            .map_err(|e| IndexError::join("mempool refresh", e))??;
         let mut st = self.state.write();
         let gone: Vec<Txid> = st
             .txs

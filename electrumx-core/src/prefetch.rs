@@ -15,7 +15,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// What the prefetcher delivers, in order.
-pub enum Prefetched {
+pub(crate) enum Prefetched {
     /// The next block. The permit returns its bytes to the budget when dropped.
     Block(PreparedBlock, OwnedSemaphorePermit),
     /// Every block up to this height (the node's tip) has been delivered.
@@ -24,8 +24,11 @@ pub enum Prefetched {
     Failed(IndexError),
 }
 
-/// Tuning of the prefetcher.
+/// Tuning of the prefetcher ([`crate::ControllerBuilder::prefetch_options`]); start from
+/// `PrefetchOptions::default()` and change the fields wanted. The poll interval at the
+/// tip is a setting of its own ([`crate::ControllerBuilder::poll_interval`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PrefetchOptions {
     /// Bytes of fetched blocks (parsed, with their lists) held ahead of indexing.
     pub memory_budget: usize,
@@ -33,8 +36,6 @@ pub struct PrefetchOptions {
     pub max_blocks_per_request: u32,
     /// Requests in flight at once.
     pub concurrent_requests: usize,
-    /// Poll interval once caught up (`DAEMON_POLL_INTERVAL_BLOCKS`).
-    pub poll_interval: Duration,
 }
 
 impl Default for PrefetchOptions {
@@ -43,15 +44,15 @@ impl Default for PrefetchOptions {
             memory_budget: 64 << 20,
             max_blocks_per_request: 100,
             concurrent_requests: 2,
-            poll_interval: Duration::from_secs(5),
         }
     }
 }
 
 /// A running prefetcher; dropping it stops the task.
-pub struct Prefetcher {
+pub(crate) struct Prefetcher {
     rx: mpsc::Receiver<Prefetched>,
     cancel: CancellationToken,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Prefetcher {
@@ -61,13 +62,16 @@ impl Drop for Prefetcher {
 }
 
 impl Prefetcher {
-    /// Starts fetching from `start_height` on `runtime`. `wake` cuts a poll wait short.
-    pub fn start(
+    /// Starts fetching from `start_height` on `runtime`, polling every `poll_interval` once
+    /// at the tip. `wake` cuts a poll wait short.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
         runtime: &tokio::runtime::Handle,
         daemon: Arc<dyn Daemon>,
         coin: CoinParams,
         start_height: u32,
         opts: PrefetchOptions,
+        poll_interval: Duration,
         wake: Arc<Notify>,
         parent: &CancellationToken,
     ) -> Prefetcher {
@@ -77,6 +81,7 @@ impl Prefetcher {
             daemon,
             coin,
             opts,
+            poll_interval,
             tx,
             wake,
             cancel: cancel.clone(),
@@ -90,17 +95,28 @@ impl Prefetcher {
                 }
             }
         });
-        Prefetcher { rx, cancel }
+        Prefetcher {
+            rx,
+            cancel,
+            runtime: runtime.clone(),
+        }
     }
 
-    /// The next item, waiting for it; `None` once the prefetcher stopped.
-    pub fn blocking_next(&mut self) -> Option<Prefetched> {
-        self.rx.blocking_recv()
-    }
-
-    /// The next item (async form).
-    pub async fn next(&mut self) -> Option<Prefetched> {
-        self.rx.recv().await
+    /// The next item, waiting for it (from a thread outside the runtime); `None` once the
+    /// prefetcher stopped or was cancelled. A cancellation ends the wait even when the
+    /// runtime's threads are all blocked (a `Controller` dropped on a current-thread
+    /// runtime joins the sync thread there), which a wait for the task to end would not.
+    pub(crate) fn blocking_next(&mut self) -> Option<Prefetched> {
+        let (rx, cancel) = (&mut self.rx, &self.cancel);
+        // Neither the channel nor the token needs the runtime's drivers: `Handle::block_on`
+        // completes on any runtime, running or blocked.
+        self.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                item = rx.recv() => item,
+            }
+        })
     }
 }
 
@@ -108,6 +124,7 @@ struct FetchTask {
     daemon: Arc<dyn Daemon>,
     coin: CoinParams,
     opts: PrefetchOptions,
+    poll_interval: Duration,
     tx: mpsc::Sender<Prefetched>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
@@ -140,7 +157,7 @@ impl FetchTask {
                 }
                 tokio::select! {
                     _ = self.cancel.cancelled() => return Err(IndexError::ShuttingDown),
-                    _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
                     // Woken on purpose (a block notification, an admin reorg request): say
                     // where the tip is again so the sync loop runs and sees the request.
                     _ = self.wake.notified() => announced_tip = None,
@@ -172,7 +189,7 @@ impl FetchTask {
                     let coin = coin.clone();
                     tokio::task::spawn_blocking(move || prepare(first, hashes, raws, &coin))
                         .await
-                        .map_err(|e| IndexError::Corrupt(format!("parse task: {e}")))?
+                        .map_err(|e| IndexError::join("block parser", e))?
                 })
                 .buffered(self.opts.concurrent_requests.max(1));
             loop {
@@ -213,7 +230,7 @@ fn prepare(
         let block =
             ParsedBlock::parse(raw).map_err(|source| IndexError::Parse { height, source })?;
         if block.hash != hash {
-            return Err(IndexError::Daemon(DaemonError::BadResponse(format!(
+            return Err(IndexError::Daemon(DaemonError::bad_response(format!(
                 "asked for block {hash} at height {height}, got {}",
                 block.hash
             ))));

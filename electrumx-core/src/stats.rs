@@ -74,6 +74,7 @@ impl Histogram {
 
 /// What the node client did since start.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct DaemonStats {
     /// HTTP exchanges with the node (a batch counts once).
     pub requests: u64,

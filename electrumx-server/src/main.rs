@@ -17,8 +17,7 @@ pub static MALLOC_CONF: &[u8; 10] = b"thp:never\0";
 
 use anyhow::Context;
 use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
-use electrumx_core::prefetch::PrefetchOptions;
-use electrumx_core::{Controller, Mempool};
+use electrumx_core::{Controller, Mempool, PrefetchOptions};
 use electrumx_server::admin::local_rpc::{self, AdminContext};
 use electrumx_server::config::{Resolved, Settings};
 use electrumx_server::services::{Protocol, Service};
@@ -46,7 +45,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(settings)) {
+    let result = runtime.block_on(run(settings));
+    // Tasks still holding the controller or the index (sessions, admin services, the
+    // progress bar) end with the runtime, and with them the last handles of the database:
+    // it is closed (a controller dropped without `stop()` flushes first) before the
+    // process exits, on every path but the deliberate `exit_at_once`.
+    runtime.shutdown_timeout(Duration::from_secs(30));
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         eprintln!("electrumx-server: {e:#}");
         std::process::exit(1);
@@ -122,10 +127,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         } else {
             Duration::from_secs(settings.progress_interval)
         })
-        .prefetch_options(PrefetchOptions {
-            memory_budget: (settings.prefetch_mb as usize) << 20,
-            poll_interval: resolved.poll_interval,
-            ..PrefetchOptions::default()
+        .poll_interval(resolved.poll_interval)
+        .prefetch_options({
+            let mut o = PrefetchOptions::default();
+            o.memory_budget = (settings.prefetch_mb as usize) << 20;
+            o
         });
     if let Some(limit) = settings.reorg_limit {
         builder = builder.reorg_limit(limit);

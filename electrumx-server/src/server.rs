@@ -374,7 +374,7 @@ async fn follow_changes(
                     let mut reorg = false;
                     // Take every event already queued in the same round.
                     let mut next = Some(first);
-                    while let Some(IndexEvent::NewTip { height, hash, touched: t, spent_outpoints, reorg_from }) = next {
+                    while let Some(IndexEvent::NewTip { height, hash, touched: t, spent_outpoints, reorg_from, .. }) = next {
                         handled_tip = Some((height, hash));
                         touched.extend(t.iter().copied());
                         pending.outpoints.extend(spent_outpoints.iter().copied());

@@ -31,7 +31,7 @@ pub struct BlockFileDaemon {
 impl BlockFileDaemon {
     /// Scans `dir` and builds the best chain starting at `genesis`.
     pub fn open(dir: &Path, genesis: BlockHash) -> Result<Self, DaemonError> {
-        let io = |e: std::io::Error| DaemonError::Config(format!("{}: {e}", dir.display()));
+        let io = |e: std::io::Error| DaemonError::config_from(dir.display().to_string(), e);
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .flatten()
@@ -99,7 +99,7 @@ impl BlockFileDaemon {
             }
         }
         if !locations.contains_key(&genesis) {
-            return Err(DaemonError::Config(format!(
+            return Err(DaemonError::config(format!(
                 "{}: no genesis block {genesis}",
                 dir.display()
             )));
@@ -156,7 +156,7 @@ fn longest_chain(
 }
 
 fn read_at(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, DaemonError> {
-    let io = |e: std::io::Error| DaemonError::Unavailable(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| DaemonError::unavailable_from(path.display().to_string(), e);
     let mut f = std::fs::File::open(path).map_err(io)?;
     f.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut buf = vec![0u8; len];

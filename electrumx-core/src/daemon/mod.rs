@@ -30,7 +30,7 @@ pub trait Daemon: Send + Sync + 'static {
         hashes
             .into_iter()
             .next()
-            .ok_or_else(|| DaemonError::BadResponse("no best block".into()))
+            .ok_or_else(|| DaemonError::bad_response("no best block"))
     }
 
     /// Hashes of the blocks at heights `first .. first + count` of the node's best chain.

@@ -124,8 +124,10 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Settings of [`RpcDaemon`].
+/// Settings of [`RpcDaemon`]: start from [`RpcDaemonConfig::new`] and change the fields
+/// wanted.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RpcDaemonConfig {
     /// Node endpoints, tried in order; on failure the client fails over to the next.
     pub urls: Vec<DaemonUrl>,
@@ -207,21 +209,22 @@ struct RpcErrorObj {
 /// What one HTTP attempt produced.
 enum Attempt<T> {
     Done(T),
-    Temporary(String),
+    /// A temporary failure ([`DaemonError::Unavailable`]), to retry.
+    Temporary(DaemonError),
 }
 
 impl RpcDaemon {
     /// Builds a client; `cancel` stops retries on shutdown.
     pub fn new(config: RpcDaemonConfig, cancel: CancellationToken) -> Result<Self, DaemonError> {
         if config.urls.is_empty() {
-            return Err(DaemonError::Config("no daemon URL".into()));
+            return Err(DaemonError::config("no daemon URL"));
         }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(if config.reuses_connections() { 16 } else { 0 })
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| DaemonError::Config(e.to_string()))?;
+            .map_err(|e| DaemonError::config_from("cannot build the HTTP client", e))?;
         Ok(RpcDaemon {
             urls: parking_lot::RwLock::new(Arc::new(config.urls.clone())),
             stats: Mutex::new(Default::default()),
@@ -257,7 +260,7 @@ impl RpcDaemon {
     /// Replaces the endpoints and switches to the first (ElectrumX's LocalRPC `daemon_url`).
     pub fn set_urls(&self, urls: Vec<DaemonUrl>) -> Result<(), DaemonError> {
         if urls.is_empty() {
-            return Err(DaemonError::Config("no daemon URL".into()));
+            return Err(DaemonError::config("no daemon URL"));
         }
         tracing::info!(url = ?urls[0], "daemon URLs replaced; now using the first");
         *self.urls.write() = Arc::new(urls);
@@ -293,7 +296,10 @@ impl RpcDaemon {
         let mut cached = self.cookie.lock();
         if reload || cached.is_none() {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                DaemonError::Unavailable(format!("cannot read cookie file {}: {e}", path.display()))
+                DaemonError::unavailable_from(
+                    format!("cannot read cookie file {}", path.display()),
+                    e,
+                )
             })?;
             let (u, p) = text.trim().split_once(':').ok_or_else(|| {
                 DaemonError::Auth(format!("cookie file {} is malformed", path.display()))
@@ -317,7 +323,7 @@ impl RpcDaemon {
             .map_err(|_| DaemonError::Cancelled)?;
         let creds = match self.credentials(reload_cookie) {
             Ok(c) => c,
-            Err(DaemonError::Unavailable(m)) => return Ok(Attempt::Temporary(m)),
+            Err(e @ DaemonError::Unavailable { .. }) => return Ok(Attempt::Temporary(e)),
             Err(e) => return Err(e),
         };
         let ep = self.endpoint();
@@ -334,10 +340,9 @@ impl RpcDaemon {
             Ok(r) => r,
             Err(e) => {
                 self.record(started, false);
-                return Ok(Attempt::Temporary(format!(
-                    "{}: {}",
-                    ep.url,
-                    error_chain(&e)
+                return Ok(Attempt::Temporary(DaemonError::unavailable_from(
+                    ep.url.clone(),
+                    e,
                 )));
             }
         };
@@ -346,10 +351,9 @@ impl RpcDaemon {
         self.record(started, body.is_ok() && status == 200);
         match body {
             Ok(b) => Ok(Attempt::Done((status, b))),
-            Err(e) => Ok(Attempt::Temporary(format!(
-                "{}: reading reply: {}",
-                ep.url,
-                error_chain(&e)
+            Err(e) => Ok(Attempt::Temporary(DaemonError::unavailable_from(
+                format!("{}: reading reply", ep.url),
+                e,
             ))),
         }
     }
@@ -379,8 +383,8 @@ impl RpcDaemon {
                 .enumerate()
                 .map(|(i, p)| json!({"jsonrpc": "1.0", "id": i, "method": method, "params": p}))
                 .collect();
-            let body =
-                serde_json::to_vec(&body).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
+            let body = serde_json::to_vec(&body)
+                .map_err(|e| DaemonError::bad_response_from("encoding a request", e))?;
             let replies = self
                 .send_with_retry(&body, |status, bytes| {
                     parse_batch(status, bytes, chunk.len(), &convert)
@@ -396,7 +400,7 @@ impl RpcDaemon {
         let body = serde_json::to_vec(
             &json!({"jsonrpc": "1.0", "id": 0, "method": method, "params": params}),
         )
-        .map_err(|e| DaemonError::BadResponse(e.to_string()))?;
+        .map_err(|e| DaemonError::bad_response_from("encoding a request", e))?;
         self.send_with_retry(&body, parse_single).await?
     }
 
@@ -435,10 +439,10 @@ impl RpcDaemon {
                         || self.config.cookie_file.is_none()
                     {
                         // Credentials are wrong; the node may still be writing a new cookie.
-                        format!(
+                        DaemonError::unavailable(format!(
                             "{}: authentication rejected (HTTP 401)",
                             self.endpoint().url
-                        )
+                        ))
                     } else {
                         reload_cookie = true;
                         continue;
@@ -451,17 +455,17 @@ impl RpcDaemon {
                         }
                         return Ok(v);
                     }
-                    Err(e) if e.is_temporary() => e.to_string(),
+                    Err(e) if e.is_temporary() => e,
                     Err(e) => return Err(e),
                 },
                 Attempt::Temporary(msg) => msg,
             };
             reload_cookie = false;
-            self.log_failure(&problem);
+            self.log_failure(&crate::error::error_chain(&problem));
             if let Some(limit) = self.config.retry_limit
                 && started.elapsed() >= limit
             {
-                return Err(DaemonError::Unavailable(problem));
+                return Err(problem);
             }
             failures_here += 1;
             if failures_here >= 3 && self.url_count() > 1 {
@@ -484,28 +488,16 @@ impl RpcDaemon {
         params: Value,
     ) -> DaemonResult<T> {
         let raw = self.call(method, params).await?;
-        serde_json::from_str(raw.get())
-            .map_err(|e| DaemonError::BadResponse(format!("{method}: {e}")))
+        serde_json::from_str(raw.get()).map_err(|e| DaemonError::bad_response_from(method, e))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 fn http_error(status: u16, bytes: &[u8]) -> DaemonError {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
     if status >= 500 || status == 0 {
-        DaemonError::Unavailable(format!("HTTP {status}: {text}"))
+        DaemonError::unavailable(format!("HTTP {status}: {text}"))
     } else {
-        DaemonError::BadResponse(format!("HTTP {status}: {text}"))
+        DaemonError::bad_response(format!("HTTP {status}: {text}"))
     }
 }
 
@@ -531,10 +523,11 @@ fn parse_single(
     match serde_json::from_slice::<RpcReply<'_>>(bytes) {
         Ok(reply) => {
             let r = reply_result(&reply).map(|r| r.to_owned());
-            if let Err(e) = &r
-                && e.is_temporary()
-            {
-                return Err(DaemonError::Unavailable(e.to_string()));
+            if let Err(e) = r {
+                return match e.is_temporary() {
+                    true => Err(DaemonError::unavailable_from("the node is not ready", e)),
+                    false => Ok(Err(e)),
+                };
             }
             Ok(r)
         }
@@ -560,7 +553,7 @@ fn parse_batch<T>(
                     message: e.message,
                 };
                 return Err(if err.is_temporary() {
-                    DaemonError::Unavailable(err.to_string())
+                    DaemonError::unavailable_from("the node is not ready", err)
                 } else {
                     err
                 });
@@ -569,7 +562,7 @@ fn parse_batch<T>(
         }
     };
     if replies.len() != n {
-        return Err(DaemonError::BadResponse(format!(
+        return Err(DaemonError::bad_response(format!(
             "batch of {n} got {} replies",
             replies.len()
         )));
@@ -578,22 +571,24 @@ fn parse_batch<T>(
     for reply in replies {
         let id = reply
             .id
-            .ok_or_else(|| DaemonError::BadResponse("batch reply without id".into()))?
+            .ok_or_else(|| DaemonError::bad_response("batch reply without id"))?
             as usize;
         let slot = slots
             .get_mut(id)
-            .ok_or_else(|| DaemonError::BadResponse(format!("batch reply id {id}")))?;
+            .ok_or_else(|| DaemonError::bad_response(format!("batch reply id {id}")))?;
         let r = reply_result(&reply);
-        if let Err(e) = &r
-            && e.is_temporary()
-        {
-            return Err(DaemonError::Unavailable(e.to_string()));
+        if let Err(e) = r {
+            if e.is_temporary() {
+                return Err(DaemonError::unavailable_from("the node is not ready", e));
+            }
+            *slot = Some(Err(e));
+            continue;
         }
         *slot = Some(r.and_then(convert));
     }
     slots
         .into_iter()
-        .map(|s| s.ok_or_else(|| DaemonError::BadResponse("batch reply missing".into())))
+        .map(|s| s.ok_or_else(|| DaemonError::bad_response("batch reply missing")))
         .collect()
 }
 
@@ -602,14 +597,14 @@ fn hex_of(raw: &RawValue) -> Result<Vec<u8>, DaemonError> {
     let inner = s
         .strip_prefix('"')
         .and_then(|x| x.strip_suffix('"'))
-        .ok_or_else(|| DaemonError::BadResponse("expected a hex string".into()))?;
-    const_hex::decode(inner).map_err(|e| DaemonError::BadResponse(format!("bad hex: {e}")))
+        .ok_or_else(|| DaemonError::bad_response("expected a hex string"))?;
+    const_hex::decode(inner).map_err(|e| DaemonError::bad_response_from("bad hex", e))
 }
 
 fn hash_of(raw: &RawValue) -> Result<Hash32, DaemonError> {
-    let s: &str =
-        serde_json::from_str(raw.get()).map_err(|e| DaemonError::BadResponse(e.to_string()))?;
-    Hash32::from_display_hex(s).ok_or_else(|| DaemonError::BadResponse(format!("bad hash {s:?}")))
+    let s: &str = serde_json::from_str(raw.get())
+        .map_err(|e| DaemonError::bad_response_from("expected a hash", e))?;
+    Hash32::from_display_hex(s).ok_or_else(|| DaemonError::bad_response(format!("bad hash {s:?}")))
 }
 
 #[async_trait]
@@ -653,7 +648,7 @@ impl Daemon for RpcDaemon {
         list.iter()
             .map(|s| {
                 Hash32::from_display_hex(s)
-                    .ok_or_else(|| DaemonError::BadResponse(format!("bad txid {s:?}")))
+                    .ok_or_else(|| DaemonError::bad_response(format!("bad txid {s:?}")))
             })
             .collect()
     }
@@ -702,7 +697,7 @@ impl Daemon for RpcDaemon {
         let v: Value = self.typed_call("getnetworkinfo", json!([])).await?;
         v.get("relayfee")
             .and_then(Value::as_f64)
-            .ok_or_else(|| DaemonError::BadResponse("getnetworkinfo without relayfee".into()))
+            .ok_or_else(|| DaemonError::bad_response("getnetworkinfo without relayfee"))
     }
 
     fn stats(&self) -> Option<crate::stats::DaemonStats> {

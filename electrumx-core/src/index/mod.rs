@@ -2,8 +2,8 @@
 
 mod cache;
 mod pending;
-pub mod processor;
-pub mod query;
+pub(crate) mod processor;
+mod query;
 
-pub use processor::{BlockProcessor, PreparedBlock, ProcessorOptions, Touched};
+pub(crate) use processor::{BlockProcessor, PreparedBlock, ProcessorOptions};
 pub use query::{ChainIndex, HistoryItem, Index, Utxo};

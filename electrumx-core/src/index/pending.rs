@@ -166,7 +166,7 @@ impl PendingWrites {
         } = self.sorted(coins);
         let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<FamilyFile>>>| {
             h.join()
-                .map_err(|_| IndexError::Corrupt("flush thread panicked".into()))?
+                .map_err(|payload| IndexError::panic("flush writer", &*payload))?
         };
         std::thread::scope(|scope| {
             let index = scope.spawn(|| {

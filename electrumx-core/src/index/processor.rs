@@ -9,6 +9,7 @@
 use super::cache::{COIN_ENTRY_BYTES, CoinInfo, FastMap, FastSet, OutKey};
 use super::pending::{PendingWrites, SmallWrite};
 use crate::coin::{Coin, CoinParams};
+use crate::error::DbResultExt;
 use crate::error::{IndexError, Result};
 use crate::hash::{BlockHash, HashX, Txid};
 use crate::parse::ParsedBlock;
@@ -207,11 +208,6 @@ impl BlockProcessor {
         })
     }
 
-    /// The store written to.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     /// Records the node's tip height (decides which blocks get undo information).
     pub fn set_daemon_height(&mut self, h: u32) {
         self.daemon_height = self.daemon_height.max(h);
@@ -368,7 +364,7 @@ impl BlockProcessor {
         if let Some(f) = self.inflight.take() {
             f.handle
                 .join()
-                .map_err(|_| IndexError::Corrupt("flush thread panicked".into()))??;
+                .map_err(|payload| IndexError::panic("flush", &*payload))??;
             self.keep_flushed_coins(&f.coins);
         }
         Ok(())
@@ -598,7 +594,7 @@ impl BlockProcessor {
                 }
                 it.next();
             }
-            it.status()?;
+            it.status().db()?;
             let chosen = match candidates.len() {
                 0 => continue, // reported as missing when the input is applied
                 1 => candidates[0],
@@ -725,7 +721,7 @@ impl BlockProcessor {
         let db = store.db();
         let mut records = Vec::new();
         for h in (fork_height + 1..=tip).rev() {
-            match db.get_cf(store.cf(cf::UNDO), keys::height_key(h))? {
+            match db.get_cf(store.cf(cf::UNDO), keys::height_key(h)).db()? {
                 Some(bytes) => records.push((
                     h,
                     UndoRecord::decode(&bytes)
@@ -785,21 +781,23 @@ impl BlockProcessor {
             }
             for c in &rec.created {
                 let outpoint = keys::outpoint_key(&prefix_of(c.txnum)?, c.vout, c.txnum);
-                let hashx =
-                    match restored.get(&(c.txnum, c.vout)) {
-                        Some(h) => *h,
-                        None => {
-                            let v = db.get_cf(store.cf(cf::OUTPOINTS), outpoint)?.ok_or_else(|| {
-                            IndexError::Corrupt(format!(
-                                "undo at {h}: output {}:{} is neither unspent nor spent above",
-                                c.txnum, c.vout
-                            ))
-                        })?;
-                            keys::decode_outpoint_value(&v)
-                                .ok_or_else(|| IndexError::Corrupt("outpoint value".into()))?
-                                .0
-                        }
-                    };
+                let hashx = match restored.get(&(c.txnum, c.vout)) {
+                    Some(h) => *h,
+                    None => {
+                        let v = db
+                            .get_cf(store.cf(cf::OUTPOINTS), outpoint)
+                            .db()?
+                            .ok_or_else(|| {
+                                IndexError::Corrupt(format!(
+                                    "undo at {h}: output {}:{} is neither unspent nor spent above",
+                                    c.txnum, c.vout
+                                ))
+                            })?;
+                        keys::decode_outpoint_value(&v)
+                            .ok_or_else(|| IndexError::Corrupt("outpoint value".into()))?
+                            .0
+                    }
+                };
                 batch.delete_cf(store.cf(cf::OUTPOINTS), outpoint);
                 batch.delete_cf(store.cf(cf::UTXOS), keys::utxo_key(&hashx, c.txnum, c.vout));
                 history_scripts.insert(hashx);
@@ -874,7 +872,7 @@ fn truncate_history(
         batch.delete_cf(cf_handle, k);
         it.next();
     }
-    it.status()?;
+    it.status().db()?;
     it.seek_for_prev(cut);
     if let (Some(k), Some(v)) = (it.key(), it.value())
         && k.starts_with(&hashx.0)
@@ -892,7 +890,7 @@ fn truncate_history(
             batch.put_cf(cf_handle, k, kept);
         }
     }
-    it.status()?;
+    it.status().db()?;
     Ok(())
 }
 
@@ -908,6 +906,11 @@ impl Drop for BlockProcessor {
     /// The index is stopping: a compaction still running is abandoned (it resumes as RocksDB's
     /// own after the next open), so that the database closes promptly.
     fn drop(&mut self) {
+        // A flush still being written (the sync loop failed): waited for, so that no thread
+        // of ours holds the store once the processor is gone.
+        if let Some(f) = self.inflight.take() {
+            let _ = f.handle.join();
+        }
         if let Some(handle) = self.compaction.take() {
             if !handle.is_finished() {
                 self.store.stop_background_work();

@@ -4,6 +4,7 @@
 //! Every query reads one consistent view: the chain state and a RocksDB snapshot taken
 //! together under the chain lock, so a block committed meanwhile is either wholly seen or not.
 
+use crate::error::DbResultExt;
 use crate::error::{IndexError, Result};
 use crate::hash::{BlockHash, HashX, ScriptHash, Txid};
 use crate::parse::HEADER_LEN;
@@ -88,7 +89,8 @@ pub trait ChainIndex: Send + Sync {
     fn unspent_output(&self, txid: &Txid, vout: u32) -> Result<Option<(HashX, u64)>>;
 }
 
-/// [`ChainIndex`] over a [`Store`].
+/// [`ChainIndex`] over the index database; cheap to clone (clones share the open database,
+/// which closes when the controller and every clone are gone).
 #[derive(Clone)]
 pub struct Index {
     store: Arc<Store>,
@@ -125,13 +127,37 @@ impl<'a> View<'a> {
 
 impl Index {
     /// A query handle over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
         Index { store }
     }
 
-    /// The underlying store.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// Opens the index database at `path` for queries, without syncing it (tools, tests;
+    /// an embedder that syncs uses [`crate::Controller::index`]). As at every open, a bulk
+    /// flush cut short by a crash is completed first. The database must not be open
+    /// elsewhere (the engine locks it); it is closed when the last clone of this handle is
+    /// dropped.
+    pub fn open(path: &std::path::Path, coin: &crate::CoinParams) -> Result<Index> {
+        let store = Store::open(path, coin, &crate::StoreOptions::default())?;
+        Ok(Index::new(Arc::new(store)))
+    }
+
+    /// Sizes of the database (cheap: no file is read).
+    pub fn db_stats(&self) -> crate::DbStats {
+        self.store.db_stats(false)
+    }
+
+    /// [`Index::db_stats`] with each family's data, index and filter block bytes (reads
+    /// the table properties of every SST file).
+    pub fn db_stats_detailed(&self) -> crate::DbStats {
+        self.store.db_stats(true)
+    }
+
+    /// Compacts every column family fully, as the compaction after the initial sync does.
+    /// Slow (it rewrites the database); for maintenance tools.
+    pub fn compact(&self) {
+        for name in cf::ALL {
+            self.store.compact_cf(name);
+        }
     }
 
     fn view(&self) -> View<'_> {
@@ -220,7 +246,7 @@ impl Index {
                 break;
             }
         }
-        it.status()?;
+        it.status().db()?;
         Ok(())
     }
 
@@ -259,7 +285,7 @@ impl Index {
             .store
             .db()
             .batched_multi_get_cf_opt(cf, &chunk_keys, true, &ro);
-        let values = values.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let values = values.into_iter().collect::<Result<Vec<_>, _>>().db()?;
         for n in txnums {
             let txid = chunks
                 .binary_search(&(n / keys::TXIDS_PER_CHUNK))
@@ -280,7 +306,7 @@ impl Index {
             candidates.push(keys::txnum_from(&k[keys::TXID_PREFIX_LEN..]));
             it.next();
         }
-        it.status()?;
+        it.status().db()?;
         let total = view.tx_counts.last().copied().unwrap_or(0);
         candidates.retain(|n| *n < total);
         let mut resolved = Vec::new();
@@ -438,7 +464,7 @@ impl ChainIndex for Index {
             }
             it.next();
         }
-        it.status()?;
+        it.status().db()?;
         Ok(n)
     }
 
@@ -464,7 +490,7 @@ impl ChainIndex for Index {
             ));
             it.next();
         }
-        it.status()?;
+        it.status().db()?;
         let mut out = Vec::with_capacity(raw.len());
         let mut txids = Vec::new();
         for (i, chunk) in raw.chunks(TXID_BATCH).enumerate() {
@@ -502,7 +528,7 @@ impl ChainIndex for Index {
             sum = sum.saturating_add(u64::from_le_bytes(v));
             it.next();
         }
-        it.status()?;
+        it.status().db()?;
         Ok(sum)
     }
 
@@ -513,11 +539,15 @@ impl ChainIndex for Index {
         };
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&view.snapshot);
-        let Some(v) = self.store.db().get_cf_opt(
-            self.store.cf(cf::SPENDERS),
-            keys::spender_key(txnum, vout),
-            &ro,
-        )?
+        let Some(v) = self
+            .store
+            .db()
+            .get_cf_opt(
+                self.store.cf(cf::SPENDERS),
+                keys::spender_key(txnum, vout),
+                &ro,
+            )
+            .db()?
         else {
             return Ok(None);
         };
@@ -543,14 +573,16 @@ impl ChainIndex for Index {
                 self.store.cf(cf::SPENDERS),
                 keys::spender_key(txnum, vout),
                 &ro,
-            )?
+            )
+            .db()?
             .is_some()
         {
             return Ok(true);
         }
         let key = keys::outpoint_key(&txid.0, vout, txnum);
         Ok(db
-            .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?
+            .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)
+            .db()?
             .is_some())
     }
 
@@ -565,7 +597,8 @@ impl ChainIndex for Index {
         match self
             .store
             .db()
-            .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)?
+            .get_cf_opt(self.store.cf(cf::OUTPOINTS), key, &ro)
+            .db()?
         {
             Some(v) => {
                 Ok(Some(keys::decode_outpoint_value(&v).ok_or_else(|| {

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod sink;
 
 use crate::coin::CoinParams;
+use crate::error::DbResultExt;
 use crate::error::{IndexError, Result};
 use crate::hash::{BlockHash, Hash32};
 use crate::parse::HEADER_LEN;
@@ -111,14 +112,6 @@ impl ChainState {
             self.tx_counts[height as usize - 1]
         }
     }
-
-    /// Height of the block holding tx number `txnum`, if indexed.
-    pub fn height_of_txnum(&self, txnum: u64) -> Option<u32> {
-        if txnum >= self.tx_count() {
-            return None;
-        }
-        Some(self.tx_counts.partition_point(|&c| c <= txnum) as u32)
-    }
 }
 
 /// The open database plus the shared in-memory chain state.
@@ -142,8 +135,10 @@ pub struct Store {
 /// files a query would have to look at, and the final compaction's fan-in).
 const BULK_MAX_L0_FILES: u64 = 200;
 
-/// Tuning of the database.
+/// Tuning of the database ([`crate::ControllerBuilder::store_options`]); start from
+/// `StoreOptions::default()` and change the fields wanted.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// RocksDB block cache size in bytes.
     pub block_cache_bytes: usize,
@@ -239,11 +234,11 @@ impl Store {
         let cfs = cf::ALL
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).db()?;
         let writer_opts = sink::writer_options(&cache);
         let genesis = coin.genesis_hash.to_display_hex();
         let meta_cf = db.cf_handle(cf::META).expect("meta cf");
-        let meta = match db.get_cf(meta_cf, STATE_KEY)? {
+        let meta = match db.get_cf(meta_cf, STATE_KEY).db()? {
             Some(bytes) => {
                 let st: DbState = serde_json::from_slice(&bytes)
                     .map_err(|e| IndexError::Corrupt(format!("unreadable state record: {e}")))?;
@@ -325,7 +320,7 @@ impl Store {
             ));
             it.next();
         }
-        it.status()?;
+        it.status().db()?;
         if st.headers.len() as u32 != meta.block_count || st.tx_count() != meta.tx_count {
             return Err(IndexError::Corrupt(format!(
                 "state says {} blocks / {} txs, headers give {} / {}",
@@ -386,7 +381,7 @@ impl Store {
         wo.set_sync(sync);
         let mut chain = self.state.write();
         let t0 = std::time::Instant::now();
-        self.db.write_opt(batch, &wo)?;
+        self.db.write_opt(batch, &wo).db()?;
         tracing::debug!(secs = t0.elapsed().as_secs_f64(), "flush: batch written");
         update(&mut chain);
         debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
@@ -458,7 +453,7 @@ impl Store {
         // power loss the state record must be on disk, not only in the page cache.
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
+        self.db.write_opt(batch, &wo).db()?;
         Ok(new_meta)
     }
 
@@ -494,7 +489,7 @@ impl Store {
             &[("compression", "kLZ4Compression")]
         };
         for name in cf::BULK {
-            self.db.set_options_cf(self.cf(name), opts)?;
+            self.db.set_options_cf(self.cf(name), opts).db()?;
         }
         // Compactions during the bulk load (of `outpoints`, and of crowded bulk families)
         // rewrite the bottom level again and again: LZ4 there, ZSTD again once the sync is
@@ -502,7 +497,8 @@ impl Store {
         let bottom = if on { "kLZ4Compression" } else { "kZSTD" };
         for name in cf::ALL {
             self.db
-                .set_options_cf(self.cf(name), &[("bottommost_compression", bottom)])?;
+                .set_options_cf(self.cf(name), &[("bottommost_compression", bottom)])
+                .db()?;
         }
         self.bulk.store(on, std::sync::atomic::Ordering::Release);
         Ok(())
@@ -588,7 +584,8 @@ impl Store {
     pub fn hold_bulk_compactions(&self) -> Result<()> {
         for name in cf::BULK {
             self.db
-                .set_options_cf(self.cf(name), &[("disable_auto_compactions", "true")])?;
+                .set_options_cf(self.cf(name), &[("disable_auto_compactions", "true")])
+                .db()?;
         }
         Ok(())
     }
@@ -654,13 +651,16 @@ impl Store {
         let handles: Vec<_> = cf::ALL.iter().map(|n| self.cf(n)).collect();
         let mut fo = rocksdb::FlushOptions::default();
         fo.set_wait(true);
-        self.db.flush_cfs_opt(&handles, &fo)?;
+        self.db.flush_cfs_opt(&handles, &fo).db()?;
         Ok(())
     }
 
-    /// Per column family: SST bytes on disk and an estimate of the number of keys.
-    pub fn cf_stats(&self) -> Vec<CfStats> {
-        cf::ALL
+    /// Sizes of the database: per column family, SST and memtable bytes and an estimate of
+    /// the number of keys (with `detailed`, also the data, index and filter block bytes of
+    /// its SST files, which reads every file's table properties); the directory's size on
+    /// disk; the memory the engine holds.
+    pub fn db_stats(&self, detailed: bool) -> DbStats {
+        let column_families = cf::ALL
             .iter()
             .map(|name| {
                 let h = self.cf(name);
@@ -671,21 +671,42 @@ impl Store {
                         .flatten()
                         .unwrap_or(0)
                 };
-                CfStats {
+                let mut stats = CfStats {
                     name,
                     sst_bytes: prop("rocksdb.total-sst-files-size"),
                     memtable_bytes: prop("rocksdb.size-all-mem-tables"),
                     keys: prop("rocksdb.estimate-num-keys"),
+                    data_block_bytes: None,
+                    index_block_bytes: None,
+                    filter_block_bytes: None,
+                };
+                if detailed {
+                    let props = self
+                        .db
+                        .property_value_cf(h, "rocksdb.aggregated-table-properties")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    stats.data_block_bytes = table_property(&props, "data block size");
+                    stats.index_block_bytes = table_property(&props, "index block size");
+                    stats.filter_block_bytes = table_property(&props, "filter block size");
                 }
+                stats
             })
-            .collect()
+            .collect();
+        DbStats {
+            column_families,
+            disk_bytes: self.disk_size(),
+            memory_bytes: self.memory_usage(),
+        }
     }
 
     /// The committed txid of `txnum`, if there is one.
     pub fn txid(&self, txnum: u64) -> Result<Option<crate::hash::Txid>> {
         let chunk = self
             .db
-            .get_pinned_cf(self.cf(cf::TXIDS), keys::txids_chunk_key(txnum))?;
+            .get_pinned_cf(self.cf(cf::TXIDS), keys::txids_chunk_key(txnum))
+            .db()?;
         Ok(chunk.and_then(|c| keys::txid_in_chunk(&c, txnum)))
     }
 
@@ -698,7 +719,8 @@ impl Store {
         }
         let chunk = self
             .db
-            .get_pinned_cf(self.cf(cf::TXIDS), keys::txids_chunk_key(base))?
+            .get_pinned_cf(self.cf(cf::TXIDS), keys::txids_chunk_key(base))
+            .db()?
             .ok_or_else(|| IndexError::Corrupt(format!("no txids chunk for tx {base}")))?;
         (base..tx_count)
             .map(|n| keys::txid_in_chunk(&chunk, n))
@@ -746,8 +768,38 @@ impl Store {
     }
 }
 
-/// Size of one column family (see [`Store::cf_stats`]).
+/// One field of RocksDB's aggregated table properties text ("name=value; ..."); field names
+/// may carry a parenthesised detail ("index block size (user-key? 1, ...)").
+fn table_property(props: &str, name: &str) -> Option<u64> {
+    props
+        .split(';')
+        .filter_map(|field| field.split_once('='))
+        .find(|(k, _)| k.trim().starts_with(name))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// Sizes of the index database (see [`crate::Controller::db_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DbStats {
+    /// One entry per column family, always in the same order.
+    pub column_families: Vec<CfStats>,
+    /// Bytes of all files in the database directory (SST files, write-ahead log, manifest).
+    pub disk_bytes: u64,
+    /// Memory the database engine holds: memtables, block cache, table readers.
+    pub memory_bytes: u64,
+}
+
+impl DbStats {
+    /// Bytes in SST files, over all column families.
+    pub fn sst_bytes(&self) -> u64 {
+        self.column_families.iter().map(|c| c.sst_bytes).sum()
+    }
+}
+
+/// Size of one column family of the database (see [`DbStats`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CfStats {
     /// Column family name.
     pub name: &'static str,
@@ -757,4 +809,10 @@ pub struct CfStats {
     pub memtable_bytes: u64,
     /// Estimated number of keys.
     pub keys: u64,
+    /// Bytes of data blocks in its SST files (only in detailed stats).
+    pub data_block_bytes: Option<u64>,
+    /// Bytes of index blocks in its SST files (only in detailed stats).
+    pub index_block_bytes: Option<u64>,
+    /// Bytes of filter blocks in its SST files (only in detailed stats).
+    pub filter_block_bytes: Option<u64>,
 }

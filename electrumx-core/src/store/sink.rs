@@ -13,6 +13,7 @@
 //! before its intent existed are deleted.
 
 use super::{DbState, STATE_KEY, Store, cf};
+use crate::error::DbResultExt;
 use crate::error::{IndexError, Result};
 use rocksdb::{DB, IngestExternalFileOptions, Options, SstFileWriter, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -137,7 +138,7 @@ impl<'s> SstSink<'s> {
             let opts = self.store.writer_options(family);
             let writer = SstFileWriter::create(opts);
             let file = format!("{}-{family}.sst", self.tag);
-            writer.open(self.store.ingest_dir().join(&file))?;
+            writer.open(self.store.ingest_dir().join(&file)).db()?;
             self.open = Some((family, writer));
             self.done.push(FamilyFile {
                 family: family.to_string(),
@@ -149,7 +150,7 @@ impl<'s> SstSink<'s> {
 
     fn close(&mut self) -> Result<()> {
         if let Some((_, mut writer)) = self.open.take() {
-            writer.finish()?;
+            writer.finish().db()?;
         }
         Ok(())
     }
@@ -163,12 +164,12 @@ impl<'s> SstSink<'s> {
 
 impl Sink for SstSink<'_> {
     fn put(&mut self, family: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.writer(family)?.put(key, value)?;
+        self.writer(family)?.put(key, value).db()?;
         Ok(())
     }
 
     fn delete(&mut self, family: &'static str, key: &[u8]) -> Result<()> {
-        self.writer(family)?.delete(key)?;
+        self.writer(family)?.delete(key).db()?;
         Ok(())
     }
 }
@@ -226,7 +227,8 @@ fn ingest(db: &DB, dir: &Path, f: &FamilyFile) -> Result<()> {
     let mut o = IngestExternalFileOptions::default();
     // The file is linked into the database and its name here removed once ingested.
     o.set_move_files(true);
-    db.ingest_external_file_cf_opts(handle, &o, vec![dir.join(&f.file)])?;
+    db.ingest_external_file_cf_opts(handle, &o, vec![dir.join(&f.file)])
+        .db()?;
     Ok(())
 }
 
@@ -266,7 +268,7 @@ pub(super) fn recover(db: &DB, db_path: &Path, committed: DbState) -> Result<DbS
                 .ok_or_else(|| IndexError::Corrupt("no meta column family".into()))?;
             let bytes = serde_json::to_vec(&intent.state).expect("state serializes");
             batch.put_cf(meta, STATE_KEY, bytes);
-            db.write_opt(batch, &wo)?;
+            db.write_opt(batch, &wo).db()?;
             tracing::info!(
                 blocks = intent.state.block_count,
                 files = ingested,

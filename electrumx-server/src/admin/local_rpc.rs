@@ -557,11 +557,12 @@ fn sync(ctx: &AdminContext) -> Value {
 }
 
 async fn db(ctx: &AdminContext) -> Result<Value, RpcError> {
-    let index = ctx.state.index.clone();
-    let stats = tokio::task::spawn_blocking(move || index.store().cf_stats())
+    let controller = ctx.controller.clone();
+    let stats = tokio::task::spawn_blocking(move || controller.db_stats())
         .await
         .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
     let families: BTreeMap<&str, Value> = stats
+        .column_families
         .iter()
         .map(|c| {
             (
@@ -571,8 +572,8 @@ async fn db(ctx: &AdminContext) -> Result<Value, RpcError> {
         })
         .collect();
     Ok(json!({
-        "directory": ctx.state.index.store().path().display().to_string(),
-        "size bytes": ctx.controller.db_size(),
+        "directory": ctx.controller.db_dir().display().to_string(),
+        "size bytes": stats.disk_bytes,
         "column families": families,
     }))
 }

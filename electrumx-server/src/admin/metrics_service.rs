@@ -214,11 +214,9 @@ pub async fn render(ctx: &AdminContext) -> String {
     );
 
     // Database.
-    let index = st.index.clone();
     let controller = ctx.controller.clone();
-    if let Ok((size, cfs)) =
-        tokio::task::spawn_blocking(move || (controller.db_size(), index.store().cf_stats())).await
-    {
+    if let Ok(stats) = tokio::task::spawn_blocking(move || controller.db_stats()).await {
+        let (size, cfs) = (stats.disk_bytes, stats.column_families);
         metric(
             &mut out,
             "electrumx_db_size_bytes",

@@ -55,17 +55,10 @@ mod tests {
 
     #[test]
     fn the_bar_shows_position_rate_and_eta() {
-        let first = SyncProgress {
-            blocks: 1,
-            daemon_height: 1000,
-            ..Default::default()
-        };
-        let now = SyncProgress {
-            blocks: 501,
-            txs: 10_000,
-            daemon_height: 1000,
-            ..Default::default()
-        };
+        let mut first = SyncProgress::default();
+        (first.blocks, first.daemon_height) = (1, 1000);
+        let mut now = SyncProgress::default();
+        (now.blocks, now.txs, now.daemon_height) = (501, 10_000, 1000);
         let line = bar_line(&first, &now, Duration::from_secs(10), 10);
         assert!(
             line.starts_with("[#####-----]  50.0% 500/1,000 50 blk/s 1000 tx/s"),

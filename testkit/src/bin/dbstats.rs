@@ -5,8 +5,7 @@
 //! family fully, as the post-sync compaction does).
 
 use anyhow::{Context, Result};
-use electrumx_core::CoinParams;
-use electrumx_core::store::{Store, StoreOptions, cf};
+use electrumx_core::{CoinParams, Index};
 use std::path::Path;
 
 fn main() -> Result<()> {
@@ -18,49 +17,30 @@ fn main() -> Result<()> {
     let [dir, coin, net] = args else {
         anyhow::bail!("usage: dbstats DB_DIRECTORY COIN NET [--compact]");
     };
-    let coin = CoinParams::from_names(coin, net).map_err(anyhow::Error::msg)?;
-    let store = Store::open(Path::new(dir), &coin, &StoreOptions::default()).context("opening")?;
+    let coin = CoinParams::from_names(coin, net)?;
+    let index = Index::open(Path::new(dir), &coin).context("opening")?;
     if compact {
-        for name in cf::ALL {
-            store.compact_cf(name);
-        }
+        index.compact();
     }
-    let db = store.db();
+    let stats = index.db_stats_detailed();
+    let opt = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
     println!("| column family | SST bytes | keys (estimate) | data blocks | index | filters |");
     println!("|---|---|---|---|---|---|");
-    let mut total = 0u64;
-    for name in cf::ALL {
-        let h = store.cf(name);
-        let size = db
-            .property_int_value_cf(h, "rocksdb.total-sst-files-size")?
-            .unwrap_or(0);
-        let keys = db
-            .property_int_value_cf(h, "rocksdb.estimate-num-keys")?
-            .unwrap_or(0);
-        total += size;
-        let props = db
-            .property_value_cf(h, "rocksdb.aggregated-table-properties")?
-            .unwrap_or_default();
-        let data = table_property(&props, "data block size");
-        let index = table_property(&props, "index block size");
-        let filter = table_property(&props, "filter block size");
-        println!("| {name} | {size} | {keys} | {data} | {index} | {filter} |");
+    for cf in &stats.column_families {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            cf.name,
+            cf.sst_bytes,
+            cf.keys,
+            opt(cf.data_block_bytes),
+            opt(cf.index_block_bytes),
+            opt(cf.filter_block_bytes)
+        );
     }
-    println!("| all SST files | {total} | | | | |");
+    println!("| all SST files | {} | | | | |", stats.sst_bytes());
     println!(
         "files on disk (SST, WAL, manifest): {} bytes",
-        store.disk_size()
+        stats.disk_bytes
     );
     Ok(())
-}
-
-/// One field of RocksDB's aggregated table properties text ("name=value; ..."); field names
-/// may carry a parenthesised detail ("index block size (user-key? 1, ...)").
-fn table_property(props: &str, name: &str) -> String {
-    props
-        .split(';')
-        .filter_map(|field| field.split_once('='))
-        .find(|(k, _)| k.trim().starts_with(name))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "?".into())
 }
