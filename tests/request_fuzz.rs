@@ -152,7 +152,11 @@ fn run(text: &str, version: Option<&str>) -> Option<String> {
     e.rt.block_on(async {
         let mut ctx = SessionCtx::new(1, None);
         let peer = "127.0.0.1:1".parse().unwrap();
-        let entry = e.state.sessions.open(1, Protocol::Tcp, peer, None, Default::default());
+        let (outbox, _inbox) = electrumx_server::protocol::outgoing::queue(16, 1 << 20);
+        let entry = e
+            .state
+            .sessions
+            .open(1, Protocol::Tcp, peer, None, Default::default(), outbox);
         if let Some(v) = version {
             let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["fuzz", v]});
             handle_message(&e.state, &mut ctx, &hello.to_string(), &entry, f64::INFINITY).await;

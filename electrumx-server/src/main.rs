@@ -95,6 +95,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Listening from the start: a signal during start-up is a clean stop, not a kill.
     let mut signals = Signals::new();
     let resolved = settings.resolve().map_err(anyhow::Error::msg)?;
+    // Every part's settings are checked before the index is opened. Servers found on
+    // IRC's channel become candidates of peer discovery.
+    let (irc_peers, mut found) = tokio::sync::mpsc::unbounded_channel();
+    let irc = electrumx_server::discovery::irc::prepare(&settings, &resolved, Some(irc_peers))
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(
         "electrumx-server {} starting: {}, DB_DIRECTORY {}",
         env!("CARGO_PKG_VERSION"),
@@ -188,17 +193,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("no client service in SERVICES: indexing only");
         None
     };
-    // IRC advertising (`IRC`) until `serving` is cancelled; servers found on the channel
-    // become candidates of peer discovery.
-    let (irc_peers, mut found) = tokio::sync::mpsc::unbounded_channel();
-    let irc = electrumx_server::discovery::irc::start(
-        &settings,
-        &resolved,
-        controller.status(),
-        serving.clone(),
-        Some(irc_peers),
-    )
-    .map_err(anyhow::Error::msg)?;
+    // IRC advertising (`IRC`) until `serving` is cancelled.
+    let irc = irc.map(|advertiser| {
+        electrumx_server::discovery::irc::start(advertiser, controller.status(), serving.clone())
+    });
     {
         let peers = state.peers.clone();
         tokio::spawn(async move {

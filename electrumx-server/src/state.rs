@@ -165,7 +165,7 @@ pub struct ServerState {
     /// Recently asked confirmed transactions (`blockchain.transaction.get`).
     pub tx_cache: crate::cache::TxCache,
     /// Live sessions and their counters.
-    pub sessions: crate::admin::registry::SessionRegistry,
+    pub sessions: crate::protocol::registry::SessionRegistry,
     /// Live sessions per client address (`MAX_SESSIONS_PER_IP`).
     pub sessions_per_ip: crate::protocol::netmask::SessionsPerIp,
     /// Request counts, errors and latencies per method.

@@ -12,9 +12,9 @@
 //! at the next `DAEMON_POLL_INTERVAL_BLOCKS`), and extra keys in `getinfo` (`sync`, `db`,
 //! `mempool`).
 
-use crate::admin::registry::{SessionEntry, formatted_time};
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::jsonrpc::{self, Incoming, Params, RpcError, code};
+use crate::protocol::registry::{SessionEntry, formatted_time};
 use crate::protocol::version::server_version;
 use crate::state::ServerState;
 use electrumx_core::daemon::{DaemonUrl, RpcDaemon};
@@ -206,7 +206,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
     let mut with_any = 0;
     let (mut subs_sh, mut subs_txo) = (0, 0);
     for s in &list {
-        let (sh, txo) = st.subs.counts_of(s.id);
+        let (sh, txo) = s.counters.subscription_counts();
         with_sh += (sh > 0) as usize;
         with_txo += (txo > 0) as usize;
         with_any += (sh + txo > 0) as usize;
@@ -265,7 +265,7 @@ fn getinfo(ctx: &AdminContext) -> Value {
     })
 }
 
-fn session_row(st: &ServerState, s: &SessionEntry) -> Value {
+fn session_row(s: &SessionEntry) -> Value {
     let c = &s.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let client: String = s.client.lock().chars().take(17).collect();
@@ -279,7 +279,7 @@ fn session_row(st: &ServerState, s: &SessionEntry) -> Value {
         c.extra_cost(),
         get(&c.pending),
         get(&c.txs_sent),
-        st.subs.count(s.id),
+        s.counters.subscriptions(),
         get(&c.recv_count),
         get(&c.recv_size),
         get(&c.send_count),
@@ -290,13 +290,7 @@ fn session_row(st: &ServerState, s: &SessionEntry) -> Value {
 
 fn sessions(ctx: &AdminContext) -> Value {
     let st = &ctx.state;
-    Value::Array(
-        st.sessions
-            .list()
-            .iter()
-            .map(|s| session_row(st, s))
-            .collect(),
-    )
+    Value::Array(st.sessions.list().iter().map(|s| session_row(s)).collect())
 }
 
 fn groups(ctx: &AdminContext) -> Value {
@@ -319,7 +313,7 @@ fn groups(ctx: &AdminContext) -> Value {
             retained,
             sum(&|s| get(&s.counters.pending)),
             sum(&|s| get(&s.counters.txs_sent)),
-            sum(&|s| st.subs.count(s.id) as u64),
+            sum(&|s| s.counters.subscriptions() as u64),
             sum(&|s| get(&s.counters.recv_count)),
             sum(&|s| get(&s.counters.recv_size)),
             sum(&|s| get(&s.counters.send_count)),
@@ -513,7 +507,7 @@ fn inspect_session(ctx: &AdminContext, p: &Params) -> Result<Value, RpcError> {
         .sessions
         .get(id)
         .ok_or_else(|| RpcError::bad_request(format!("no session with id={id}")))?;
-    let (sh, txo) = ctx.state.subs.counts_of(id);
+    let (sh, txo) = s.counters.subscription_counts();
     let counts: BTreeMap<&str, u64> = s.method_counts.lock().clone().into_iter().collect();
     let c = &s.counters;
     Ok(json!({

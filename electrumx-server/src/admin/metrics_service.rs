@@ -256,7 +256,7 @@ pub async fn render(ctx: &AdminContext) -> String {
     );
     let (mut sh, mut txo) = (0, 0);
     for s in &sessions {
-        let (a, b) = st.subs.counts_of(s.id);
+        let (a, b) = s.counters.subscription_counts();
         sh += a;
         txo += b;
     }

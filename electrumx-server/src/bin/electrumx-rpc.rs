@@ -4,7 +4,7 @@
 //! The port comes from `-p`, else `RPC_PORT`, else 8000.
 
 use clap::{Parser, Subcommand};
-use electrumx_server::admin::registry::formatted_time;
+use electrumx_server::protocol::registry::formatted_time;
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};

@@ -401,18 +401,15 @@ pub fn system_tls_connector() -> Result<TlsConnector, IrcError> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// Starts IRC advertising if `IRC` is on: checks the IRC settings (an error names the
-/// setting at fault), then spawns a task that waits until the index has caught up (so
-/// that what is advertised is being served) and advertises until `shutdown`. Discovered
-/// peers are logged and sent to `peers`; with `None` they are only logged. The task ends
-/// at most 3 s after `shutdown` (after its `QUIT`): await it before exiting.
-pub fn start(
+/// Checks the IRC settings (`None` when `IRC` is off) and prepares the advertiser: call
+/// before the index is opened, so a bad setting stops the start at once. Fails with a
+/// message naming the setting at fault. Discovered peers go to `peers` (with `None` they
+/// are only logged).
+pub fn prepare(
     settings: &Settings,
     resolved: &Resolved,
-    mut status: watch::Receiver<SyncStatus>,
-    shutdown: CancellationToken,
     peers: Option<UnboundedSender<IrcPeer>>,
-) -> Result<Option<JoinHandle<()>>, String> {
+) -> Result<Option<Advertiser>, String> {
     let Some(config) = IrcConfig::from_settings(settings, resolved)? else {
         return Ok(None);
     };
@@ -422,7 +419,18 @@ pub fn start(
         IrcError::Tls(m) => format!("IRC_TLS: {m}"),
         other => format!("IRC: {other}"),
     })?;
-    Ok(Some(tokio::spawn(async move {
+    Ok(Some(advertiser))
+}
+
+/// Spawns a task that waits until the index has caught up (so that what is advertised is
+/// being served) and then advertises until `shutdown`. The task ends at most 3 s after
+/// `shutdown` (after its `QUIT`): await it before exiting.
+pub fn start(
+    advertiser: Advertiser,
+    mut status: watch::Receiver<SyncStatus>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         if !status.borrow().caught_up {
             tracing::info!("IRC: advertising starts once the index has caught up");
         }
@@ -441,7 +449,7 @@ pub fn start(
                 _ = grace => tracing::debug!("IRC: no clean QUIT within {QUIT_GRACE:?}"),
             }
         }
-    })))
+    })
 }
 
 /// A connected byte stream, TCP or TLS.

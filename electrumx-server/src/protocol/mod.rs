@@ -10,6 +10,7 @@ pub mod jsonrpc;
 pub mod method;
 pub mod netmask;
 pub mod outgoing;
+pub mod registry;
 pub mod session;
 pub mod subscriptions;
 pub mod transport;

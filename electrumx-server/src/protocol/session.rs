@@ -6,13 +6,13 @@
 //! the next newline, as in ElectrumX.
 
 use crate::admin::metrics::UNKNOWN_METHOD_LABEL;
-use crate::admin::registry::SessionEntry;
 use crate::methods::{self, After, Reply, SessionCtx};
 use crate::protocol::cost::{SessionCost, Throttle, UNKNOWN_METHOD_COST, error_cost};
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::jsonrpc::{self, Incoming, Request, RpcError, code};
 use crate::protocol::method::Method;
-use crate::protocol::outgoing::{Outbox, Outgoing};
+use crate::protocol::outgoing::Outgoing;
+use crate::protocol::registry::SessionEntry;
 use crate::services::Protocol;
 use crate::state::ServerState;
 use futures_util::StreamExt;
@@ -38,198 +38,36 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (reader, mut writer) = tokio::io::split(stream);
-    let (tx, mut rx) =
+    let (reader, writer) = tokio::io::split(stream);
+    let (outbox, inbox) =
         crate::protocol::outgoing::queue(state.limits.send_queue, state.limits.send_queue_bytes());
     let kill = shutdown.child_token();
-    state.subs.add_session(id, tx.clone(), kill.clone());
     let group = crate::protocol::cost::group_of(peer.ip(), &state.cost);
-    let entry = state.sessions.open(id, protocol, peer, group, kill.clone());
+    let entry = state
+        .sessions
+        .open(id, protocol, peer, group, kill.clone(), outbox);
+    state.subs.add_session(entry.clone());
     let shown = state.log_addr(&peer);
     tracing::debug!(id, peer = %shown, "session opened");
 
-    let writer_kill = kill.clone();
-    let writer_entry = entry.clone();
-    let mut writer_task = tokio::spawn(async move {
-        'session: while let Some(msg) = rx.recv().await {
-            if !write_counted(&mut writer, msg, &writer_entry).await {
-                break;
-            }
-            // Write whatever else is queued before flushing.
-            while let Some(more) = rx.try_recv() {
-                if !write_counted(&mut writer, more, &writer_entry).await {
-                    break 'session;
-                }
-            }
-            if !matches!(
-                tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await,
-                Ok(Ok(()))
-            ) {
-                break;
-            }
-        }
-        writer_kill.cancel();
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
-    });
-
-    let mut lines = LineReader::new(reader, state.limits.max_recv);
-    let mut ctx = SessionCtx::new(id, Some(peer.ip()));
-    let mut cost = SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip());
-    // Requests in progress (after `server.version`, up to the allowed concurrency); their
-    // replies go out as they finish, in any order (clients match them by id).
-    let mut running: FuturesUnordered<BoxFuture<'static, Handled>> = FuturesUnordered::new();
-    let mut allowed = 1usize;
-    // Only requests keep a session alive: blank and oversized lines do not.
-    let mut idle_deadline = tokio::time::Instant::now() + state.limits.session_timeout;
-    loop {
-        let next = tokio::select! {
-            _ = kill.cancelled() => break,
-            Some(done) = running.next(), if !running.is_empty() => {
-                entry.counters.pending.store(running.len() as u64, Ordering::Relaxed);
-                if done.finish(&state, &mut ctx, &mut cost, &entry, &tx).is_break() {
-                    break;
-                }
-                continue;
-            }
-            r = tokio::time::timeout_at(idle_deadline, lines.next_line()),
-                if running.len() < allowed && tx.queued_bytes() <= PAUSE_BYTES => r,
-            // Paused until the writer drains the queue (checked every few milliseconds).
-            _ = tokio::time::sleep(Duration::from_millis(10)),
-                if running.is_empty() && tx.queued_bytes() > PAUSE_BYTES => continue,
-        };
-        let line = match next {
-            Err(_) => {
-                tracing::debug!(id, "session idle too long; closing");
-                break;
-            }
-            Ok(Ok(Line::Eof)) => {
-                // The client is done sending; answer what it asked before leaving.
-                loop {
-                    let done = tokio::select! {
-                        _ = kill.cancelled() => break,
-                        done = running.next() => done,
-                    };
-                    let Some(done) = done else { break };
-                    if done
-                        .finish(&state, &mut ctx, &mut cost, &entry, &tx)
-                        .is_break()
-                    {
-                        break;
-                    }
-                }
-                break;
-            }
-            Ok(Err(_)) => break,
-            Ok(Ok(Line::TooLong)) => {
-                tracing::info!(
-                    id,
-                    "dropping message over {} bytes and re-synchronizing",
-                    state.limits.max_recv
-                );
-                // Paid for like any bad request: its bytes and an error.
-                cost.charge_bytes(state.limits.max_recv);
-                cost.charge(error_cost(code::INVALID_REQUEST));
-                if cost.throttle(state.subs.count(id)) == Throttle::Disconnect {
-                    tracing::info!(id, peer = %shown, "closing session: excessive resource usage");
-                    break;
-                }
-                continue;
-            }
-            Ok(Ok(Line::Text(line))) => line,
-        };
-        if line.trim().is_empty() {
-            cost.charge_bytes(line.len() + 1);
-            continue;
-        }
-        idle_deadline = tokio::time::Instant::now() + state.limits.session_timeout;
-        entry.counters.recv_count.fetch_add(1, Ordering::Relaxed);
-        entry
-            .counters
-            .recv_size
-            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
-        if entry.log_me.load(Ordering::Relaxed) {
-            tracing::info!(id, peer = %shown, "request: {}", truncate(&line, 500));
-        }
-        match cost.throttle(state.subs.count(id)) {
-            Throttle::Proceed => {}
-            Throttle::Sleep(d) => {
-                // Requests already running finish (and send their replies) meanwhile.
-                let sleep = tokio::time::sleep(d);
-                tokio::pin!(sleep);
-                let mut end = false;
-                while !end {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        _ = kill.cancelled() => end = true,
-                        Some(done) = running.next(), if !running.is_empty() => {
-                            end = done.finish(&state, &mut ctx, &mut cost, &entry, &tx).is_break();
-                        }
-                    }
-                }
-                if end {
-                    break;
-                }
-            }
-            Throttle::Disconnect => {
-                tracing::info!(id, peer = %shown, "closing session: excessive resource usage");
-                let err = RpcError::new(code::EXCESSIVE_RESOURCE_USAGE, "excessive resource usage");
-                // Answer the request that went over the limit, by its id if it has one.
-                let req_id = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("id").cloned());
-                let reply = jsonrpc::error_response(&req_id.unwrap_or(Value::Null), &err, true);
-                let _ = tx.push(reply.to_string().into());
-                break;
-            }
-        }
-        allowed = cost.allowed_concurrency(state.limits.initial_concurrent);
-        entry
-            .counters
-            .concurrency
-            .store(allowed as u64, Ordering::Relaxed);
-        if ctx.version.is_none() {
-            // Until the version is negotiated requests go one at a time: the first one sets
-            // what every later one sees.
-            entry.counters.pending.store(1, Ordering::Relaxed);
-            let budget = cost.room(state.subs.count(id));
-            let (reply, after) = handle_message(&state, &mut ctx, &line, &entry, budget).await;
-            entry.counters.pending.store(0, Ordering::Relaxed);
-            if finish_request(
-                &state,
-                &mut ctx,
-                &mut cost,
-                &entry,
-                &tx,
-                line.len(),
-                reply,
-                after,
-            )
-            .is_break()
-            {
-                break;
-            }
-            continue;
-        }
-        let (st, en, mut rctx) = (state.clone(), entry.clone(), ctx.for_request());
-        let budget = cost.room(state.subs.count(id));
-        running.push(Box::pin(async move {
-            let (reply, after) = handle_message(&st, &mut rctx, &line, &en, budget).await;
-            Handled {
-                line_len: line.len(),
-                reply,
-                after,
-                cost: rctx.pending_cost,
-                txs_sent: rctx.pending_txs_sent,
-            }
-        }));
-        entry
-            .counters
-            .pending
-            .store(running.len() as u64, Ordering::Relaxed);
-    }
+    // The writer ends when the session is done (after writing what is queued), or ends
+    // the session when a write fails or stalls.
+    let done = CancellationToken::new();
+    let mut writer_task = tokio::spawn(write_messages(writer, inbox, entry.clone(), done.clone()));
+    let session = Session {
+        ctx: SessionCtx::new(id, Some(peer.ip())),
+        cost: SessionCost::new(state.cost.clone(), state.cost_groups.clone(), id, peer.ip()),
+        lines: LineReader::new(reader, state.limits.max_recv),
+        running: FuturesUnordered::new(),
+        allowed: 1,
+        shown,
+        entry,
+        state,
+    };
+    let state = session.run().await;
     state.subs.remove_session(id);
     state.sessions.close(id);
-    drop(tx);
+    done.cancel();
     // Let queued replies (e.g. the error before a disconnect) go out, briefly: then the
     // writer ends with the session, releasing its queue and the socket.
     if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
@@ -241,69 +79,269 @@ pub async fn serve<S>(
     tracing::debug!(id, "session closed");
 }
 
-/// A request handled alongside others, with what it accrued.
+/// Writes the session's messages until `done` (then what is still queued) or a write fails
+/// or stalls (then the session is ended through its `kill`).
+async fn write_messages<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut inbox: crate::protocol::outgoing::Inbox,
+    entry: Arc<SessionEntry>,
+    done: CancellationToken,
+) {
+    'session: loop {
+        let msg = tokio::select! {
+            msg = inbox.recv() => msg,
+            _ = done.cancelled() => inbox.try_recv(),
+        };
+        let Some(msg) = msg else { break };
+        if !write_counted(&mut writer, msg, &entry).await {
+            break;
+        }
+        // Write whatever else is queued before flushing.
+        while let Some(more) = inbox.try_recv() {
+            if !write_counted(&mut writer, more, &entry).await {
+                break 'session;
+            }
+        }
+        if !matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
+    }
+    entry.kill.cancel();
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
+}
+
+/// A session being served: what it reads, what it has running, what it owes.
+struct Session<R> {
+    state: Arc<ServerState>,
+    /// The session's record (identity, outbox, counters), shared with the registry.
+    entry: Arc<SessionEntry>,
+    /// What requests see of the session (version, client name, pending cost).
+    ctx: SessionCtx,
+    cost: SessionCost,
+    lines: LineReader<R>,
+    /// Requests in progress (after `server.version`, up to `allowed`); their replies go
+    /// out as they finish, in any order (clients match them by id).
+    running: FuturesUnordered<BoxFuture<'static, Handled>>,
+    /// Requests the cost model lets it have in progress.
+    allowed: usize,
+    /// The client's address as logs show it.
+    shown: String,
+}
+
+impl<R: AsyncRead + Unpin> Session<R> {
+    /// Reads and answers requests until the session ends; returns the server's state.
+    async fn run(mut self) -> Arc<ServerState> {
+        let state = self.state.clone();
+        let limits = &state.limits;
+        let kill = self.entry.kill.clone();
+        // Only requests keep a session alive: blank and oversized lines do not.
+        let mut idle_deadline = tokio::time::Instant::now() + limits.session_timeout;
+        loop {
+            let queued = self.entry.outbox.queued_bytes();
+            let next = tokio::select! {
+                _ = kill.cancelled() => break,
+                Some(done) = self.running.next(), if !self.running.is_empty() => {
+                    if self.book(done).is_break() {
+                        break;
+                    }
+                    continue;
+                }
+                r = tokio::time::timeout_at(idle_deadline, self.lines.next_line()),
+                    if self.running.len() < self.allowed && queued <= PAUSE_BYTES => r,
+                // Paused until the writer drains the queue (checked every few milliseconds).
+                _ = tokio::time::sleep(Duration::from_millis(10)),
+                    if self.running.is_empty() && queued > PAUSE_BYTES => continue,
+            };
+            let line = match next {
+                Err(_) => {
+                    tracing::debug!(id = self.ctx.id, "session idle too long; closing");
+                    break;
+                }
+                Ok(Ok(Line::Eof)) => {
+                    // The client is done sending; answer what it asked before leaving.
+                    self.finish_running().await;
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Ok(Ok(Line::TooLong)) => {
+                    if self.too_long().is_break() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Ok(Line::Text(line))) => line,
+            };
+            if line.trim().is_empty() {
+                self.cost.charge_bytes(line.len() + 1);
+                continue;
+            }
+            idle_deadline = tokio::time::Instant::now() + limits.session_timeout;
+            if self.request(line).await.is_break() {
+                break;
+            }
+        }
+        state
+    }
+
+    /// A message over `MAX_RECV` was skipped: paid for like any bad request.
+    fn too_long(&mut self) -> ControlFlow<()> {
+        let max = self.state.limits.max_recv;
+        tracing::info!(
+            id = self.ctx.id,
+            "dropping message over {max} bytes and re-synchronizing"
+        );
+        self.cost.charge_bytes(max);
+        self.cost.charge(error_cost(code::INVALID_REQUEST));
+        if self.cost.throttle(self.entry.counters.subscriptions()) == Throttle::Disconnect {
+            tracing::info!(id = self.ctx.id, peer = %self.shown, "closing session: excessive resource usage");
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Takes one request line: throttled or refused as the cost model says, then run
+    /// alone (before `server.version`) or alongside the others.
+    async fn request(&mut self, line: String) -> ControlFlow<()> {
+        let (state, entry) = (self.state.clone(), self.entry.clone());
+        let counters = self.entry.clone();
+        let c = &counters.counters;
+        c.recv_count.fetch_add(1, Ordering::Relaxed);
+        c.recv_size
+            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+        if entry.log_me.load(Ordering::Relaxed) {
+            tracing::info!(id = self.ctx.id, peer = %self.shown, "request: {}", truncate(&line, 500));
+        }
+        match self.cost.throttle(c.subscriptions()) {
+            Throttle::Proceed => {}
+            // Requests already running finish (and send their replies) meanwhile.
+            Throttle::Sleep(d) => self.serve_running_for(d).await?,
+            Throttle::Disconnect => {
+                tracing::info!(id = self.ctx.id, peer = %self.shown, "closing session: excessive resource usage");
+                let err = RpcError::new(code::EXCESSIVE_RESOURCE_USAGE, "excessive resource usage");
+                // Answer the request that went over the limit, by its id if it has one.
+                let req_id = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
+                let reply = jsonrpc::error_response(&req_id.unwrap_or(Value::Null), &err, true);
+                let _ = entry.outbox.push(reply.to_string().into());
+                return ControlFlow::Break(());
+            }
+        }
+        self.allowed = self
+            .cost
+            .allowed_concurrency(state.limits.initial_concurrent);
+        c.concurrency.store(self.allowed as u64, Ordering::Relaxed);
+        let budget = self.cost.room(c.subscriptions());
+        if self.ctx.version.is_none() {
+            // Until the version is negotiated requests go one at a time: the first one sets
+            // what every later one sees.
+            c.pending.store(1, Ordering::Relaxed);
+            let (reply, after) = handle_message(&state, &mut self.ctx, &line, &entry, budget).await;
+            c.pending.store(0, Ordering::Relaxed);
+            let handled = Handled {
+                line_len: line.len(),
+                reply,
+                after,
+                cost: 0.0,
+                txs_sent: 0,
+            };
+            return self.book(handled);
+        }
+        let mut rctx = self.ctx.for_request();
+        self.running.push(Box::pin(async move {
+            let (reply, after) = handle_message(&state, &mut rctx, &line, &entry, budget).await;
+            Handled {
+                line_len: line.len(),
+                reply,
+                after,
+                cost: rctx.pending_cost,
+                txs_sent: rctx.pending_txs_sent,
+            }
+        }));
+        c.pending
+            .store(self.running.len() as u64, Ordering::Relaxed);
+        ControlFlow::Continue(())
+    }
+
+    /// Books a handled request (its cost, the counters, the version once negotiated) and
+    /// queues its reply; `Break` when the session must end.
+    fn book(&mut self, done: Handled) -> ControlFlow<()> {
+        let entry = &self.entry;
+        let c = &entry.counters;
+        c.pending
+            .store(self.running.len() as u64, Ordering::Relaxed);
+        self.ctx.pending_cost += done.cost;
+        self.ctx.pending_txs_sent += done.txs_sent;
+        self.cost.charge(std::mem::take(&mut self.ctx.pending_cost));
+        self.cost
+            .charge_bytes(done.line_len + done.reply.as_ref().map_or(0, Outgoing::len));
+        c.set_cost(self.cost.cost(c.subscriptions()));
+        c.set_extra_cost(self.cost.last_extra());
+        for _ in 0..std::mem::take(&mut self.ctx.pending_txs_sent) {
+            self.state.sessions.count_tx_sent(entry);
+        }
+        if let Some(v) = self.ctx.version
+            && entry.protocol_version.lock().is_empty()
+        {
+            *entry.client.lock() = self.ctx.client_name.clone();
+            *entry.protocol_version.lock() = v.to_string();
+        }
+        if let Some(reply) = done.reply
+            && entry.outbox.push(reply).is_err()
+        {
+            tracing::info!(id = self.ctx.id, "client not reading its replies; closing");
+            return ControlFlow::Break(());
+        }
+        if done.after == After::Disconnect {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Books the running requests as they finish, until none is left (or the session is
+    /// killed).
+    async fn finish_running(&mut self) {
+        let kill = self.entry.kill.clone();
+        loop {
+            let done = tokio::select! {
+                _ = kill.cancelled() => return,
+                done = self.running.next() => done,
+            };
+            let Some(done) = done else { return };
+            if self.book(done).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Books the running requests as they finish for `d` (a throttled session's pause).
+    async fn serve_running_for(&mut self, d: Duration) -> ControlFlow<()> {
+        let kill = self.entry.kill.clone();
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return ControlFlow::Continue(()),
+                _ = kill.cancelled() => return ControlFlow::Break(()),
+                Some(done) = self.running.next(), if !self.running.is_empty() => self.book(done)?,
+            }
+        }
+    }
+}
+
+/// A handled request, with what it accrued.
 struct Handled {
     line_len: usize,
     reply: Option<Outgoing>,
     after: After,
+    /// Cost accrued by a request run alongside others (one run alone adds its cost to the
+    /// session's context directly).
     cost: f64,
+    /// Transactions it broadcast (likewise).
     txs_sent: u64,
-}
-
-impl Handled {
-    /// Adds what the request accrued to the session's context, then books it.
-    fn finish(
-        self,
-        state: &ServerState,
-        ctx: &mut SessionCtx,
-        cost: &mut SessionCost,
-        entry: &SessionEntry,
-        tx: &Outbox,
-    ) -> ControlFlow<()> {
-        ctx.pending_cost += self.cost;
-        ctx.pending_txs_sent += self.txs_sent;
-        let (len, reply, after) = (self.line_len, self.reply, self.after);
-        finish_request(state, ctx, cost, entry, tx, len, reply, after)
-    }
-}
-
-/// Books a handled request (cost, counters, the version once negotiated) and queues its
-/// reply; `Break` when the session must end.
-#[allow(clippy::too_many_arguments)]
-fn finish_request(
-    state: &ServerState,
-    ctx: &mut SessionCtx,
-    cost: &mut SessionCost,
-    entry: &SessionEntry,
-    tx: &Outbox,
-    line_len: usize,
-    reply: Option<Outgoing>,
-    after: After,
-) -> ControlFlow<()> {
-    let id = ctx.id;
-    cost.charge(std::mem::take(&mut ctx.pending_cost));
-    cost.charge_bytes(line_len + reply.as_ref().map_or(0, Outgoing::len));
-    entry.counters.set_cost(cost.cost(state.subs.count(id)));
-    entry.counters.set_extra_cost(cost.last_extra());
-    for _ in 0..std::mem::take(&mut ctx.pending_txs_sent) {
-        state.sessions.count_tx_sent(entry);
-    }
-    if ctx.version.is_some() && entry.protocol_version.lock().is_empty() {
-        *entry.client.lock() = ctx.client_name.clone();
-        if let Some(v) = ctx.version {
-            *entry.protocol_version.lock() = v.to_string();
-        }
-    }
-    if let Some(reply) = reply
-        && tx.push(reply).is_err()
-    {
-        tracing::info!(id, "client not reading its replies; closing");
-        return ControlFlow::Break(());
-    }
-    if after == After::Disconnect {
-        return ControlFlow::Break(());
-    }
-    ControlFlow::Continue(())
 }
 
 /// Longest the writer may take to write one message (or flush) to a client: a client that

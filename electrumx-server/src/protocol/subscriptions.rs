@@ -3,12 +3,13 @@
 //! outpoints, with the status each was last sent, so a notification goes out only when a
 //! status changed. A session whose queue is full is disconnected.
 
-use crate::protocol::outgoing::Outbox;
+use crate::protocol::registry::SessionEntry;
 use electrumx_core::{HashX, ScriptHash, Txid};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// An outpoint (funding txid, output index).
 pub type Outpoint = (Txid, u32);
@@ -32,9 +33,9 @@ impl ScriptMethod {
     }
 }
 
+/// A session's subscriptions; notifications go out through its record.
 struct SessionSubs {
-    outbox: Outbox,
-    kill: CancellationToken,
+    entry: Arc<SessionEntry>,
     headers: bool,
     scripts: HashMap<ScriptHash, (Option<String>, ScriptMethod)>,
     outpoints: HashMap<Outpoint, Value>,
@@ -42,9 +43,19 @@ struct SessionSubs {
 
 impl SessionSubs {
     fn send(&self, msg: String) {
-        if self.outbox.push(msg.into()).is_err() {
-            self.kill.cancel();
+        if self.entry.outbox.push(msg.into()).is_err() {
+            self.entry.kill.cancel();
         }
+    }
+
+    /// Publishes the counts on the session's record (the cost model and LocalRPC read
+    /// them there, without this registry's lock).
+    fn recount(&self) {
+        let c = &self.entry.counters;
+        c.script_subs
+            .store(self.scripts.len() as u64, Ordering::Relaxed);
+        c.outpoint_subs
+            .store(self.outpoints.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -69,11 +80,11 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// Registers a session; `kill` is cancelled if the session stops reading its messages.
-    pub fn add_session(&self, id: u64, outbox: Outbox, kill: CancellationToken) {
+    /// Registers a session; its `kill` is cancelled if it stops reading its messages.
+    pub fn add_session(&self, entry: Arc<SessionEntry>) {
+        let id = entry.id;
         let subs = SessionSubs {
-            outbox,
-            kill,
+            entry,
             headers: false,
             scripts: HashMap::new(),
             outpoints: HashMap::new(),
@@ -131,6 +142,7 @@ impl Subscriptions {
         }
         if let Some(s) = reg.sessions.get_mut(&id) {
             s.scripts.insert(sh, (status, method));
+            s.recount();
             reg.by_hashx.entry(sh.hashx()).or_default().insert((id, sh));
         }
         true
@@ -139,10 +151,11 @@ impl Subscriptions {
     /// Unsubscribes; true if the session was subscribed.
     pub fn unsubscribe_script(&self, id: u64, sh: &ScriptHash) -> bool {
         let mut reg = self.inner.lock();
-        let was = reg
-            .sessions
-            .get_mut(&id)
-            .is_some_and(|s| s.scripts.remove(sh).is_some());
+        let was = reg.sessions.get_mut(&id).is_some_and(|s| {
+            let was = s.scripts.remove(sh).is_some();
+            s.recount();
+            was
+        });
         if was {
             unlink(&mut reg, id, sh);
         }
@@ -155,6 +168,7 @@ impl Subscriptions {
         let unfunded = is_unfunded(&status);
         if let Some(s) = reg.sessions.get_mut(&id) {
             s.outpoints.insert(op, status);
+            s.recount();
             reg.by_outpoint.entry(op).or_default().insert(id);
             if unfunded {
                 reg.unfunded.insert(op);
@@ -165,10 +179,11 @@ impl Subscriptions {
     /// Unsubscribes an outpoint; true if the session was subscribed.
     pub fn unsubscribe_outpoint(&self, id: u64, op: &Outpoint) -> bool {
         let mut reg = self.inner.lock();
-        let was = reg
-            .sessions
-            .get_mut(&id)
-            .is_some_and(|s| s.outpoints.remove(op).is_some());
+        let was = reg.sessions.get_mut(&id).is_some_and(|s| {
+            let was = s.outpoints.remove(op).is_some();
+            s.recount();
+            was
+        });
         if was {
             unlink_outpoint(&mut reg, id, op);
         }
@@ -186,24 +201,6 @@ impl Subscriptions {
             out.extend(reg.by_outpoint.keys().filter(|op| touched.contains(op)));
         }
         out.into_iter().collect()
-    }
-
-    /// Number of script and outpoint subscriptions of a session.
-    pub fn count(&self, id: u64) -> usize {
-        self.inner
-            .lock()
-            .sessions
-            .get(&id)
-            .map_or(0, |s| s.scripts.len() + s.outpoints.len())
-    }
-
-    /// Script and outpoint subscriptions of one session.
-    pub fn counts_of(&self, id: u64) -> (usize, usize) {
-        self.inner
-            .lock()
-            .sessions
-            .get(&id)
-            .map_or((0, 0), |s| (s.scripts.len(), s.outpoints.len()))
     }
 
     /// The subscribed scripts among `touched`.

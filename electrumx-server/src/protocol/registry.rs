@@ -1,9 +1,12 @@
-//! The live sessions and their counters: what LocalRPC's `sessions`, `groups`, `disconnect`,
-//! `log`, `inspect_session` and `getinfo` report, and what the metrics service exports.
+//! The live sessions, each with its one record ([`SessionEntry`]): identity, the queue of
+//! messages to it, its counters. What LocalRPC's `sessions`, `groups`, `disconnect`, `log`,
+//! `inspect_session` and `getinfo` report, what the metrics service exports, and what the
+//! subscriptions deliver notifications through.
 //!
 //! Sessions update their own counters (atomics, no lock on the request path); the registry's
 //! lock is taken only when a session opens or closes and when an operator asks.
 
+use crate::protocol::outgoing::Outbox;
 use crate::services::Protocol;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +42,10 @@ pub struct SessionCounters {
     cost_bits: AtomicU64,
     /// Cost borne from the session's group, as `f64` bits.
     extra_cost_bits: AtomicU64,
+    /// Scripts subscribed to (kept by [`crate::protocol::subscriptions`]).
+    pub script_subs: AtomicU64,
+    /// Outpoints subscribed to (kept by [`crate::protocol::subscriptions`]).
+    pub outpoint_subs: AtomicU64,
 }
 
 impl SessionCounters {
@@ -62,9 +69,24 @@ impl SessionCounters {
     pub fn extra_cost(&self) -> f64 {
         f64::from_bits(self.extra_cost_bits.load(Ordering::Relaxed))
     }
+
+    /// Script and outpoint subscriptions.
+    pub fn subscription_counts(&self) -> (usize, usize) {
+        (
+            self.script_subs.load(Ordering::Relaxed) as usize,
+            self.outpoint_subs.load(Ordering::Relaxed) as usize,
+        )
+    }
+
+    /// Script and outpoint subscriptions together (what the cost model charges for).
+    pub fn subscriptions(&self) -> usize {
+        let (scripts, outpoints) = self.subscription_counts();
+        scripts + outpoints
+    }
 }
 
-/// One connected client.
+/// One connected client: the one record of a session, shared by its reader, its running
+/// requests, the subscriptions (which notify through its outbox) and the registry.
 #[derive(Debug)]
 pub struct SessionEntry {
     /// Session id (LocalRPC `sessions`, logs).
@@ -85,6 +107,8 @@ pub struct SessionEntry {
     pub log_me: AtomicBool,
     /// Cancelled to close the session.
     pub kill: CancellationToken,
+    /// Its queue of messages (replies and notifications) to the writer.
+    pub outbox: Outbox,
     /// Traffic and request counters.
     pub counters: SessionCounters,
     /// Requests per method.
@@ -146,6 +170,7 @@ impl SessionRegistry {
         peer: SocketAddr,
         group: Option<String>,
         kill: CancellationToken,
+        outbox: Outbox,
     ) -> Arc<SessionEntry> {
         let entry = Arc::new(SessionEntry {
             id,
@@ -157,6 +182,7 @@ impl SessionRegistry {
             protocol_version: Mutex::new(String::new()),
             log_me: AtomicBool::new(self.log_new.load(Ordering::Relaxed)),
             kill,
+            outbox,
             counters: SessionCounters::default(),
             method_counts: Mutex::new(HashMap::new()),
         });
@@ -292,8 +318,17 @@ mod tests {
             peer,
             Some("203.0.113.0/24".into()),
             CancellationToken::new(),
+            crate::protocol::outgoing::queue(1, 1).0,
         );
-        reg.open(2, Protocol::Ssl, peer, None, CancellationToken::new());
+        let outbox = crate::protocol::outgoing::queue(1, 1).0;
+        reg.open(
+            2,
+            Protocol::Ssl,
+            peer,
+            None,
+            CancellationToken::new(),
+            outbox,
+        );
         reg.count_request(&a, "server.ping", false);
         reg.count_request(&a, "server.ping", true);
         assert_eq!(reg.len(), 2);
