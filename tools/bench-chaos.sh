@@ -3,7 +3,7 @@
 # while hostile clients attack, electrumx-server and ElectrumX 2.0.0 side by side on the same
 # regtest node and generated chain. For each attack (the ones of tests/chaos.rs), each server
 # is started afresh on its database, testkit's `chaosbench` runs the probe and the attack for
-# SECONDS (default 20), and the server is stopped; the two servers alternate.
+# SECONDS_PER_ATTACK (default 20), and the server is stopped; the two servers alternate.
 #   tools/bench-chaos.sh [BLOCKS] [TXS_PER_BLOCK] [WALLETS]      (default 500 50 2000)
 # ATTACKS="baseline flood ..." picks attacks; SKIP_OURS=1 / SKIP_ELECTRUMX=1 leave a side out.
 #
