@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// `MAX_RECV` of the environment's server: small, so that oversized lines are cheap to make.
+const MAX_RECV: usize = 4096;
+
 struct Env {
     rt: tokio::runtime::Runtime,
     state: Arc<ServerState>,
@@ -32,7 +35,7 @@ struct Env {
 static ENV: Mutex<Option<Arc<Env>>> = Mutex::new(None);
 
 /// Tests in this file; each holds an [`EnvUser`] while it runs.
-const TESTS: usize = 3;
+const TESTS: usize = 4;
 
 /// Counts a test as finished when dropped; the last one shuts the environment down.
 struct EnvUser;
@@ -97,6 +100,7 @@ fn make_env() -> Env {
         let mut state = ServerState::new(coin, index, mempool, daemon);
         state.limits = Limits {
             max_send: 350_000,
+            max_recv: MAX_RECV,
             ..Limits::default()
         };
         state.script_cache = electrumx_server::cache::ScriptCache::new(100_000);
@@ -219,5 +223,137 @@ fn every_method_with_arbitrary_params_answers() {
         let reply = run(&text, Some(version));
         prop_assert!(reply.is_some());
         assert_wellformed(reply);
+    });
+}
+
+/// A line a client may send in a session.
+#[derive(Clone, Debug)]
+enum Item {
+    /// A request with an id: answered once, with that id.
+    Request(&'static str, Value),
+    /// A request without an id: not answered.
+    Notification,
+    /// A batch of requests: one array reply, one element each.
+    Batch(usize),
+    /// Not JSON, or JSON that is not a request: an error reply (id null).
+    Garbage(String),
+    /// Whitespace only: ignored.
+    Blank,
+    /// Longer than `MAX_RECV`: skipped, not answered.
+    Oversized(usize),
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            ("server.ping", json!([])),
+            ("blockchain.block.header", json!([1])),
+            ("blockchain.headers.subscribe", json!([])),
+            ("blockchain.scripthash.get_balance", json!(["00".repeat(32)])),
+            ("blockchain.transaction.get", json!(["zz"])),
+            ("no.such.method", json!([])),
+        ]).prop_map(|(m, p)| Item::Request(m, p)),
+        1 => Just(Item::Notification),
+        1 => (1usize..5).prop_map(Item::Batch),
+        1 => "[a-z{]{1,20}".prop_map(Item::Garbage),
+        1 => prop::sample::select(vec!["{}", "true", "3", "\"x\""]).prop_map(|g| Item::Garbage(g.into())),
+        1 => " {0,5}".prop_map(|_| Item::Blank),
+        1 => (MAX_RECV + 1..3 * MAX_RECV).prop_map(Item::Oversized),
+    ]
+}
+
+/// A whole session over a socket-like stream, written in arbitrary chunks: every request
+/// with an id is answered exactly once (in any order), batches with one array each,
+/// garbage with a parse error, notifications, blank and oversized lines not at all; when
+/// the client has sent everything, the session answers what it asked and ends, leaving
+/// nothing registered.
+#[test]
+fn a_session_answers_each_request_once_and_ends() {
+    let _user = EnvUser;
+    let e = env();
+    let config = ProptestConfig {
+        cases: 16,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(items in prop::collection::vec(item(), 0..30), chunk in 1usize..5000)| {
+        let mut input = String::new();
+        input.push_str(&json!({"id": "hello", "method": "server.version", "params": ["fuzz", "1.4"]}).to_string());
+        input.push('\n');
+        let mut want_ids = vec![json!("hello")];
+        let (mut want_garbage, mut want_batches) = (0, Vec::new());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Item::Request(m, p) => {
+                    input.push_str(&json!({"jsonrpc": "2.0", "id": i, "method": m, "params": p}).to_string());
+                    want_ids.push(json!(i));
+                }
+                Item::Notification => input.push_str(r#"{"jsonrpc": "2.0", "method": "server.ping"}"#),
+                Item::Batch(n) => {
+                    let reqs: Vec<Value> = (0..*n).map(|k| json!({"jsonrpc": "2.0", "id": k, "method": "server.ping"})).collect();
+                    input.push_str(&Value::from(reqs).to_string());
+                    want_batches.push(*n);
+                }
+                Item::Garbage(g) => {
+                    input.push_str(g);
+                    want_garbage += 1;
+                }
+                Item::Blank => input.push_str("  "),
+                Item::Oversized(n) => input.push_str(&"x".repeat(*n)),
+            }
+            input.push('\n');
+        }
+        let state = e.state.clone();
+        let (mut got_ids, mut got_garbage, mut got_batches) = (Vec::new(), 0, Vec::new());
+        e.rt.block_on(async {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let peer = "127.0.0.1:9".parse().unwrap();
+            let session = tokio::spawn(electrumx_server::protocol::session::serve(
+                state.clone(),
+                server,
+                peer,
+                Protocol::Tcp,
+                99,
+                Default::default(),
+            ));
+            let (rx, mut tx) = tokio::io::split(client);
+            let writer = tokio::spawn(async move {
+                for part in input.as_bytes().chunks(chunk) {
+                    tx.write_all(part).await.unwrap();
+                }
+                tx.shutdown().await.unwrap();
+                tx
+            });
+            let mut lines = tokio::io::BufReader::new(rx).lines();
+            let read = async {
+                while let Some(line) = lines.next_line().await.unwrap() {
+                    let v: Value = serde_json::from_str(&line).expect("replies are JSON");
+                    match v {
+                        Value::Array(a) => got_batches.push(a.len()),
+                        v if v["id"].is_null() => {
+                            // Not JSON, or JSON but not a request.
+                            let code = v["error"]["code"].as_i64();
+                            assert!(matches!(code, Some(-32700 | -32600)), "{v}");
+                            got_garbage += 1;
+                        }
+                        v => got_ids.push(v["id"].clone()),
+                    }
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(60), read)
+                .await
+                .expect("the session ends once the client is done");
+            let _tx = writer.await.unwrap();
+            session.await.unwrap();
+        });
+        prop_assert!(state.sessions.get(99).is_none());
+        let key = |v: &Value| v.to_string();
+        got_ids.sort_by_key(key);
+        want_ids.sort_by_key(key);
+        prop_assert_eq!(got_ids, want_ids);
+        prop_assert_eq!(got_garbage, want_garbage);
+        got_batches.sort();
+        want_batches.sort();
+        prop_assert_eq!(got_batches, want_batches);
     });
 }

@@ -237,9 +237,18 @@ impl Mempool {
 
     /// Net change of a script's balance from mempool transactions (may be negative).
     pub fn balance_delta(&self, hashx: &HashX) -> i64 {
+        self.balance_delta_without(hashx, &[])
+    }
+
+    /// [`Mempool::balance_delta`] leaving out the transactions `excluded` (those a block
+    /// confirmed before the mirror's next refresh dropped them).
+    pub fn balance_delta_without(&self, hashx: &HashX, excluded: &[Txid]) -> i64 {
         let st = self.state.read();
         let mut delta: i64 = 0;
         for txid in st.by_hashx.get(hashx).into_iter().flatten() {
+            if excluded.contains(txid) {
+                continue;
+            }
             let Some(d) = st.txs.get(txid) else { continue };
             for (h, v) in d.outputs.iter().flatten() {
                 if h == hashx {

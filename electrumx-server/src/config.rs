@@ -183,6 +183,17 @@ pub struct Settings {
     #[arg(long, env = "SESSION_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub session_timeout: u64,
 
+    /// Seconds a stopping server (SIGINT, SIGTERM, LocalRPC `stop`) reports itself unready on
+    /// `GET /health` while still serving its sessions, so that a load balancer drains it
+    /// before they close. 0: close at once.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 5)]
+    pub shutdown_grace: u64,
+
+    /// Seconds without an answer from the node after which `GET /health` reports the
+    /// server unready.
+    #[arg(long, env = "HEALTH_NODE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_node_timeout: u64,
+
     /// Seconds one request may take before it fails with "server busy".
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,

@@ -213,6 +213,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     };
+    let server_running = server_task.is_some();
     let serve = async {
         match server_task {
             Some(t) => t.await,
@@ -227,6 +228,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         r = serve => r.and(Err(anyhow::anyhow!("client service ended"))),
     };
+    // Draining: unready on `GET /health` first, so that a load balancer sends no one new;
+    // the established sessions are served for the grace period, then closed.
+    let grace = std::time::Duration::from_secs(settings.shutdown_grace);
+    if outcome.is_ok() && server_running && !grace.is_zero() {
+        state.health.set_draining();
+        tracing::info!(
+            "reporting unready; serving established sessions for {grace:?} before closing"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            sig = signals.next() => tracing::info!("{sig} received: closing now"),
+        }
+    }
     serving.cancel();
     cancel.cancel();
     // LocalRPC and metrics stay up while the index flushes and stops.
@@ -298,6 +312,9 @@ fn server_state(
     state.cost = Arc::new(resolved.cost.clone());
     state.drop_client = resolved.drop_client.clone();
     state.anon_logs = settings.anon_logs;
+    state.health = Arc::new(electrumx_server::admin::health::Health::new(
+        std::time::Duration::from_secs(settings.health_node_timeout),
+    ));
     // Peer discovery: runs with the client services (server::run).
     state.peers = Arc::new(electrumx_server::discovery::peers::PeerManager::new(
         resolved.peers.clone(),

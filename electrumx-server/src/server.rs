@@ -178,7 +178,9 @@ async fn serve(
             .clone()
             .run(Arc::new(state.index.clone()), shutdown.clone()),
     );
+    state.health.set_serving(true);
     shutdown.cancelled().await;
+    state.health.set_serving(false);
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
@@ -408,7 +410,11 @@ async fn follow_changes(
             _ = tick.tick() => {}
             _ = state.mempool_wake.notified() => {}
         }
-        let view = match state.mempool.refresh().await {
+        let refreshed = state.mempool.refresh().await;
+        if refreshed.is_ok() {
+            state.health.node_answered();
+        }
+        let view = match refreshed {
             Ok(Some(u)) => {
                 if !u.touched.is_empty() || !u.outpoints.is_empty() {
                     pending.touched.extend(u.touched);

@@ -168,6 +168,8 @@ pub struct ServerState {
     pub sessions: crate::protocol::registry::SessionRegistry,
     /// Live sessions per client address (`MAX_SESSIONS_PER_IP`).
     pub sessions_per_ip: crate::protocol::netmask::SessionsPerIp,
+    /// Readiness for load balancers (`GET /health`).
+    pub health: Arc<crate::admin::health::Health>,
     /// Request counts, errors and latencies per method.
     pub requests: crate::admin::metrics::RequestMetrics,
     /// `ANON_LOGS`: client addresses are redacted in logs.
@@ -208,6 +210,9 @@ impl ServerState {
             tx_cache: crate::cache::TxCache::new(64 << 20),
             sessions: Default::default(),
             sessions_per_ip: Default::default(),
+            health: Arc::new(crate::admin::health::Health::new(
+                std::time::Duration::from_secs(60),
+            )),
             requests: Default::default(),
             anon_logs: false,
             // 4M hashes: 128 MB at most, a few hundred full blocks.

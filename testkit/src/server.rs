@@ -53,7 +53,9 @@ impl ServerProcess {
         let mut cmd = Command::new(bin);
         cmd.args(args);
         cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // Tests stop servers at once unless they test the drain (their env says so).
+            .env("SHUTDOWN_GRACE", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }

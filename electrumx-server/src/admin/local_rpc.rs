@@ -687,4 +687,28 @@ mod tests {
         assert_eq!(coin_amount(1), "0.00000001");
         assert_eq!(coin_amount(123_456_789_000_000), "1,234,567.89");
     }
+
+    proptest::proptest! {
+        /// Every HTTP request line is recognised (so its connection is closed unrun),
+        /// whatever its method, target and version; and no JSON-RPC request is mistaken
+        /// for one.
+        #[test]
+        fn http_request_lines_are_recognised_and_json_never_is(
+            method in "[A-Z]{1,10}",
+            target in "[!-~]{1,40}",
+            minor in 0u8..3,
+            json_method in "[a-z._]{0,30}",
+        ) {
+            let line = format!("{method} {target} HTTP/1.{minor}");
+            proptest::prop_assert!(is_http_request_line(&line));
+            let request = format!(r#"{{"id": 1, "method": "{json_method}", "params": []}}"#);
+            proptest::prop_assert!(!is_http_request_line(&request));
+        }
+
+        /// Any line at all: classified without a panic.
+        #[test]
+        fn any_line_is_classified(line in "\\PC{0,100}") {
+            let _ = is_http_request_line(&line);
+        }
+    }
 }

@@ -31,7 +31,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminContext>, shutdown: Canc
 async fn answer(mut stream: TcpStream, ctx: &AdminContext) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+    while !head_complete(&head) {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
@@ -47,25 +47,12 @@ async fn answer(mut stream: TcpStream, ctx: &AdminContext) -> std::io::Result<()
             .await;
         }
     }
-    let text = String::from_utf8_lossy(&head);
-    let mut parts = text.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" && method != "HEAD" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        )
-        .await;
-    }
-    match path.split('?').next().unwrap_or("") {
-        "/metrics" => {
-            let body = render(ctx).await;
-            let body = if method == "HEAD" {
+    match route(&head) {
+        Route::Metrics { head_only } => {
+            let body = if head_only {
                 String::new()
             } else {
-                body
+                render(ctx).await
             };
             respond(
                 &mut stream,
@@ -75,16 +62,90 @@ async fn answer(mut stream: TcpStream, ctx: &AdminContext) -> std::io::Result<()
             )
             .await
         }
-        "/" => {
+        Route::Health { head_only } => {
+            let report = ctx.state.health.report(&ctx.controller.status().borrow());
+            let status = if report.ready {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let mut body = report.body.to_string();
+            body.push('\n');
+            let body = if head_only { String::new() } else { body };
+            respond(&mut stream, status, "application/json", &body).await
+        }
+        Route::Live { head_only } => {
+            let body = if head_only {
+                ""
+            } else {
+                "{\"state\":\"alive\"}\n"
+            };
+            respond(&mut stream, "200 OK", "application/json", body).await
+        }
+        Route::Index => {
             respond(
                 &mut stream,
                 "200 OK",
                 "text/plain",
-                "electrumx-rs metrics: see /metrics\n",
+                "electrumx-rs: /metrics, /health (readiness), /health/live (liveness)\n",
             )
             .await
         }
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+        Route::MethodNotAllowed => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET\n",
+            )
+            .await
+        }
+        Route::NotFound => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
+
+/// Whether `head` holds a whole request head (a blank line ends it).
+fn head_complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+/// What an HTTP request asks of the metrics service.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// `GET /metrics` (`HEAD`: the headers only).
+    Metrics { head_only: bool },
+    /// `GET /health`: readiness (200 ready, 503 not, a JSON body saying why).
+    Health { head_only: bool },
+    /// `GET /health/live`: liveness (200 while the process answers).
+    Live { head_only: bool },
+    /// `GET /`.
+    Index,
+    /// Any method but `GET` and `HEAD`.
+    MethodNotAllowed,
+    /// Any other path.
+    NotFound,
+}
+
+/// Routes a request by its head (the request line and headers; any bytes).
+fn route(head: &[u8]) -> Route {
+    let text = String::from_utf8_lossy(head);
+    let mut parts = text.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" && method != "HEAD" {
+        return Route::MethodNotAllowed;
+    }
+    match target.split('?').next().unwrap_or("") {
+        "/metrics" => Route::Metrics {
+            head_only: method == "HEAD",
+        },
+        "/health" | "/health/ready" => Route::Health {
+            head_only: method == "HEAD",
+        },
+        "/health/live" => Route::Live {
+            head_only: method == "HEAD",
+        },
+        "/" => Route::Index,
+        _ => Route::NotFound,
     }
 }
 
@@ -388,4 +449,65 @@ fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn routes_by_method_and_path() {
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\n\r\n"),
+            Route::Metrics { head_only: false }
+        );
+        assert_eq!(
+            route(b"HEAD /metrics?x=1 HTTP/1.0\n\n"),
+            Route::Metrics { head_only: true }
+        );
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::Index);
+        assert_eq!(
+            route(b"GET /health HTTP/1.1\r\n\r\n"),
+            Route::Health { head_only: false }
+        );
+        assert_eq!(
+            route(b"GET /health/live HTTP/1.1\r\n\r\n"),
+            Route::Live { head_only: false }
+        );
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route(b"GET /other HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b""), Route::MethodNotAllowed);
+    }
+
+    proptest! {
+        /// Any bytes: a route, never a panic; only GET and HEAD reach a page.
+        #[test]
+        fn any_head_is_routed(head in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let r = route(&head);
+            let text = String::from_utf8_lossy(&head);
+            let method = text.split_whitespace().next().unwrap_or("");
+            if method != "GET" && method != "HEAD" {
+                prop_assert_eq!(r, Route::MethodNotAllowed);
+            }
+            let _ = head_complete(&head);
+        }
+
+        /// A head is complete once a blank line (CR LF or LF) has come, and not before.
+        #[test]
+        fn head_ends_at_the_blank_line(lines in proptest::collection::vec("[ -~]{1,30}", 0..6), crlf in any::<bool>()) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut head = String::new();
+            for l in &lines {
+                head.push_str(l);
+                head.push_str(eol);
+            }
+            prop_assert!(!head_complete(head.as_bytes()));
+            head.push_str(eol);
+            prop_assert!(head_complete(head.as_bytes()) || lines.is_empty());
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The operator's side: LocalRPC (`electrumx-rpc`), reporting from the session registry,
-//! Prometheus metrics and the `metrics://` service, and the sync progress line.
+//! Prometheus metrics, readiness and liveness, and the `metrics://` service that serves
+//! them; the sync progress line.
 
+pub mod health;
 pub mod local_rpc;
 pub mod metrics;
 pub mod metrics_service;

@@ -3,7 +3,9 @@
 //! history, mempool, UTXOs, subscriptions. Answers come from the per-script caches when
 //! they can, the index otherwise; long lists are written as JSON text directly.
 
-use super::status::{mempool_history, script_status_from, status_cost, status_of};
+use super::status::{
+    confirmed_meanwhile, mempool_history, script_status_from, status_cost, status_of,
+};
 use super::{
     Answer, INLINE_MAX_ITEMS, Reply, ScriptArg, SessionCtx, blocking, index_err, push_int,
 };
@@ -41,7 +43,10 @@ pub async fn balance(state: &Arc<ServerState>, s: ScriptArg) -> Answer {
             .await?
         }
     };
-    let unconfirmed = state.mempool.balance_delta(&hashx);
+    let confirmed_meanwhile = confirmed_meanwhile(state, &hashx);
+    let unconfirmed = state
+        .mempool
+        .balance_delta_without(&hashx, &confirmed_meanwhile);
     Ok(json!({"confirmed": confirmed, "unconfirmed": unconfirmed}).into())
 }
 
@@ -304,7 +309,13 @@ fn utxo_list(state: &ServerState, sh: &ScriptHash, confirmed: &[Utxo]) -> String
             ],
         );
     }
-    for u in state.mempool.utxos(&sh.hashx()) {
+    let confirmed_meanwhile = confirmed_meanwhile(state, &sh.hashx());
+    for u in state
+        .mempool
+        .utxos(&sh.hashx())
+        .into_iter()
+        .filter(|u| !confirmed_meanwhile.contains(&u.txid))
+    {
         w.entry(
             &u.txid,
             &[

@@ -6,7 +6,7 @@ use super::{index_err, push_int};
 use crate::protocol::jsonrpc::RpcError;
 use crate::state::ServerState;
 use bitcoin::hashes::{Hash, HashEngine, sha256};
-use electrumx_core::{ChainIndex, Hash32, HashX, HistoryItem, MempoolEntry, ScriptHash};
+use electrumx_core::{ChainIndex, Hash32, HashX, HistoryItem, MempoolEntry, ScriptHash, Txid};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -140,9 +140,23 @@ impl StatusHasher {
 /// the one the refresh will confirm. The check reads the index only in that window.
 pub(super) fn mempool_history(state: &ServerState, hashx: &HashX) -> Vec<MempoolEntry> {
     let mut entries = state.mempool.history(hashx);
-    if entries.is_empty() || state.mempool.synced_tip() == state.index.tip() {
-        return entries;
-    }
-    entries.retain(|e| !matches!(state.index.tx_position(&e.txid), Ok(Some(_))));
+    let confirmed = confirmed_meanwhile(state, hashx);
+    entries.retain(|e| !confirmed.contains(&e.txid));
     entries
+}
+
+/// A script's mempool transactions that the index has confirmed since the mirror's last
+/// refresh (empty when the mirror is at the index's tip, and then without reading the
+/// index): what answers leave out of the mempool's part.
+pub(super) fn confirmed_meanwhile(state: &ServerState, hashx: &HashX) -> Vec<Txid> {
+    if state.mempool.synced_tip() == state.index.tip() {
+        return Vec::new();
+    }
+    state
+        .mempool
+        .history(hashx)
+        .into_iter()
+        .map(|e| e.txid)
+        .filter(|t| matches!(state.index.tx_position(t), Ok(Some(_))))
+        .collect()
 }

@@ -2,12 +2,13 @@
 //! files change on disk), and WebSocket / secure WebSocket, where each frame carries one
 //! JSON message. A WebSocket connection is bridged to the same line-based session code.
 
+use crate::protocol::framing::{Line, LineReader};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{
     self,
@@ -97,6 +98,9 @@ impl TlsFiles {
 /// a client that stops reading loses its connection after it.
 const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes a WebSocket connection reads at a time.
+const WS_READ_BUFFER: usize = 4096;
+
 /// Runs a WebSocket connection through a line-based duplex pipe: each text frame becomes
 /// one line for the session; each line the session writes becomes one text frame.
 ///
@@ -108,7 +112,10 @@ pub async fn websocket_bridge<S>(stream: S, max_message: usize) -> Option<tokio:
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Electrum messages are small: a 4 KiB read buffer (tungstenite's default is 128 KiB,
+    // zero-filled per connection) keeps an idle WebSocket client at a few KiB.
     let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
@@ -138,8 +145,9 @@ where
     });
     // Lines from the session → frames out.
     tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe_rx).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        // The session's own lines, of any length it writes (MAX_SEND bounds them).
+        let mut lines = LineReader::new(pipe_rx, usize::MAX);
+        while let Ok(Line::Text(line)) = lines.next_line().await {
             match tokio::time::timeout(WS_WRITE_TIMEOUT, ws_tx.send(Message::text(line))).await {
                 Ok(Ok(())) => {}
                 _ => break,
