@@ -1,0 +1,262 @@
+//! Scale-out with the real HAProxy (Debian's `haproxy`, started by the test): two servers
+//! on one regtest node behind it, in TCP mode with `leastconn`, health checks on
+//! `GET /health` and the PROXY protocol v2 (`send-proxy-v2`). Clients connect through
+//! HAProxy from their own addresses; the servers see those addresses, not HAProxy's; a
+//! server that stops is drained by the health check, and new clients are served by the
+//! other with no failed connection.
+
+use anyhow::{Context, Result, bail};
+use electrumx_testkit::chaingen::{ChainGen, GenParams};
+use electrumx_testkit::node::{RegtestNode, free_port};
+use electrumx_testkit::server::{ServerProcess, regtest_env, set_env};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// One server behind the balancer: its client, LocalRPC and metrics ports.
+struct Backend {
+    process: ServerProcess,
+    tcp: u16,
+    rpc: u16,
+    metrics: u16,
+}
+
+fn start_backend(node: &RegtestNode, db: &Path, grace: &str) -> Result<Backend> {
+    let (tcp, rpc, metrics) = (free_port(), free_port(), free_port());
+    let mut env = regtest_env(node, db);
+    set_env(
+        &mut env,
+        "SERVICES",
+        format!("tcp://127.0.0.1:{tcp},rpc://127.0.0.1:{rpc},metrics://127.0.0.1:{metrics}"),
+    );
+    set_env(&mut env, "TRUSTED_PROXIES", "127.0.0.1");
+    set_env(&mut env, "DAEMON_POLL_INTERVAL_MEMPOOL", "200");
+    set_env(&mut env, "SHUTDOWN_GRACE", grace);
+    let mut process = ServerProcess::start(&env)?;
+    process.wait_for_line("listening for clients", 1, Duration::from_secs(120))?;
+    Ok(Backend {
+        process,
+        tcp,
+        rpc,
+        metrics,
+    })
+}
+
+/// HAProxy in the foreground, stopped when dropped.
+struct Haproxy {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `contrib/haproxy.cfg`'s shape, on test ports, with quick checks.
+fn start_haproxy(front: u16, backends: &[&Backend]) -> Result<Haproxy> {
+    let mut cfg = format!(
+        "global\n    maxconn 4000\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+         frontend electrum\n    bind 127.0.0.1:{front}\n    default_backend electrumx\n\
+         backend electrumx\n    balance leastconn\n    option httpchk GET /health\n    http-check expect status 200\n\
+         \x20   default-server inter 300ms fall 2 rise 2 send-proxy-v2\n"
+    );
+    for (i, b) in backends.iter().enumerate() {
+        cfg.push_str(&format!(
+            "    server s{i} 127.0.0.1:{} check port {}\n",
+            b.tcp, b.metrics
+        ));
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let check = Command::new("haproxy").arg("-c").arg("-f").arg(&path).output()?;
+    if !check.status.success() {
+        bail!(
+            "haproxy -c: {}",
+            String::from_utf8_lossy(&check.stderr) + String::from_utf8_lossy(&check.stdout)
+        );
+    }
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting haproxy")?;
+    Ok(Haproxy { child, _dir: dir })
+}
+
+/// `GET path` on a metrics port: the status code.
+fn http_status(port: u16, path: &str) -> Result<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text.split_whitespace().nth(1).context("no status")?;
+    Ok(code.parse()?)
+}
+
+/// One LocalRPC call.
+fn local_rpc(port: u16, method: &str) -> Result<Value> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    writeln!(s, "{}", json!({"id": 1, "method": method, "params": []}))?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)?;
+    let v: Value = serde_json::from_str(&line)?;
+    Ok(v["result"].clone())
+}
+
+/// The client addresses (without ports) of a server's sessions.
+fn session_addresses(rpc: u16) -> Result<Vec<String>> {
+    let rows = local_rpc(rpc, "sessions")?;
+    Ok(rows
+        .as_array()
+        .context("sessions is a list")?
+        .iter()
+        .filter_map(|r| r[2].as_str())
+        .map(|a| a.parse::<SocketAddr>().map(|a| a.ip().to_string()))
+        .collect::<Result<_, _>>()?)
+}
+
+/// A client session from `source` through the balancer.
+struct Client {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    tx: tokio::net::tcp::OwnedWriteHalf,
+    next_id: u64,
+}
+
+impl Client {
+    async fn connect(front: u16, source: &str) -> Result<Client> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{source}:0").parse()?)?;
+        let stream = socket.connect(([127, 0, 0, 1], front).into()).await?;
+        let (rx, tx) = stream.into_split();
+        let mut c = Client {
+            lines: BufReader::new(rx).lines(),
+            tx,
+            next_id: 0,
+        };
+        let v = c.call("server.version", json!(["haproxy-test", "1.4"])).await?;
+        if v[1] != "1.4" {
+            bail!("server.version: {v}");
+        }
+        Ok(c)
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.next_id += 1;
+        let req = json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        self.tx.write_all(format!("{req}\n").as_bytes()).await?;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+                .await
+                .context("no answer")??
+                .context("connection closed")?;
+            let v: Value = serde_json::from_str(&line)?;
+            if v["id"] == json!(self.next_id) {
+                if let Some(e) = v.get("error") {
+                    bail!("{method}: {e}");
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+}
+
+/// A new client through the balancer asks for a header; the answer must be the node's.
+async fn served(front: u16, source: &str, header1: &str) -> Result<()> {
+    let mut c = Client::connect(front, source).await?;
+    let h = c.call("blockchain.block.header", json!([1])).await?;
+    if h != json!(header1) {
+        bail!("header 1: {h}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_behind_haproxy_real_addresses_and_a_drain() -> Result<()> {
+    let node = RegtestNode::start().await?;
+    let mut chain = ChainGen::new(GenParams {
+        seed: 21,
+        txs_per_block: 5,
+        wallets: 20,
+        ..GenParams::default()
+    });
+    chain.mine(&node, 30).await?;
+    let (db_a, db_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut a = start_backend(&node, db_a.path(), "4")?;
+    let b = start_backend(&node, db_b.path(), "0")?;
+    for s in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_status(s.metrics, "/health")? != 200 {
+            if Instant::now() > deadline {
+                bail!("a server never became ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let front = free_port();
+    let _haproxy = start_haproxy(front, &[&a, &b])?;
+    // Both backends pass `rise 2` checks 300 ms apart.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let header1 = {
+        let mut direct = Client::connect(b.tcp, "127.0.0.1").await?;
+        direct.call("blockchain.block.header", json!([1])).await?
+    };
+    let header1 = header1.as_str().context("hex header")?.to_string();
+
+    // Clients from 127.0.0.5: spread over both servers, each of which sees 127.0.0.5.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let mut c = Client::connect(front, "127.0.0.5").await?;
+        c.call("blockchain.headers.subscribe", json!([])).await?;
+        clients.push(c);
+    }
+    let (on_a, on_b) = (session_addresses(a.rpc)?, session_addresses(b.rpc)?);
+    assert_eq!(on_a.len() + on_b.len(), 7, "a: {on_a:?}, b: {on_b:?}");
+    assert!(!on_a.is_empty() && on_b.len() >= 2, "leastconn spreads: {on_a:?} {on_b:?}");
+    assert!(on_a.iter().all(|ip| ip == "127.0.0.5"), "{on_a:?}");
+    // `b` also has the direct client (from 127.0.0.1, without a PROXY header).
+    assert_eq!(on_b.iter().filter(|ip| *ip == "127.0.0.1").count(), 1, "{on_b:?}");
+
+    // Stop `a`: it turns unready at once, the checks take it out of rotation, and every
+    // new client is served by `b`, while `a` still serves its own until its grace ends.
+    a.process.signal("TERM")?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while http_status(a.metrics, "/health")? != 503 {
+        if Instant::now() > deadline {
+            bail!("the stopping server still reports ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // `fall 2` checks 300 ms apart.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = session_addresses(b.rpc)?.len();
+    for _ in 0..10 {
+        served(front, "127.0.0.6", &header1).await?;
+    }
+    // Established sessions on `a` are still served during its grace period.
+    for c in clients.iter_mut() {
+        c.call("server.ping", json!([])).await?;
+    }
+    let status = a.process.wait_exit(Duration::from_secs(30))?;
+    assert!(status.success(), "{status}");
+    // Once `a` is gone, its clients reconnect through the balancer and are served.
+    for _ in 0..5 {
+        served(front, "127.0.0.7", &header1).await?;
+    }
+    assert!(session_addresses(b.rpc)?.len() >= before.min(1));
+    Ok(())
+}
