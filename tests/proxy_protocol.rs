@@ -447,6 +447,16 @@ async fn behind_a_proxy(server: &mut ServerProcess, ca: &str, ports: [u16; 5]) -
     assert_eq!(version(&mut tls_conn, "pp-ssl").await?, "1.4");
     assert_eq!(session_peer(rpc, "pp-ssl")?, "[2001:db8::7]:40003");
 
+    // An IPv4 client of a dual-stack proxy, given as an IPv4-mapped IPv6 address, is the
+    // IPv4 address.
+    let client: SocketAddr = "[::ffff:198.51.100.30]:40009".parse()?;
+    let mut s = connect_from(PROXY_ADDR, tcp).await?;
+    s.write_all(&v1(client, "[::ffff:127.0.0.1]:50001".parse()?))
+        .await?;
+    let mut mapped = BufReader::new(s);
+    assert_eq!(version(&mut mapped, "pp-mapped").await?, "1.4");
+    assert_eq!(session_peer(rpc, "pp-mapped")?, "198.51.100.30:40009");
+
     // WebSocket: the header precedes the HTTP upgrade.
     let client: SocketAddr = "198.51.100.20:40004".parse()?;
     let mut s = connect_from(PROXY_ADDR, ws).await?;

@@ -272,7 +272,11 @@ async fn client_address(
     }
     let client = match crate::protocol::proxy::accept(&mut stream, trusted).await {
         Ok(Origin::Direct | Origin::Header(Header::Local)) => return Some((stream, peer, counted)),
-        Ok(Origin::Header(Header::Proxied { source, .. })) => source,
+        // An IPv4 client of a dual-stack proxy may come as `::ffff:a.b.c.d`: it is the
+        // IPv4 address (its cost group, its cap).
+        Ok(Origin::Header(Header::Proxied { source, .. })) => {
+            std::net::SocketAddr::new(source.ip().to_canonical(), source.port())
+        }
         Err(e @ ProxyError::Io(_)) => {
             tracing::debug!(peer = %state.log_addr(&peer), "{e}; closing connection");
             return None;
