@@ -233,6 +233,13 @@ pub struct Settings {
     )]
     pub sessions_per_ip_exempt: String,
 
+    /// Load balancers (addresses or subnets, comma-separated, e.g. `10.0.0.5,10.1.0.0/16`)
+    /// whose connections to client services may start with a PROXY protocol header (v1 or
+    /// v2, HAProxy's `send-proxy` / `send-proxy-v2`) giving the real client's address; a
+    /// header from any other address closes the connection. Empty (default): none.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
     /// Prefix length grouping IPv4 sessions for costs.
     #[arg(long, env = "SESSION_GROUP_BY_SUBNET_IPV4", default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
     pub session_group_by_subnet_ipv4: u8,
@@ -548,6 +555,8 @@ impl Settings {
             max_sessions_per_ip: self.max_sessions_per_ip as usize,
             per_ip_exempt: crate::protocol::netmask::Cidr::parse_list(&self.sessions_per_ip_exempt)
                 .map_err(|e| format!("SESSIONS_PER_IP_EXEMPT: {e}"))?,
+            trusted_proxies: crate::protocol::netmask::Cidr::parse_list(&self.trusted_proxies)
+                .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?,
         };
         let needs_tls = services.iter().any(|s| {
             matches!(
@@ -829,6 +838,19 @@ mod tests {
         assert!(e.contains("BLACKLIST_URL"), "{e}");
         assert!(parse_bool("Yes").unwrap() && !parse_bool("off").unwrap());
         assert!(parse_bool("flase").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_subnets() {
+        assert!(resolve(&[]).unwrap().limits.trusted_proxies.is_empty());
+        let r = resolve(&[("TRUSTED_PROXIES", "10.0.0.5, 192.168.0.0/16,::1")]).unwrap();
+        let nets = r.limits.trusted_proxies;
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains("192.168.7.7".parse().unwrap()));
+        for bad in ["haproxy.local", "10.0.0.0/40", "10.0.0.5;10.0.0.6"] {
+            let e = resolve(&[("TRUSTED_PROXIES", bad)]).err().unwrap();
+            assert!(e.starts_with("TRUSTED_PROXIES: "), "{e}");
+        }
     }
 
     #[test]

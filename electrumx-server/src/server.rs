@@ -248,6 +248,58 @@ async fn open_session(
     }
 }
 
+/// The client's address for a connection accepted from `peer` (counted under
+/// `MAX_SESSIONS_PER_IP` as `counted`), with the stream past any PROXY header; `None` when
+/// the connection is refused (an untrusted or invalid header, or the real client over
+/// its per-address cap).
+///
+/// Without `TRUSTED_PROXIES` nothing is looked at. Otherwise the connection's first bytes
+/// are peeked at: a header from a trusted proxy is read and its client counted under its
+/// own address; a header from anyone else closes the connection; without one, the
+/// connection is served as it is.
+async fn client_address(
+    state: &ServerState,
+    mut stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    trusted: bool,
+    counted: Option<std::net::IpAddr>,
+) -> Option<(
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    Option<std::net::IpAddr>,
+)> {
+    use crate::protocol::proxy::{Header, Origin, ProxyError};
+    if state.limits.trusted_proxies.is_empty() {
+        return Some((stream, peer, counted));
+    }
+    let client = match crate::protocol::proxy::accept(&mut stream, trusted).await {
+        Ok(Origin::Direct | Origin::Header(Header::Local)) => return Some((stream, peer, counted)),
+        // An IPv4 client of a dual-stack proxy may come as `::ffff:a.b.c.d`: it is the
+        // IPv4 address (its cost group, its cap).
+        Ok(Origin::Header(Header::Proxied { source, .. })) => {
+            std::net::SocketAddr::new(source.ip().to_canonical(), source.port())
+        }
+        Err(e @ ProxyError::Io(_)) => {
+            tracing::debug!(peer = %state.log_addr(&peer), "{e}; closing connection");
+            return None;
+        }
+        Err(e) => {
+            tracing::info!(peer = %state.log_addr(&peer), trusted, "{e}; closing connection");
+            return None;
+        }
+    };
+    tracing::debug!(peer = %state.log_addr(&client), proxy = %state.log_addr(&peer), "client address from a PROXY header");
+    if !state.sessions_per_ip.admit(
+        client.ip(),
+        state.limits.max_sessions_per_ip,
+        &state.limits.per_ip_exempt,
+    ) {
+        tracing::debug!(peer = %state.log_addr(&client), "MAX_SESSIONS_PER_IP reached; refusing connection");
+        return None;
+    }
+    Some((stream, client, Some(client.ip())))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     conn: Conn,
@@ -276,12 +328,20 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        let ip = peer.ip();
-        if !state.sessions_per_ip.admit(
-            ip,
-            state.limits.max_sessions_per_ip,
-            &state.limits.per_ip_exempt,
-        ) {
+        // A trusted proxy is not capped as a client: the address its header names is,
+        // once read. Any other connection is counted under its own address at once.
+        let trusted = state
+            .limits
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(peer.ip()));
+        if !trusted
+            && !state.sessions_per_ip.admit(
+                peer.ip(),
+                state.limits.max_sessions_per_ip,
+                &state.limits.per_ip_exempt,
+            )
+        {
             tracing::debug!(peer = %state.log_addr(&peer), "MAX_SESSIONS_PER_IP reached; refusing connection");
             drop(stream);
             continue;
@@ -292,8 +352,17 @@ async fn accept_loop(
         let (st, count, stop) = (state.clone(), sessions.clone(), shutdown.clone());
         let conn = conn.clone();
         children.spawn(async move {
-            open_session(conn, st.clone(), stream, peer, id, stop).await;
-            st.sessions_per_ip.release(ip);
+            let counted = if trusted { None } else { Some(peer.ip()) };
+            if let Some((stream, client, counted)) =
+                client_address(&st, stream, peer, trusted, counted).await
+            {
+                open_session(conn, st.clone(), stream, client, id, stop).await;
+                if let Some(ip) = counted {
+                    st.sessions_per_ip.release(ip);
+                }
+            } else if let Some(ip) = counted {
+                st.sessions_per_ip.release(ip);
+            }
             count.fetch_sub(1, Ordering::Relaxed);
         });
     }

@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_sessions_per_ip: usize,
     /// Addresses the per-address limit does not apply to (`SESSIONS_PER_IP_EXEMPT`).
     pub per_ip_exempt: Vec<crate::protocol::netmask::Cidr>,
+    /// Addresses whose connections may start with a PROXY header naming the real client
+    /// (`TRUSTED_PROXIES`); empty: no PROXY protocol.
+    pub trusted_proxies: Vec<crate::protocol::netmask::Cidr>,
 }
 
 /// Default `MAX_SESSIONS_PER_IP` (Fulcrum's default is 12; a household or an office behind
@@ -71,6 +74,7 @@ impl Default for Limits {
             initial_concurrent: 10,
             max_sessions_per_ip: DEFAULT_MAX_SESSIONS_PER_IP,
             per_ip_exempt: crate::protocol::netmask::Cidr::loopback(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
