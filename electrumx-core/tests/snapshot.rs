@@ -131,6 +131,20 @@ fn snapshot_of_a_running_controller_seeds_a_resuming_copy() {
         assert_eq!(c.wait_caught_up().await.unwrap(), TIP);
 
         let info = c.snapshot(&snap).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(&snap)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        // Nothing host-specific: no lock file, no info log, only the database's own files.
+        assert!(
+            files.iter().all(|f| f.ends_with(".sst")
+                || f.ends_with(".log")
+                || f == "CURRENT"
+                || f.starts_with("MANIFEST-")
+                || f.starts_with("OPTIONS-")
+                || f == SnapshotInfo::FILE_NAME),
+            "{files:?}"
+        );
         assert_eq!(info.height, TIP);
         assert_eq!(Some((info.height, info.tip_hash)), c.index().tip());
         assert_eq!(info.genesis, coin().genesis_hash);
