@@ -131,7 +131,7 @@ fn snapshot_of_a_running_controller_seeds_a_resuming_copy() {
         assert_eq!(c.wait_caught_up().await.unwrap(), TIP);
 
         let info = c.snapshot(&snap).unwrap();
-        let mut files: Vec<String> = std::fs::read_dir(&snap)
+        let files: Vec<String> = std::fs::read_dir(&snap)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
