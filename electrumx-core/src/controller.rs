@@ -9,10 +9,11 @@ use crate::hash::{BlockHash, HashX, Txid};
 use crate::index::processor::Advance;
 use crate::index::{BlockProcessor, Index, ProcessorOptions};
 use crate::prefetch::{PrefetchOptions, Prefetched, Prefetcher};
+use crate::snapshot::SnapshotInfo;
 use crate::store::{DbStats, Store, StoreOptions};
 use parking_lot::Mutex;
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -453,6 +454,36 @@ impl Controller {
     /// database engine, so call it from a blocking context in async code.
     pub fn db_stats(&self) -> DbStats {
         self.inner.store.db_stats(false)
+    }
+
+    /// Takes a consistent snapshot of the index into `dir` while the controller runs and
+    /// serves: a copy of the database at a block boundary (a RocksDB checkpoint: hard links
+    /// to the database's files when `dir` is on the same filesystem, copies otherwise), plus
+    /// a metadata file ([`SnapshotInfo::FILE_NAME`]) with its height, tip, format, chain and
+    /// the time it was taken. `dir` must not exist, or be an empty directory; its parent
+    /// is created if needed.
+    ///
+    /// The copy is taken between two commits of the sync loop (its next commit waits for
+    /// the copy; queries do not), so it holds exactly the state of one committed block,
+    /// and its state record is read back from the copy to be sure. A server (or controller)
+    /// opened on the directory, or on a copy of it made on another host, checks its format
+    /// and genesis and resumes from its height. A snapshot taken while the compaction that
+    /// ends the initial sync is still running is valid but larger; the server seeded from it
+    /// finishes that compaction.
+    ///
+    /// Fails with [`SnapshotError::TargetExists`](crate::SnapshotError::TargetExists) if `dir` exists and is not an empty
+    /// directory, with [`SnapshotError::InitialSync`](crate::SnapshotError::InitialSync) until the initial sync has caught up
+    /// once (nothing is written then), with [`LifecycleError::Stopped`] after a stop, or
+    /// with the I/O or database error that cut it short (the partial copy is removed).
+    ///
+    /// It blocks for as long as the copy takes (milliseconds with hard links; a copy runs at
+    /// disk speed): call it from a blocking context in async code
+    /// (`tokio::task::spawn_blocking`).
+    pub fn snapshot(&self, dir: impl AsRef<Path>) -> Result<SnapshotInfo> {
+        if matches!(*self.thread.lock(), Lifecycle::Stopped) {
+            return Err(LifecycleError::Stopped.into());
+        }
+        crate::snapshot::take(&self.inner.store, &self.inner.coin, dir.as_ref())
     }
 
     /// A token cancelled when the controller stops.

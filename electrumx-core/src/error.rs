@@ -312,6 +312,29 @@ pub enum IndexError {
     /// A task of the library was cancelled before it finished (its runtime shut down).
     #[error("{0} was cancelled")]
     Cancelled(&'static str),
+    /// A snapshot ([`Controller::snapshot`](crate::Controller::snapshot)) was refused.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Why [`Controller::snapshot`](crate::Controller::snapshot) refused to take a snapshot
+/// (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The target exists and is not an empty directory.
+    #[error("snapshot target {0} already exists and is not an empty directory")]
+    TargetExists(PathBuf),
+    /// The initial sync has not finished: until it has, the database is bulk-loaded in
+    /// steps that a copy could cut in two, so no snapshot is taken.
+    #[error(
+        "the initial sync is still running (indexed height {height:?}); \
+         take a snapshot once the index has caught up with its node"
+    )]
+    InitialSync {
+        /// The committed height so far (`None`: nothing indexed yet).
+        height: Option<u32>,
+    },
 }
 
 /// A setting the library cannot use (`COIN`, `NET`, `DAEMON_URL`); the message names it.

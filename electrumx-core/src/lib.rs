@@ -11,7 +11,8 @@
 //! - [`parse`]: a zero-copy block parser.
 //! - [`ChainIndex`] (reads) over the index, implemented by [`Index`].
 //! - [`mempool`]: mirror of the node's mempool (fees, touched scripts, fee histogram).
-//! - [`controller`]: builder-style lifecycle: open, sync, follow the tip, publish events, stop.
+//! - [`controller`]: builder-style lifecycle: open, sync, follow the tip, publish events, stop;
+//!   consistent snapshots of the index while it runs ([`Controller::snapshot`]).
 //! - [`stats`]: counters and latency histograms for monitoring.
 //!
 //! The prefetcher (it fetches and parses blocks ahead of indexing), the block processor
@@ -51,6 +52,7 @@ mod index;
 pub mod mempool;
 pub mod parse;
 mod prefetch;
+mod snapshot;
 pub mod stats;
 mod store;
 
@@ -58,9 +60,11 @@ pub use coin::{Coin, CoinParams, Network};
 pub use controller::{Controller, ControllerBuilder, IndexEvent, SyncProgress, SyncStatus};
 pub use error::{
     BuildError, DaemonError, DbError, IndexError, LifecycleError, ParseError, SettingError,
+    SnapshotError,
 };
 pub use hash::{BlockHash, Hash32, HashX, ScriptHash, Txid};
 pub use index::{ChainIndex, HistoryItem, Index, Utxo};
 pub use mempool::{Mempool, MempoolEntry, MempoolUpdate};
 pub use prefetch::PrefetchOptions;
+pub use snapshot::SnapshotInfo;
 pub use store::{CfStats, DbStats, StoreOptions};

@@ -129,6 +129,10 @@ pub struct Store {
     crowded: parking_lot::Mutex<Vec<&'static str>>,
     /// SST writer options of the bulk-loaded families ([`sink::SstSink`]).
     writer_opts: Vec<(&'static str, Options)>,
+    /// Held by every commit ([`Store::commit`], [`Store::commit_files`]) and by
+    /// [`Store::checkpoint`]: a checkpoint is taken between two commits, never during one.
+    /// Readers do not take it.
+    commit_gate: parking_lot::Mutex<()>,
 }
 
 /// L0 files one bulk-loaded family may gather before it is compacted anyway (bounds the
@@ -278,6 +282,7 @@ impl Store {
             stopping: std::sync::atomic::AtomicBool::new(false),
             crowded: parking_lot::Mutex::new(Vec::new()),
             writer_opts,
+            commit_gate: parking_lot::Mutex::new(()),
         };
         store.load_chain_state()?;
         if store.meta().first_sync {
@@ -379,6 +384,7 @@ impl Store {
         // do not come this way but as ingested files ([`Store::commit_files`]).
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(sync);
+        let _gate = self.commit_gate.lock();
         let mut chain = self.state.write();
         let t0 = std::time::Instant::now();
         self.db.write_opt(batch, &wo).db()?;
@@ -386,6 +392,55 @@ impl Store {
         update(&mut chain);
         debug_assert_eq!(chain.headers.len() as u32, new_meta.block_count);
         *self.meta.write() = new_meta;
+        Ok(())
+    }
+
+    /// Writes a RocksDB checkpoint of the committed state into `dir` (which must not exist;
+    /// its parent must): hard links to the SST files on the same filesystem, copies
+    /// otherwise, the memtables written out first. It is taken between two commits (the
+    /// commit gate is held, so the sync loop's next commit waits; readers do not), and
+    /// refused during the initial sync, whose flushes are committed in several steps
+    /// (invariant 9). Returns the state record the checkpoint holds (read back from the
+    /// copy) and its tip's hash.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(DbState, BlockHash)> {
+        self.snapshot_allowed()?;
+        let gate = self.commit_gate.lock();
+        // Under the gate no commit is in progress: the state record in the database, the
+        // in-memory copy and the chain state agree, and stay so until it is released.
+        self.snapshot_allowed()?;
+        let meta = self.meta();
+        let tip = *self
+            .state
+            .read()
+            .hashes
+            .last()
+            .ok_or_else(|| IndexError::Corrupt("no tip in a synced index".into()))?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .db()?;
+        drop(gate);
+        // Read the copy's own state record back: it must be the one committed.
+        let copied = read_state(dir)?;
+        if copied != meta {
+            return Err(IndexError::Corrupt(format!(
+                "the checkpoint at {} holds state {copied:?}, expected {meta:?}",
+                dir.display()
+            )));
+        }
+        Ok((meta, tip))
+    }
+
+    /// Fails with [`crate::SnapshotError::InitialSync`] while a snapshot cannot be taken:
+    /// during the initial sync (its first catch-up is not committed yet) or with nothing
+    /// indexed.
+    pub fn snapshot_allowed(&self) -> Result<()> {
+        let meta = self.meta();
+        if meta.first_sync || meta.block_count == 0 {
+            return Err(crate::error::SnapshotError::InitialSync {
+                height: meta.block_count.checked_sub(1),
+            }
+            .into());
+        }
         Ok(())
     }
 
@@ -422,6 +477,7 @@ impl Store {
         new_meta: DbState,
         update: impl FnOnce(&mut ChainState),
     ) -> Result<()> {
+        let _gate = self.commit_gate.lock();
         let mut chain = self.state.write();
         let t0 = std::time::Instant::now();
         let new_meta = self.ingest_files(files, new_meta, None)?;
@@ -766,6 +822,21 @@ impl Store {
         }
         walk(&self.path)
     }
+}
+
+/// The state record of the database at `path`, read from a read-only open of its `meta`
+/// family.
+fn read_state(path: &Path) -> Result<DbState> {
+    let db = DB::open_cf_for_read_only(&Options::default(), path, [cf::META], false).db()?;
+    let meta = db
+        .cf_handle(cf::META)
+        .ok_or_else(|| IndexError::Corrupt("no meta column family".into()))?;
+    let bytes = db
+        .get_cf(meta, STATE_KEY)
+        .db()?
+        .ok_or_else(|| IndexError::Corrupt("no state record".into()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| IndexError::Corrupt(format!("unreadable state record: {e}")))
 }
 
 /// One field of RocksDB's aggregated table properties text ("name=value; ..."); field names

@@ -9,8 +9,8 @@
 //!
 //! Beyond ElectrumX: `sync` (sync progress), `db` (column family sizes), `notify` (poll the
 //! node now: `-blocknotify='electrumx-rpc notify'` makes new blocks known at once instead of
-//! at the next `DAEMON_POLL_INTERVAL_BLOCKS`), and extra keys in `getinfo` (`sync`, `db`,
-//! `mempool`).
+//! at the next `DAEMON_POLL_INTERVAL_BLOCKS`), `snapshot` (a consistent copy of the index
+//! to seed a replica from), and extra keys in `getinfo` (`sync`, `db`, `mempool`).
 
 use crate::protocol::framing::{Line, LineReader};
 use crate::protocol::jsonrpc::{self, Incoming, Params, RpcError, code};
@@ -150,6 +150,7 @@ pub async fn dispatch(ctx: &AdminContext, method: &str, p: &Params) -> Result<Va
             Ok(json!("polling the node for new blocks"))
         }
         "db" => db(ctx).await,
+        "snapshot" => snapshot(ctx, p).await,
         "stop" => {
             tracing::info!("LocalRPC: stop requested");
             ctx.stop.cancel();
@@ -570,6 +571,48 @@ async fn db(ctx: &AdminContext) -> Result<Value, RpcError> {
         "size bytes": stats.disk_bytes,
         "column families": families,
     }))
+}
+
+/// `snapshot DIR`: a consistent copy of the index in `DIR` (an absolute path on the
+/// server's host that does not exist yet, or an empty directory), taken while serving
+/// ([`Controller::snapshot`]), with the known peers (`peers.json`); answers the snapshot's
+/// metadata (its height, tip, format, chain, when, size and time taken).
+async fn snapshot(ctx: &AdminContext, p: &Params) -> Result<Value, RpcError> {
+    let dir = std::path::PathBuf::from(string_arg(p, 0, "dir")?);
+    if !dir.is_absolute() {
+        return Err(RpcError::bad_request(format!(
+            "dir: {} is not an absolute path (it is a directory on the server's host)",
+            dir.display()
+        )));
+    }
+    let controller = ctx.controller.clone();
+    let target = dir.clone();
+    let info = tokio::task::spawn_blocking(move || controller.snapshot(&target))
+        .await
+        .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?
+        .map_err(|e| match e {
+            electrumx_core::IndexError::Snapshot(e) => RpcError::bad_request(e.to_string()),
+            e => RpcError::new(
+                code::INTERNAL_ERROR,
+                format!(
+                    "snapshot failed: {}",
+                    electrumx_core::error::error_chain(&e)
+                ),
+            ),
+        })?;
+    // Known peers are not part of the index, but worth as much to a replica (the file is
+    // written atomically, so a copy is never half-written).
+    let peers = crate::discovery::peers::store::FILE_NAME;
+    let source = ctx.controller.db_dir().join(peers);
+    if source.exists()
+        && let Err(e) = std::fs::copy(&source, dir.join(peers))
+    {
+        tracing::warn!("snapshot: cannot copy {}: {e}", source.display());
+    }
+    let mut answer: Value = serde_json::from_str(&info.to_json())
+        .map_err(|e| RpcError::new(code::INTERNAL_ERROR, e.to_string()))?;
+    answer["directory"] = json!(dir.display().to_string());
+    Ok(answer)
 }
 
 async fn query(ctx: &AdminContext, p: &Params) -> Result<Value, RpcError> {

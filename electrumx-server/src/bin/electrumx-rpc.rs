@@ -21,9 +21,9 @@ struct Cli {
     /// LocalRPC host.
     #[arg(long, default_value = "localhost", global = true)]
     host: String,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 30, global = true)]
-    timeout: u64,
+    /// Seconds to wait for the answer (default 30; 3600 for `snapshot`).
+    #[arg(long, global = true)]
+    timeout: Option<u64>,
     /// Print the raw JSON result instead of tables and lines.
     #[arg(long, global = true)]
     json: bool,
@@ -47,6 +47,13 @@ enum Command {
     Sync,
     /// Database size by column family.
     Db,
+    /// Take a consistent snapshot of the index into DIR (on the server's host; must not
+    /// exist, or be empty) while the server runs, to seed a replica from; prints its
+    /// metadata (height, tip, format).
+    Snapshot {
+        /// The snapshot's directory (a relative path is taken from the current directory).
+        dir: std::path::PathBuf,
+    },
     /// Poll the node for new blocks now; for the node's `-blocknotify` (the block hash
     /// argument is accepted and ignored).
     Notify { block_hash: Option<String> },
@@ -99,6 +106,11 @@ impl Command {
             Command::Peers => ("peers", json!({})),
             Command::Sync => ("sync", json!({})),
             Command::Db => ("db", json!({})),
+            Command::Snapshot { dir } => {
+                // The server resolves paths in its own directory: send an absolute one.
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                ("snapshot", json!({"dir": dir.display().to_string()}))
+            }
             Command::Notify { .. } => ("notify", json!({})),
             Command::Stop => ("stop", json!({})),
             Command::AddPeer { real_name } => ("add_peer", json!({"real_name": real_name})),
@@ -168,7 +180,11 @@ fn call(cli: &Cli, method: &str, params: Value) -> Result<Value, Failure> {
     let addrs = (cli.host.as_str(), cli.port)
         .to_socket_addrs()
         .map_err(|_| Failure::Connect)?;
-    let timeout = Duration::from_secs(cli.timeout.max(1));
+    let default = match method {
+        "snapshot" => 3600,
+        _ => 30,
+    };
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or(default).max(1));
     let mut stream = addrs
         .into_iter()
         .find_map(|a| TcpStream::connect_timeout(&a, timeout).ok())
