@@ -3,7 +3,9 @@
 //! `GET /health` and the PROXY protocol v2 (`send-proxy-v2`). Clients connect through
 //! HAProxy from their own addresses; the servers see those addresses, not HAProxy's; a
 //! server that stops is drained by the health check, and new clients are served by the
-//! other with no failed connection.
+//! others with no failed connection; a third server started from a snapshot of the second,
+//! taken while it served, resumes without a resync, joins the pool, and answers as the
+//! second does.
 
 use anyhow::{Context, Result, bail};
 use electrumx_testkit::chaingen::{ChainGen, GenParams};
@@ -26,7 +28,16 @@ struct Backend {
 }
 
 fn start_backend(node: &RegtestNode, db: &Path, grace: &str) -> Result<Backend> {
-    let (tcp, rpc, metrics) = (free_port(), free_port(), free_port());
+    start_backend_on(node, db, grace, (free_port(), free_port(), free_port()))
+}
+
+/// [`start_backend`] on given (client, LocalRPC, metrics) ports.
+fn start_backend_on(
+    node: &RegtestNode,
+    db: &Path,
+    grace: &str,
+    (tcp, rpc, metrics): (u16, u16, u16),
+) -> Result<Backend> {
     let mut env = regtest_env(node, db);
     set_env(
         &mut env,
@@ -59,25 +70,29 @@ impl Drop for Haproxy {
     }
 }
 
-/// `contrib/haproxy.cfg`'s shape, on test ports, with quick checks.
-fn start_haproxy(front: u16, backends: &[&Backend]) -> Result<Haproxy> {
+/// `contrib/haproxy.cfg`'s shape, on test ports (each server's client and metrics port),
+/// with quick checks.
+fn start_haproxy(front: u16, backends: &[(u16, u16)]) -> Result<Haproxy> {
     let mut cfg = format!(
-        "global\n    maxconn 4000\n\
-         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+        "global\n    maxconn 4000\n    log stderr format raw local0\n\
+         defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
          frontend electrum\n    bind 127.0.0.1:{front}\n    default_backend electrumx\n\
          backend electrumx\n    balance leastconn\n    option httpchk GET /health\n    http-check expect status 200\n\
          \x20   default-server inter 300ms fall 2 rise 2 send-proxy-v2\n"
     );
-    for (i, b) in backends.iter().enumerate() {
+    for (i, (tcp, metrics)) in backends.iter().enumerate() {
         cfg.push_str(&format!(
-            "    server s{i} 127.0.0.1:{} check port {}\n",
-            b.tcp, b.metrics
+            "    server s{i} 127.0.0.1:{tcp} check port {metrics}\n"
         ));
     }
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
-    let check = Command::new("haproxy").arg("-c").arg("-f").arg(&path).output()?;
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .output()?;
     if !check.status.success() {
         bail!(
             "haproxy -c: {}",
@@ -90,7 +105,7 @@ fn start_haproxy(front: u16, backends: &[&Backend]) -> Result<Haproxy> {
         .arg(&path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("haproxy.log"))?)
         .spawn()
         .context("starting haproxy")?;
     Ok(Haproxy { child, _dir: dir })
@@ -109,13 +124,36 @@ fn http_status(port: u16, path: &str) -> Result<u16> {
 
 /// One LocalRPC call.
 fn local_rpc(port: u16, method: &str) -> Result<Value> {
+    local_rpc_with(port, method, json!([]))
+}
+
+fn local_rpc_with(port: u16, method: &str, params: Value) -> Result<Value> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    writeln!(s, "{}", json!({"id": 1, "method": method, "params": []}))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    writeln!(
+        s,
+        "{}",
+        json!({"id": 1, "method": method, "params": params})
+    )?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)?;
     let v: Value = serde_json::from_str(&line)?;
+    if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+        bail!("{method}: {e}");
+    }
     Ok(v["result"].clone())
+}
+
+/// Waits until a server's `GET /health` answers `code`.
+async fn wait_health(metrics: u16, code: u16, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while http_status(metrics, "/health").unwrap_or(0) != code {
+        if Instant::now() > deadline {
+            bail!("/health never answered {code}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// The client addresses (without ports) of a server's sessions.
@@ -148,7 +186,9 @@ impl Client {
             tx,
             next_id: 0,
         };
-        let v = c.call("server.version", json!(["haproxy-test", "1.4"])).await?;
+        let v = c
+            .call("server.version", json!(["haproxy-test", "1.4"]))
+            .await?;
         if v[1] != "1.4" {
             bail!("server.version: {v}");
         }
@@ -162,8 +202,8 @@ impl Client {
         loop {
             let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
                 .await
-                .context("no answer")??
-                .context("connection closed")?;
+                .with_context(|| format!("{method}: no answer"))??
+                .with_context(|| format!("{method}: connection closed"))?;
             let v: Value = serde_json::from_str(&line)?;
             if v["id"] == json!(self.next_id) {
                 if let Some(e) = v.get("error") {
@@ -199,22 +239,24 @@ async fn two_servers_behind_haproxy_real_addresses_and_a_drain() -> Result<()> {
     let mut a = start_backend(&node, db_a.path(), "4")?;
     let b = start_backend(&node, db_b.path(), "0")?;
     for s in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_status(s.metrics, "/health")? != 200 {
-            if Instant::now() > deadline {
-                bail!("a server never became ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_health(s.metrics, 200, Duration::from_secs(30)).await?;
     }
+    // A third server joins later, from a snapshot of `b`: down until it is started.
+    let c_ports = (free_port(), free_port(), free_port());
     let front = free_port();
-    let _haproxy = start_haproxy(front, &[&a, &b])?;
+    let _haproxy = start_haproxy(
+        front,
+        &[
+            (a.tcp, a.metrics),
+            (b.tcp, b.metrics),
+            (c_ports.0, c_ports.2),
+        ],
+    )?;
     // Both backends pass `rise 2` checks 300 ms apart.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let header1 = {
-        let mut direct = Client::connect(b.tcp, "127.0.0.1").await?;
-        direct.call("blockchain.block.header", json!([1])).await?
-    };
+    // A client of `b` directly (its own address, no PROXY header), kept open.
+    let mut direct = Client::connect(b.tcp, "127.0.0.1").await?;
+    let header1 = direct.call("blockchain.block.header", json!([1])).await?;
     let header1 = header1.as_str().context("hex header")?.to_string();
 
     // Clients from 127.0.0.5: spread over both servers, each of which sees 127.0.0.5.
@@ -226,13 +268,86 @@ async fn two_servers_behind_haproxy_real_addresses_and_a_drain() -> Result<()> {
     }
     let (on_a, on_b) = (session_addresses(a.rpc)?, session_addresses(b.rpc)?);
     assert_eq!(on_a.len() + on_b.len(), 7, "a: {on_a:?}, b: {on_b:?}");
-    assert!(!on_a.is_empty() && on_b.len() >= 2, "leastconn spreads: {on_a:?} {on_b:?}");
+    assert!(
+        !on_a.is_empty() && on_b.len() >= 2,
+        "leastconn spreads: {on_a:?} {on_b:?}"
+    );
     assert!(on_a.iter().all(|ip| ip == "127.0.0.5"), "{on_a:?}");
     // `b` also has the direct client (from 127.0.0.1, without a PROXY header).
-    assert_eq!(on_b.iter().filter(|ip| *ip == "127.0.0.1").count(), 1, "{on_b:?}");
+    assert_eq!(
+        on_b.iter().filter(|ip| *ip == "127.0.0.1").count(),
+        1,
+        "{on_b:?}"
+    );
+
+    // A replica from a snapshot of `b`, taken while it serves: it resumes from the
+    // snapshot's height (no resync), joins the pool once ready, and answers as `b` does.
+    let snaps = tempfile::tempdir()?;
+    let snap = snaps.path().join("snap");
+    let meta = tokio::task::block_in_place(|| {
+        local_rpc_with(b.rpc, "snapshot", json!([snap.to_str().unwrap()]))
+    })?;
+    let snap_height = meta["height"].as_u64().context("snapshot height")?;
+    assert_eq!(snap_height, chain.height() as u64, "{meta}");
+    chain.mine(&node, 2).await?;
+    let replica = snaps.path().join("replica");
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(&snap)
+            .arg(&replica)
+            .status()?
+            .success()
+    );
+    let c = start_backend_on(&node, &replica, "0", c_ports)?;
+    wait_health(c.metrics, 200, Duration::from_secs(30)).await?;
+    let sync = local_rpc(c.rpc, "sync")?;
+    assert_eq!(
+        sync["blocks this run"],
+        json!(2),
+        "resumed, not resynced: {sync}"
+    );
+    let tip = chain.height() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_rpc(b.rpc, "getinfo")?["db height"] != json!(tip) {
+        if Instant::now() > deadline {
+            bail!("b never reached the new tip");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let mut on_b = Client::connect(b.tcp, "127.0.0.1").await?;
+        let mut on_c = Client::connect(c.tcp, "127.0.0.1").await?;
+        let ledger = chain.ledger();
+        let scripts: Vec<_> = ledger.history.keys().take(15).collect();
+        for sh in scripts {
+            let sh = sh.to_hex();
+            for m in [
+                "blockchain.scripthash.get_history",
+                "blockchain.scripthash.get_balance",
+                "blockchain.scripthash.listunspent",
+            ] {
+                let (x, y) = (
+                    on_b.call(m, json!([sh])).await?,
+                    on_c.call(m, json!([sh])).await?,
+                );
+                assert_eq!(x, y, "{m} {sh}");
+            }
+        }
+        for h in [0, 1, snap_height, tip] {
+            let (x, y) = (
+                on_b.call("blockchain.block.header", json!([h])).await?,
+                on_c.call("blockchain.block.header", json!([h])).await?,
+            );
+            assert_eq!(x, y, "header {h}");
+        }
+    }
+    // `rise 2` checks 300 ms apart bring it into rotation.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // Stop `a`: it turns unready at once, the checks take it out of rotation, and every
-    // new client is served by `b`, while `a` still serves its own until its grace ends.
+    // new client is served by `b` or `c`, while `a` still serves its own until its grace
+    // ends.
     a.process.signal("TERM")?;
     let deadline = Instant::now() + Duration::from_secs(3);
     while http_status(a.metrics, "/health")? != 503 {
@@ -243,13 +358,27 @@ async fn two_servers_behind_haproxy_real_addresses_and_a_drain() -> Result<()> {
     }
     // `fall 2` checks 300 ms apart.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let before = session_addresses(b.rpc)?.len();
+    let mut kept = Vec::new();
     for _ in 0..10 {
-        served(front, "127.0.0.6", &header1).await?;
+        let mut client = Client::connect(front, "127.0.0.6").await?;
+        let h = client.call("blockchain.block.header", json!([1])).await?;
+        assert_eq!(h, json!(header1));
+        kept.push(client);
     }
+    // `leastconn` sent the newcomers to the replica first, which had none.
+    let on_c = session_addresses(c.rpc)?;
+    assert!(
+        on_c.iter().filter(|ip| *ip == "127.0.0.6").count() >= 4,
+        "{on_c:?}"
+    );
     // Established sessions on `a` are still served during its grace period.
     for c in clients.iter_mut() {
-        c.call("server.ping", json!([])).await?;
+        if let Err(e) = c.call("server.ping", json!([])).await {
+            for l in a.process.tail(40) {
+                eprintln!("a: {l}");
+            }
+            return Err(e);
+        }
     }
     let status = a.process.wait_exit(Duration::from_secs(30))?;
     assert!(status.success(), "{status}");
@@ -257,6 +386,5 @@ async fn two_servers_behind_haproxy_real_addresses_and_a_drain() -> Result<()> {
     for _ in 0..5 {
         served(front, "127.0.0.7", &header1).await?;
     }
-    assert!(session_addresses(b.rpc)?.len() >= before.min(1));
     Ok(())
 }

@@ -181,14 +181,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .services
         .iter()
         .any(|s| !matches!(s.protocol, Protocol::Rpc | Protocol::Metrics));
-    let server_task = if clients {
+    // A task of its own: it keeps serving while the process drains after a signal, and
+    // ends once `serving` is cancelled.
+    let mut server_task = if clients {
         let services = resolved.services.clone();
         let poll = Duration::from_millis(settings.daemon_poll_interval_mempool);
         let (token, tls, controller) = (serving.clone(), resolved.tls.clone(), controller.clone());
         let state = state.clone();
-        Some(async move {
+        Some(tokio::spawn(async move {
             electrumx_server::server::run(state, &controller, services, tls, poll, token).await
-        })
+        }))
     } else {
         tracing::info!("no client service in SERVICES: indexing only");
         None
@@ -215,8 +217,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let server_running = server_task.is_some();
     let serve = async {
-        match server_task {
-            Some(t) => t.await,
+        match server_task.as_mut() {
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("client service: {e}"))),
             None => std::future::pending().await,
         }
     };
@@ -243,6 +247,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     serving.cancel();
     cancel.cancel();
+    if let Some(t) = server_task.take().filter(|t| !t.is_finished()) {
+        // The sessions end with `serving`; what they queued goes out briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     // LocalRPC and metrics stay up while the index flushes and stops.
     let stopped = tokio::select! {
         r = controller.stop() => r,
