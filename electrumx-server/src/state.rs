@@ -182,6 +182,8 @@ pub struct ServerState {
     pub merkle_cache: crate::cache::merkle::MerkleCache,
     /// Rendered header chunks (`blockchain.block.headers`).
     pub header_chunks: crate::cache::header_chunks::HeaderChunkCache,
+    /// Cached levels of the block-hash tree, for `cp_height` proofs.
+    pub header_tree: crate::cache::header_tree::HeaderTree,
     /// Known peer servers and their discovery (`PeerManager::disabled()` for none).
     pub peers: Arc<crate::discovery::peers::PeerManager>,
 }
@@ -223,6 +225,7 @@ impl ServerState {
             merkle_cache: crate::cache::merkle::MerkleCache::new(4_000_000),
             // 32 MB of JSON: about 100 chunks of 2,016 headers, 200,000 blocks.
             header_chunks: crate::cache::header_chunks::HeaderChunkCache::new(32 << 20),
+            header_tree: Default::default(),
             peers: Arc::new(crate::discovery::peers::PeerManager::disabled()),
         }
     }

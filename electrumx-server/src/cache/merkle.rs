@@ -110,7 +110,7 @@ impl MerkleCache {
     }
 }
 
-fn parent(a: &Hash32, b: &Hash32) -> Hash32 {
+pub(crate) fn parent(a: &Hash32, b: &Hash32) -> Hash32 {
     let mut buf = [0u8; 64];
     buf[..32].copy_from_slice(&a.0);
     buf[32..].copy_from_slice(&b.0);

@@ -6,6 +6,7 @@
 //! served) once a block or reorg makes it stale; see each module.
 
 pub mod header_chunks;
+pub mod header_tree;
 pub mod merkle;
 pub mod node_calls;
 mod scripts;

@@ -3,7 +3,6 @@
 
 use super::{Answer, Reply, SessionCtx, blocking, hexes, internal};
 use crate::cache::header_chunks::{CHUNK, HeadersForm};
-use crate::cache::merkle::branch_and_root;
 use crate::protocol::jsonrpc::RpcError;
 use crate::protocol::version::Version;
 use crate::state::ServerState;
@@ -121,6 +120,12 @@ fn cp_proof(
             "require header height {height} <= cp_height {cp_height} <= chain height {tip}"
         )));
     }
-    let leaves = state.index.block_hashes(0, cp_height + 1);
-    branch_and_root(&leaves, height as usize).ok_or_else(|| internal("cp proof"))
+    let hashes = |start: u64, count: u64| {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        state.index.block_hashes(start as u32, count)
+    };
+    state
+        .header_tree
+        .branch_and_root(u64::from(cp_height) + 1, u64::from(height), &hashes)
+        .ok_or_else(|| internal("cp proof"))
 }
