@@ -17,7 +17,7 @@ node_port="$(cat "$chain/node/rpcport")"
 cookie="$chain/node/regtest/.cookie"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; tools/regtest-node.sh stop "$chain/node" >/dev/null 2>&1 || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; [[ -n "${hap:-}" ]] && kill -TERM "$hap" 2>/dev/null; wait 2>/dev/null || true; tools/regtest-node.sh stop "$chain/node" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { until grep -q "$2" "$1"; do sleep 0.5; done; }
@@ -31,7 +31,7 @@ wait_for "$work/server.log" "listening for clients"
 wait_for "$work/server.log" "database compacted"
 cat > "$work/haproxy.cfg" <<CFG
 global
-    maxconn 40000
+    maxconn 8000
 defaults
     mode tcp
     timeout connect 5s
@@ -45,10 +45,10 @@ backend electrumx
     option httpchk GET /health
     http-check expect status 200
     default-server inter 2s fall 2 rise 2 send-proxy-v2
-    server a 127.0.0.1:$port check port $metrics maxconn 20000
+    server a 127.0.0.1:$port check port $metrics
 CFG
 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
-pids+=($!)
+hap=$!  # SIGTERM: HAProxy stops at once (SIGINT would wait for its connections)
 sleep 3
 echo "### direct"
 "$bin/qbench" "$port" --only light --requests "${REQUESTS:-400}"
