@@ -73,18 +73,26 @@ impl Drop for Haproxy {
 /// `contrib/haproxy.cfg`'s shape, on test ports (each server's client and metrics port),
 /// with quick checks.
 fn start_haproxy(front: u16, backends: &[(u16, u16)]) -> Result<Haproxy> {
-    let mut cfg = format!(
-        "global\n    maxconn 4000\n    log stderr format raw local0\n\
-         defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
-         frontend electrum\n    bind 127.0.0.1:{front}\n    default_backend electrumx\n\
+    let mut cfg = HAPROXY_HEAD.to_string();
+    cfg.push_str(&format!(
+        "frontend electrum\n    bind 127.0.0.1:{front}\n    default_backend electrumx\n\
          backend electrumx\n    balance leastconn\n    option httpchk GET /health\n    http-check expect status 200\n\
          \x20   default-server inter 300ms fall 2 rise 2 send-proxy-v2\n"
-    );
+    ));
     for (i, (tcp, metrics)) in backends.iter().enumerate() {
         cfg.push_str(&format!(
             "    server s{i} 127.0.0.1:{tcp} check port {metrics}\n"
         ));
     }
+    run_haproxy(&cfg)
+}
+
+/// The global and default sections of the tests' configurations.
+const HAPROXY_HEAD: &str = "global\n    maxconn 4000\n    log stderr format raw local0\n\
+defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n";
+
+/// Checks and starts HAProxy on the configuration `cfg`.
+fn run_haproxy(cfg: &str) -> Result<Haproxy> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
@@ -386,5 +394,111 @@ async fn two_servers_behind_haproxy_real_addresses_and_a_drain() -> Result<()> {
     for _ in 0..5 {
         served(front, "127.0.0.7", &header1).await?;
     }
+    Ok(())
+}
+
+/// A client from `source` through `front` over TLS (trusting `ca_pem`): the answer to
+/// `blockchain.block.header` at height 1, and the client addresses of the server's
+/// sessions (LocalRPC on `rpc`) while it is connected.
+async fn header_over_tls(
+    front: u16,
+    source: &str,
+    ca_pem: &str,
+    rpc: u16,
+) -> Result<(Value, Vec<String>)> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse()?)?;
+    let tcp = socket.connect(([127, 0, 0, 1], front).into()).await?;
+    let name = ServerName::try_from("localhost".to_string())?;
+    let tls = electrumx_testkit::tls::connector(ca_pem)?
+        .connect(name, tcp)
+        .await?;
+    let (rx, mut tx) = tokio::io::split(tls);
+    let mut lines = BufReader::new(rx).lines();
+    for (id, method, params) in [
+        (1, "server.version", json!(["haproxy-tls", "1.4"])),
+        (2, "blockchain.block.header", json!([1])),
+    ] {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        tx.write_all(format!("{req}\n").as_bytes()).await?;
+    }
+    tx.flush().await?;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("no answer over TLS")??
+            .context("TLS connection closed")?;
+        let v: Value = serde_json::from_str(&line)?;
+        if v["id"] == json!(2) {
+            let sessions = tokio::task::block_in_place(|| session_addresses(rpc))?;
+            return Ok((v["result"].clone(), sessions));
+        }
+    }
+}
+
+/// TLS either way through HAProxy: ended at HAProxy (plain TCP with a PROXY header to the
+/// server) or passed through to the server's `ssl://` port (the PROXY header before the TLS
+/// handshake). Both reach the server with the client's own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ended_at_haproxy_or_at_the_server() -> Result<()> {
+    let node = RegtestNode::start().await?;
+    let mut chain = ChainGen::new(GenParams {
+        seed: 22,
+        txs_per_block: 2,
+        wallets: 10,
+        ..GenParams::default()
+    });
+    chain.mine(&node, 5).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = electrumx_testkit::tls::files(dir.path())?;
+    let (tcp, ssl, rpc, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let mut env = regtest_env(&node, &dir.path().join("db"));
+    set_env(
+        &mut env,
+        "SERVICES",
+        format!(
+            "tcp://127.0.0.1:{tcp},ssl://127.0.0.1:{ssl},rpc://127.0.0.1:{rpc},metrics://127.0.0.1:{metrics}"
+        ),
+    );
+    set_env(&mut env, "SSL_CERTFILE", tls.cert.clone());
+    set_env(&mut env, "SSL_KEYFILE", tls.key.clone());
+    set_env(&mut env, "TRUSTED_PROXIES", "127.0.0.1");
+    let mut server = ServerProcess::start(&env)?;
+    server.wait_for_line("listening for clients", 2, Duration::from_secs(120))?;
+    wait_health(metrics, 200, Duration::from_secs(30)).await?;
+    // HAProxy wants the certificate and its key in one file.
+    let pem = dir.path().join("haproxy.pem");
+    std::fs::write(
+        &pem,
+        std::fs::read_to_string(&tls.cert)? + &std::fs::read_to_string(&tls.key)?,
+    )?;
+    let (ended, passed) = (free_port(), free_port());
+    let cfg = format!(
+        "{HAPROXY_HEAD}\
+         frontend tls_ended\n    bind 127.0.0.1:{ended} ssl crt {pem}\n    default_backend plain\n\
+         frontend tls_passed\n    bind 127.0.0.1:{passed}\n    default_backend tls\n\
+         backend plain\n    option httpchk GET /health\n    http-check expect status 200\n\
+         \x20   server s 127.0.0.1:{tcp} check port {metrics} inter 300ms send-proxy-v2\n\
+         backend tls\n    option httpchk GET /health\n    http-check expect status 200\n\
+         \x20   server s 127.0.0.1:{ssl} check port {metrics} inter 300ms send-proxy-v2\n",
+        pem = pem.display()
+    );
+    let _haproxy = run_haproxy(&cfg)?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A direct client, from an address of its own (HAProxy's is 127.0.0.1).
+    let mut direct = Client::connect(tcp, "127.0.0.10").await?;
+    let direct = direct.call("blockchain.block.header", json!([1])).await?;
+    for (front, source) in [(ended, "127.0.0.8"), (passed, "127.0.0.9")] {
+        let (header, sessions) = header_over_tls(front, source, &tls.ca_pem, rpc).await?;
+        assert_eq!(header, direct);
+        assert!(
+            sessions.iter().any(|ip| ip == source),
+            "{source}: {sessions:?}"
+        );
+        assert!(!sessions.iter().any(|ip| ip == "127.0.0.1"), "{sessions:?}");
+    }
+    server.signal("TERM")?;
+    assert!(server.wait_exit(Duration::from_secs(30))?.success());
     Ok(())
 }

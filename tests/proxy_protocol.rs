@@ -300,41 +300,6 @@ fn session_peer(rpc: u16, name: &str) -> Result<String> {
     Ok(row[2].as_str().context("a peer")?.to_string())
 }
 
-/// A TLS client for the test CA.
-fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
-    use tokio_rustls::rustls::{
-        self,
-        pki_types::{CertificateDer, pem::PemObject},
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes())?)?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        config,
-    )))
-}
-
-/// A CA, and a certificate for `localhost` signed by it: (CA PEM, cert file, key file).
-fn tls_files(dir: &std::path::Path) -> Result<(String, String, String)> {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "electrumx-rs proxy test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&key, &ca)?;
-    let (c, k) = (dir.join("server.crt"), dir.join("server.key"));
-    std::fs::write(&c, cert.pem())?;
-    std::fs::write(&k, key.serialize_pem())?;
-    Ok((ca.pem(), c.display().to_string(), k.display().to_string()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_addresses_from_trusted_proxies_on_every_service() -> Result<()> {
     let node = RegtestNode::start().await?;
@@ -347,7 +312,11 @@ async fn client_addresses_from_trusted_proxies_on_every_service() -> Result<()> 
     chain.mine(&node, 3).await?;
     let db = tempfile::tempdir()?;
     let certs = tempfile::tempdir()?;
-    let (ca, cert, key) = tls_files(certs.path())?;
+    let electrumx_testkit::tls::TlsFiles {
+        ca_pem: ca,
+        cert,
+        key,
+    } = electrumx_testkit::tls::files(certs.path())?;
     let (tcp, ssl, ws, wss, rpc) = (
         free_port(),
         free_port(),
@@ -442,7 +411,9 @@ async fn behind_a_proxy(server: &mut ServerProcess, ca: &str, ports: [u16; 5]) -
     s.write_all(&v2(client, "[2001:db8::1]:50002".parse()?, &haproxy_tlvs()))
         .await?;
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost")?;
-    let tls = tls_connector(ca)?.connect(name.clone(), s).await?;
+    let tls = electrumx_testkit::tls::connector(ca)?
+        .connect(name.clone(), s)
+        .await?;
     let mut tls_conn = BufReader::new(tls);
     assert_eq!(version(&mut tls_conn, "pp-ssl").await?, "1.4");
     assert_eq!(session_peer(rpc, "pp-ssl")?, "[2001:db8::7]:40003");
@@ -470,7 +441,9 @@ async fn behind_a_proxy(server: &mut ServerProcess, ca: &str, ports: [u16; 5]) -
     let client: SocketAddr = "198.51.100.21:40005".parse()?;
     let mut s = connect_from(PROXY_ADDR, wss).await?;
     s.write_all(&v2(client, here(wss), &[])).await?;
-    let tls = tls_connector(ca)?.connect(name, s).await?;
+    let tls = electrumx_testkit::tls::connector(ca)?
+        .connect(name, s)
+        .await?;
     let (mut wss_conn, _) =
         tokio_tungstenite::client_async(format!("wss://localhost:{wss}/"), tls).await?;
     assert_eq!(ws_version(&mut wss_conn, "pp-wss").await?, "1.4");

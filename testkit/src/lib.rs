@@ -10,6 +10,7 @@ pub mod electrum;
 pub mod node;
 pub mod rawclient;
 pub mod server;
+pub mod tls;
 
 use std::path::PathBuf;
 
