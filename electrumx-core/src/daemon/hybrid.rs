@@ -7,8 +7,9 @@
 //! from a file must have exactly that hash (its 80-byte header), and the parser checks its
 //! merkle root against its transactions; a block that fails either check, or that the files
 //! lack (pruned, not yet written, truncated, unreadable), comes from the wrapped daemon.
-//! Once the sync asks for blocks near the node's tip, every block comes from the wrapped
-//! daemon, which follows the tip as before. Everything but `raw_blocks` is delegated.
+//! Once a block near the node's tip has been served (the sync is about to catch up), every
+//! block comes from the wrapped daemon, which follows the tip as before. Everything but
+//! `raw_blocks` is delegated.
 //!
 //! The location index is built by scanning the files' frame headers (8 bytes of framing
 //! and the 80-byte header per block, the body skipped), a file at a time as the sync needs
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Blocks from the files end when the sync asks for a block this close to the node's tip.
+/// The file phase ends once a block this close to the node's tip has been served.
 pub const DEFAULT_NEAR_TIP: u32 = 6;
 
 /// Rescans for blocks the node appended are at most this frequent.
@@ -318,6 +319,8 @@ pub struct HybridDaemon {
     near_tip: u32,
     /// The node's height as last seen (`u32::MAX`: not yet known).
     tip: AtomicU32,
+    /// Hashes the node gave for heights near its tip during the file phase.
+    near_tip_blocks: Mutex<Vec<BlockHash>>,
     file_phase: AtomicBool,
     from_files: AtomicU64,
     from_rpc: AtomicU64,
@@ -367,6 +370,7 @@ impl HybridDaemon {
             xor,
             near_tip: DEFAULT_NEAR_TIP,
             tip: AtomicU32::new(u32::MAX),
+            near_tip_blocks: Mutex::new(Vec::new()),
             file_phase: AtomicBool::new(true),
             from_files: AtomicU64::new(0),
             from_rpc: AtomicU64::new(0),
@@ -404,6 +408,7 @@ impl HybridDaemon {
             );
             index.entries = Vec::new();
             index.files = Vec::new();
+            *self.near_tip_blocks.lock() = Vec::new();
         }
     }
 
@@ -468,12 +473,14 @@ impl Daemon for HybridDaemon {
     async fn block_hashes(&self, first: u32, count: u32) -> DaemonResult<Vec<BlockHash>> {
         let hashes = self.inner.block_hashes(first, count).await?;
         let tip = self.tip.load(Ordering::Relaxed);
-        let last = first.saturating_add(count.saturating_sub(1));
-        if tip != u32::MAX
-            && self.file_phase.load(Ordering::Relaxed)
-            && last.saturating_add(self.near_tip) >= tip
-        {
-            self.end_file_phase(&format!("height {last} is near the tip {tip}"));
+        if tip != u32::MAX && self.file_phase.load(Ordering::Relaxed) {
+            // Remember the blocks near the tip: once one is served, the file phase ends.
+            let mut near = self.near_tip_blocks.lock();
+            for (height, hash) in (first..).zip(&hashes) {
+                if height.saturating_add(self.near_tip) >= tip && !near.contains(hash) {
+                    near.push(*hash);
+                }
+            }
         }
         Ok(hashes)
     }
@@ -499,6 +506,13 @@ impl Daemon for HybridDaemon {
             .collect();
         let n_files = (hashes.len() - missing.len()) as u64;
         self.from_files.fetch_add(n_files, Ordering::Relaxed);
+        let near_tip = {
+            let near = self.near_tip_blocks.lock();
+            hashes.iter().find(|h| near.contains(h)).copied()
+        };
+        if let Some(hash) = near_tip {
+            self.end_file_phase(&format!("block {hash} is near the node's tip"));
+        }
         if missing.is_empty() {
             return Ok(found.into_iter().map(|f| f.expect("found")).collect());
         }
@@ -745,16 +759,19 @@ mod tests {
         let s = d.file_stats();
         assert_eq!((s.from_files, s.from_rpc), (200 + 150, 50));
 
-        // Near the tip, blocks come from the node.
+        // Once a block near the tip is served, blocks come from the node.
         assert_eq!(d.height().await.unwrap(), 438);
-        d.block_hashes(400, 30).await.unwrap();
+        let hs = d.block_hashes(400, 30).await.unwrap();
+        assert_eq!(d.raw_blocks(&hs).await.unwrap(), &raws[400..430]);
         assert!(d.file_stats().file_phase);
-        d.block_hashes(430, 5).await.unwrap();
+        let hs = d.block_hashes(430, 5).await.unwrap();
+        assert_eq!(d.raw_blocks(&hs).await.unwrap(), &raws[430..435]);
         let s = d.file_stats();
         assert!(!s.file_phase);
+        assert_eq!(s.from_files, 385);
         assert_eq!(s.indexed, 0, "the location index is dropped");
-        assert_eq!(d.raw_blocks(&hashes[430..]).await.unwrap(), &raws[430..]);
-        assert_eq!(d.file_stats().from_files, 350);
+        assert_eq!(d.raw_blocks(&hashes[435..]).await.unwrap(), &raws[435..]);
+        assert_eq!(d.file_stats().from_files, 385);
     }
 
     #[tokio::test]
@@ -826,7 +843,6 @@ mod tests {
         let want = sync(reference).await;
         assert_eq!(ours, want);
         let s = hybrid.file_stats();
-        // The last batch reaches the tip: it comes from the node.
         assert!(s.rejected >= 7 && s.from_files >= 350, "{s:?}");
         assert!(!s.file_phase);
     }
