@@ -239,6 +239,15 @@ impl FileIndex {
         Ok(found)
     }
 
+    /// Scans file `i`; a file that cannot be read is skipped from then on (its blocks come
+    /// from the node), with one warning.
+    fn scan_or_skip(&mut self, i: usize) {
+        if let Err(e) = self.scan_file(i) {
+            tracing::warn!("block files: {e}; its blocks come from the node");
+            self.files[i].done = true;
+        }
+    }
+
     fn sort(&mut self) {
         if self.unsorted > 0 {
             self.entries.sort_unstable_by_key(|e| e.key);
@@ -266,7 +275,7 @@ impl FileIndex {
             let Some(i) = self.files.iter().position(|f| !f.done && f.scanned_to == 0) else {
                 break;
             };
-            self.scan_file(i)?;
+            self.scan_or_skip(i);
             if self.files[i].scanned_to == 0 && !self.files[i].done {
                 // An empty newest file: nothing more now.
                 break;
@@ -284,7 +293,7 @@ impl FileIndex {
         self.discover_files()?;
         for i in 0..self.files.len() {
             if !self.files[i].done {
-                self.scan_file(i)?;
+                self.scan_or_skip(i);
             }
             if self.disabled || !missing(self) {
                 break;
@@ -417,15 +426,15 @@ impl HybridDaemon {
         index: &Mutex<FileIndex>,
         xor: &[u8; 8],
         hashes: &[BlockHash],
-    ) -> Result<Vec<Option<Vec<u8>>>, DaemonError> {
+    ) -> Result<(Vec<Option<Vec<u8>>>, bool), DaemonError> {
         let located: Vec<Vec<(PathBuf, Entry)>> = {
             let mut index = index.lock();
-            if index.disabled {
-                return Ok(vec![None; hashes.len()]);
-            }
             if let Err(e) = index.scan_for(hashes) {
-                // An unreadable file: those blocks come from the node.
+                // An unreadable directory: those blocks come from the node.
                 tracing::warn!("block files: {e}");
+            }
+            if index.disabled {
+                return Ok((vec![None; hashes.len()], true));
             }
             let path_of = |number: u32| {
                 index
@@ -454,7 +463,7 @@ impl HybridDaemon {
             }
             out.push(got);
         }
-        Ok(out)
+        Ok((out, false))
     }
 }
 
@@ -494,10 +503,13 @@ impl Daemon for HybridDaemon {
         let index = self.index.clone();
         let xor = self.xor;
         let wanted = hashes.to_vec();
-        let found =
+        let (found, disabled) =
             tokio::task::spawn_blocking(move || Self::read_from_files(&index, &xor, &wanted))
                 .await
                 .map_err(|e| DaemonError::unavailable_from("block file reader", e))??;
+        if disabled {
+            self.end_file_phase("they are not this network's");
+        }
         let missing: Vec<BlockHash> = hashes
             .iter()
             .zip(&found)
@@ -784,7 +796,9 @@ mod tests {
         std::fs::write(dir.path().join("blk00000.dat"), data).unwrap();
         let d = HybridDaemon::new(reference.clone(), dir.path(), coin().genesis_hash).unwrap();
         assert_eq!(d.raw_blocks(&hashes).await.unwrap(), raws);
-        assert_eq!(d.file_stats().from_files, 0);
+        let s = d.file_stats();
+        assert_eq!(s.from_files, 0);
+        assert!(!s.file_phase);
         // A bad xor.dat is refused.
         std::fs::write(dir.path().join("xor.dat"), [1, 2, 3]).unwrap();
         let err = HybridDaemon::new(reference, dir.path(), coin().genesis_hash)
