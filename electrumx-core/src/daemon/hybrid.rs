@@ -7,9 +7,9 @@
 //! from a file must have exactly that hash (its 80-byte header), and the parser checks its
 //! merkle root against its transactions; a block that fails either check, or that the files
 //! lack (pruned, not yet written, truncated, unreadable), comes from the wrapped daemon.
-//! Once a block near the node's tip has been served (the sync is about to catch up), every
-//! block comes from the wrapped daemon, which follows the tip as before. Everything but
-//! `raw_blocks` is delegated.
+//! Once a block near the node's tip has been served (the sync is about to catch up), from
+//! the prefetcher's next round on (its next `height()`) every block comes from the wrapped
+//! daemon, which follows the tip as before. Everything but `raw_blocks` is delegated.
 //!
 //! The location index is built by scanning the files' frame headers (8 bytes of framing
 //! and the 80-byte header per block, the body skipped), a file at a time as the sync needs
@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The file phase ends once a block this close to the node's tip has been served.
+/// The file phase ends once a block this close to the node's tip has been served (at the
+/// next `height()` call: the prefetcher's next round).
 pub const DEFAULT_NEAR_TIP: u32 = 6;
 
 /// Rescans for blocks the node appended are at most this frequent.
@@ -330,6 +331,8 @@ pub struct HybridDaemon {
     tip: AtomicU32,
     /// Hashes the node gave for heights near its tip during the file phase.
     near_tip_blocks: Mutex<Vec<BlockHash>>,
+    /// A block of `near_tip_blocks` was served: the file phase ends at the next `height()`.
+    near_tip_served: AtomicBool,
     file_phase: AtomicBool,
     from_files: AtomicU64,
     from_rpc: AtomicU64,
@@ -380,6 +383,7 @@ impl HybridDaemon {
             near_tip: DEFAULT_NEAR_TIP,
             tip: AtomicU32::new(u32::MAX),
             near_tip_blocks: Mutex::new(Vec::new()),
+            near_tip_served: AtomicBool::new(false),
             file_phase: AtomicBool::new(true),
             from_files: AtomicU64::new(0),
             from_rpc: AtomicU64::new(0),
@@ -472,6 +476,9 @@ impl Daemon for HybridDaemon {
     async fn height(&self) -> DaemonResult<u32> {
         let h = self.inner.height().await?;
         self.tip.store(h, Ordering::Relaxed);
+        if self.near_tip_served.load(Ordering::Relaxed) {
+            self.end_file_phase("the sync reached the node's tip");
+        }
         Ok(h)
     }
 
@@ -518,12 +525,14 @@ impl Daemon for HybridDaemon {
             .collect();
         let n_files = (hashes.len() - missing.len()) as u64;
         self.from_files.fetch_add(n_files, Ordering::Relaxed);
-        let near_tip = {
+        {
             let near = self.near_tip_blocks.lock();
-            hashes.iter().find(|h| near.contains(h)).copied()
-        };
-        if let Some(hash) = near_tip {
-            self.end_file_phase(&format!("block {hash} is near the node's tip"));
+            if hashes.iter().any(|h| near.contains(h)) {
+                // Ends at the next `height()`: the prefetcher asks for it once every
+                // request planned meanwhile has been answered, so none of those goes to
+                // the node because a later one finished first.
+                self.near_tip_served.store(true, Ordering::Relaxed);
+            }
         }
         if missing.is_empty() {
             return Ok(found.into_iter().map(|f| f.expect("found")).collect());
@@ -778,12 +787,20 @@ mod tests {
         assert!(d.file_stats().file_phase);
         let hs = d.block_hashes(430, 5).await.unwrap();
         assert_eq!(d.raw_blocks(&hs).await.unwrap(), &raws[430..435]);
+        // A request planned before, answered after: still from the files.
+        assert_eq!(
+            d.raw_blocks(&hashes[420..430]).await.unwrap(),
+            &raws[420..430]
+        );
+        assert!(d.file_stats().file_phase);
+        // The prefetcher's next round.
+        assert_eq!(d.height().await.unwrap(), 438);
         let s = d.file_stats();
         assert!(!s.file_phase);
-        assert_eq!(s.from_files, 385);
+        assert_eq!(s.from_files, 395);
         assert_eq!(s.indexed, 0, "the location index is dropped");
         assert_eq!(d.raw_blocks(&hashes[435..]).await.unwrap(), &raws[435..]);
-        assert_eq!(d.file_stats().from_files, 385);
+        assert_eq!(d.file_stats().from_files, 395);
     }
 
     #[tokio::test]
