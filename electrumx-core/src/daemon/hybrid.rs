@@ -305,6 +305,9 @@ impl FileIndex {
     }
 }
 
+/// What the files gave for each hash asked for, and whether they turned out unusable.
+type FileReads = (Vec<Option<Vec<u8>>>, bool);
+
 /// Reads `len` bytes at `offset` of a block file, removing the obfuscation.
 fn read_block(path: &Path, offset: u64, len: usize, xor: &[u8; 8]) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
@@ -430,7 +433,7 @@ impl HybridDaemon {
         index: &Mutex<FileIndex>,
         xor: &[u8; 8],
         hashes: &[BlockHash],
-    ) -> Result<(Vec<Option<Vec<u8>>>, bool), DaemonError> {
+    ) -> Result<FileReads, DaemonError> {
         let located: Vec<Vec<(PathBuf, Entry)>> = {
             let mut index = index.lock();
             if let Err(e) = index.scan_for(hashes) {
