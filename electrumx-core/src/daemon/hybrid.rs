@@ -336,6 +336,8 @@ pub struct HybridDaemon {
     near_tip_blocks: Mutex<Vec<BlockHash>>,
     /// A block of `near_tip_blocks` was served: the file phase ends at the next `height()`.
     near_tip_served: AtomicBool,
+    /// `block_hashes` was called before.
+    asked: AtomicBool,
     file_phase: AtomicBool,
     from_files: AtomicU64,
     from_rpc: AtomicU64,
@@ -387,6 +389,7 @@ impl HybridDaemon {
             tip: AtomicU32::new(u32::MAX),
             near_tip_blocks: Mutex::new(Vec::new()),
             near_tip_served: AtomicBool::new(false),
+            asked: AtomicBool::new(false),
             file_phase: AtomicBool::new(true),
             from_files: AtomicU64::new(0),
             from_rpc: AtomicU64::new(0),
@@ -492,6 +495,12 @@ impl Daemon for HybridDaemon {
     async fn block_hashes(&self, first: u32, count: u32) -> DaemonResult<Vec<BlockHash>> {
         let hashes = self.inner.block_hashes(first, count).await?;
         let tip = self.tip.load(Ordering::Relaxed);
+        let first_call = !self.asked.swap(true, Ordering::Relaxed);
+        if first_call && tip != u32::MAX && first.saturating_add(self.near_tip) >= tip {
+            // An index already at the tip (a restart): no scan of the files for a few
+            // blocks.
+            self.end_file_phase("the index is already near the node's tip");
+        }
         if tip != u32::MAX && self.file_phase.load(Ordering::Relaxed) {
             // Remember the blocks near the tip: once one is served, the file phase ends.
             let mut near = self.near_tip_blocks.lock();
@@ -804,6 +813,22 @@ mod tests {
         assert_eq!(s.indexed, 0, "the location index is dropped");
         assert_eq!(d.raw_blocks(&hashes[435..]).await.unwrap(), &raws[435..]);
         assert_eq!(d.file_stats().from_files, 395);
+    }
+
+    #[tokio::test]
+    async fn a_sync_that_starts_near_the_tip_does_not_scan_the_files() {
+        let reference = reference();
+        let (hashes, raws) = all_blocks(reference.as_ref()).await;
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &raws, 1, [0; 8]);
+        let d = HybridDaemon::new(reference.clone(), dir.path(), coin().genesis_hash).unwrap();
+        assert_eq!(d.height().await.unwrap(), 438);
+        let hs = d.block_hashes(435, 4).await.unwrap();
+        assert_eq!(d.raw_blocks(&hs).await.unwrap(), &raws[435..]);
+        let s = d.file_stats();
+        assert_eq!((s.from_files, s.from_rpc, s.indexed), (0, 4, 0));
+        assert!(!s.file_phase);
+        assert_eq!(hs, &hashes[435..]);
     }
 
     #[tokio::test]
