@@ -6,8 +6,9 @@
 //!
 //! The pieces, each a module with one job:
 //! - [`coin`]: coin and network parameters (`COIN`, `NET`).
-//! - [`daemon`]: the block source: [`daemon::RpcDaemon`] (JSON-RPC to bitcoind) or
-//!   [`daemon::BlockFileDaemon`] (block files on disk), behind the [`daemon::Daemon`] trait.
+//! - [`daemon`]: the block source: [`daemon::RpcDaemon`] (JSON-RPC to bitcoind),
+//!   [`daemon::BlockFileDaemon`] (block files on disk) or [`daemon::HybridDaemon`] (a node
+//!   whose own block files feed the initial sync), behind the [`daemon::Daemon`] trait.
 //! - [`parse`]: a zero-copy block parser.
 //! - [`ChainIndex`] (reads) over the index, implemented by [`Index`].
 //! - [`mempool`]: mirror of the node's mempool (fees, touched scripts, fee histogram).

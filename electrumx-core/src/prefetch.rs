@@ -6,6 +6,7 @@
 use crate::coin::CoinParams;
 use crate::daemon::Daemon;
 use crate::error::{DaemonError, IndexError};
+use crate::hash::BlockHash;
 use crate::index::PreparedBlock;
 use crate::parse::ParsedBlock;
 use futures_util::StreamExt;
@@ -186,10 +187,19 @@ impl FetchTask {
                         .await
                         .map_err(daemon_err)?;
                     let raws = daemon.raw_blocks(&hashes).await.map_err(daemon_err)?;
-                    let coin = coin.clone();
-                    tokio::task::spawn_blocking(move || prepare(first, hashes, raws, &coin))
-                        .await
-                        .map_err(|e| IndexError::join("block parser", e))?
+                    let c = coin.clone();
+                    let prepared =
+                        tokio::task::spawn_blocking(move || prepare(first, hashes, raws, &c))
+                            .await
+                            .map_err(|e| IndexError::join("block parser", e))?;
+                    let mut out = Vec::with_capacity(prepared.len());
+                    for item in prepared {
+                        match item {
+                            Ok(block) => out.push(block),
+                            Err(bad) => out.push(refetch(daemon.as_ref(), coin, bad).await?),
+                        }
+                    }
+                    Ok::<_, IndexError>(out)
                 })
                 .buffered(self.opts.concurrent_requests.max(1));
             loop {
@@ -216,26 +226,65 @@ impl FetchTask {
     }
 }
 
+/// A fetched block that failed its checks.
+struct Rejected {
+    height: u32,
+    hash: BlockHash,
+    error: IndexError,
+}
+
 /// Parses fetched blocks and checks each is the block asked for.
 fn prepare(
     first: u32,
-    hashes: Vec<crate::hash::BlockHash>,
+    hashes: Vec<BlockHash>,
     raws: Vec<Vec<u8>>,
     coin: &CoinParams,
-) -> Result<Vec<(PreparedBlock, usize)>, IndexError> {
-    let mut out = Vec::with_capacity(raws.len());
-    for (i, (hash, raw)) in hashes.into_iter().zip(raws).enumerate() {
-        let height = first + i as u32;
-        let size = raw.len();
-        let block =
-            ParsedBlock::parse(raw).map_err(|source| IndexError::Parse { height, source })?;
-        if block.hash != hash {
-            return Err(IndexError::Daemon(DaemonError::bad_response(format!(
-                "asked for block {hash} at height {height}, got {}",
-                block.hash
-            ))));
-        }
-        out.push((PreparedBlock::new(height, block, coin), size));
+) -> Vec<Result<(PreparedBlock, usize), Rejected>> {
+    hashes
+        .into_iter()
+        .zip(raws)
+        .enumerate()
+        .map(|(i, (hash, raw))| {
+            let height = first + i as u32;
+            prepare_one(height, hash, raw, coin).map_err(|error| Rejected {
+                height,
+                hash,
+                error,
+            })
+        })
+        .collect()
+}
+
+fn prepare_one(
+    height: u32,
+    hash: BlockHash,
+    raw: Vec<u8>,
+    coin: &CoinParams,
+) -> Result<(PreparedBlock, usize), IndexError> {
+    let size = raw.len();
+    let block = ParsedBlock::parse(raw).map_err(|source| IndexError::Parse { height, source })?;
+    if block.hash != hash {
+        return Err(IndexError::Daemon(DaemonError::bad_response(format!(
+            "asked for block {hash} at height {height}, got {}",
+            block.hash
+        ))));
     }
-    Ok(out)
+    Ok((PreparedBlock::new(height, block, coin), size))
+}
+
+/// Asks the daemon again for a block that failed its checks ([`Daemon::refetch_block`]);
+/// without a second source, or if the second copy fails too, the error stands.
+async fn refetch(
+    daemon: &dyn Daemon,
+    coin: &CoinParams,
+    bad: Rejected,
+) -> Result<(PreparedBlock, usize), IndexError> {
+    let Some(raw) = daemon.refetch_block(&bad.hash).await.map_err(daemon_err)? else {
+        return Err(bad.error);
+    };
+    let coin = coin.clone();
+    let (height, hash) = (bad.height, bad.hash);
+    tokio::task::spawn_blocking(move || prepare_one(height, hash, raw, &coin))
+        .await
+        .map_err(|e| IndexError::join("block parser", e))?
 }

@@ -37,9 +37,15 @@ pub struct Settings {
     #[arg(long, env = "DAEMON_DATADIR")]
     pub daemon_datadir: Option<PathBuf>,
 
-    /// Index blocks from this directory of block files instead of a node.
+    /// Without DAEMON_URL: index blocks from this directory of block files instead of a
+    /// node. With it: the node's `blocks/` directory, read during the initial sync.
     #[arg(long, env = "BLOCKS_DIR")]
     pub blocks_dir: Option<PathBuf>,
+
+    /// Initial sync from the node's block files: `auto` (when its blocks directory is
+    /// readable), `on` (refuse to start otherwise) or `off` (every block over RPC).
+    #[arg(long, env = "BLOCK_FILES", default_value = "auto", value_parser = parse_block_files)]
+    pub block_files: BlockFiles,
 
     /// Database directory.
     #[arg(long, env = "DB_DIRECTORY")]
@@ -285,6 +291,29 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// `BLOCK_FILES`: whether the initial sync reads the node's block files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockFiles {
+    /// When the node's blocks directory is readable.
+    Auto,
+    /// Always; the server refuses to start when the directory is not readable.
+    On,
+    /// Never: every block over RPC.
+    Off,
+}
+
+/// Parses `BLOCK_FILES`: `auto`, or a boolean (`on`/`off`, `1`/`0`, …).
+pub fn parse_block_files(s: &str) -> Result<BlockFiles, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(BlockFiles::Auto);
+    }
+    match parse_bool(s) {
+        Ok(true) => Ok(BlockFiles::On),
+        Ok(false) => Ok(BlockFiles::Off),
+        Err(_) => Err(format!("{s:?} is not auto, on or off")),
+    }
+}
+
 /// ElectrumX's obsolete variables: ElectrumX refuses to start when one is set, and so do we
 /// (each has a replacement in `SERVICES` / `REPORT_SERVICES`).
 pub const OBSOLETE_ENV: &[&str] = &[
@@ -444,6 +473,11 @@ pub struct Resolved {
     /// The cookie file for URLs without credentials: `DAEMON_COOKIE_FILE`, else the node's
     /// default one for the network.
     pub cookie_file: Option<PathBuf>,
+    /// The node's `blocks/` directory to read during the initial sync (`BLOCK_FILES`):
+    /// `BLOCKS_DIR` given with `DAEMON_URL`, else `blocks` in the network's directory under
+    /// `DAEMON_DATADIR` (or `~/.bitcoin` when every URL is on loopback); `None` with
+    /// `BLOCK_FILES=off`, without a node, or when `auto` finds no readable directory.
+    pub node_blocks_dir: Option<PathBuf>,
     /// Poll interval.
     pub poll_interval: Duration,
     /// Peer discovery.
@@ -481,6 +515,45 @@ impl Settings {
         Ok(Some(file))
     }
 
+    /// The node's blocks directory for the initial sync (see [`Resolved::node_blocks_dir`]).
+    fn node_blocks_dir(
+        &self,
+        coin: &CoinParams,
+        urls: &[DaemonUrl],
+    ) -> Result<Option<PathBuf>, String> {
+        if urls.is_empty() || self.block_files == BlockFiles::Off {
+            return Ok(None);
+        }
+        let dir = match (
+            &self.blocks_dir,
+            &self.daemon_datadir,
+            std::env::var_os("HOME"),
+        ) {
+            (Some(d), _, _) => Some(d.clone()),
+            (None, Some(d), _) => Some(d.join(coin.network.datadir_subdir()).join("blocks")),
+            (None, None, Some(home)) if urls.iter().all(|u| u.is_loopback()) => Some(
+                PathBuf::from(home)
+                    .join(".bitcoin")
+                    .join(coin.network.datadir_subdir())
+                    .join("blocks"),
+            ),
+            _ => None,
+        };
+        let readable = dir.as_ref().is_some_and(|d| std::fs::read_dir(d).is_ok());
+        match (self.block_files, dir) {
+            (_, Some(d)) if readable => Ok(Some(d)),
+            (BlockFiles::On, Some(d)) => Err(format!(
+                "BLOCK_FILES: on, but the node's blocks directory {} is not readable",
+                d.display()
+            )),
+            (BlockFiles::On, None) => Err(
+                "BLOCK_FILES: on, but no blocks directory is known: give BLOCKS_DIR or DAEMON_DATADIR"
+                    .into(),
+            ),
+            _ => Ok(None),
+        }
+    }
+
     /// Checks values that clap cannot, naming the variable at fault.
     pub fn resolve(&self) -> Result<Resolved, String> {
         let coin = CoinParams::from_names(&self.coin, &self.net).map_err(|e| e.to_string())?;
@@ -498,6 +571,7 @@ impl Settings {
             }
         };
         let cookie_file = self.cookie_file(&coin, &daemon_urls)?;
+        let node_blocks_dir = self.node_blocks_dir(&coin, &daemon_urls)?;
         if let Some(f) = &cookie_file
             && daemon_urls.iter().any(|u| u.user_pass.is_none())
             && !f.exists()
@@ -608,6 +682,7 @@ impl Settings {
             coin,
             daemon_urls,
             cookie_file,
+            node_blocks_dir,
             poll_interval: Duration::from_millis(self.daemon_poll_interval_blocks),
             services,
             report_services,
@@ -882,6 +957,55 @@ mod tests {
             "--daemon-cookie-file=/c",
         ]);
         assert_eq!(r.cookie_file, Some(PathBuf::from("/c")));
+    }
+
+    #[test]
+    fn block_files_come_from_the_node_datadir_unless_off() {
+        let datadir = tempfile::tempdir().unwrap();
+        let blocks = datadir.path().join("regtest").join("blocks");
+        std::fs::create_dir_all(&blocks).unwrap();
+        let dd = format!("--daemon-datadir={}", datadir.path().display());
+        let parse = |args: &[&str]| {
+            let mut all = vec!["electrumx-server", "--db-directory=/tmp/x", "--net=regtest"];
+            all.extend_from_slice(args);
+            Settings::try_parse_from(all).unwrap().resolve()
+        };
+        let url = "--daemon-url=http://u:p@127.0.0.1:1/";
+        let r = parse(&[url, &dd]).unwrap();
+        assert_eq!(r.node_blocks_dir.as_deref(), Some(blocks.as_path()));
+        for off in [
+            "--block-files=off",
+            "--block-files=0",
+            "--block-files=false",
+        ] {
+            assert_eq!(parse(&[url, &dd, off]).unwrap().node_blocks_dir, None);
+        }
+        // BLOCKS_DIR with a node names the node's blocks directory.
+        let other = tempfile::tempdir().unwrap();
+        let bd = format!("--blocks-dir={}", other.path().display());
+        let r = parse(&[url, &dd, &bd]).unwrap();
+        assert_eq!(r.node_blocks_dir.as_deref(), Some(other.path()));
+        // Without a node, BLOCKS_DIR is the offline source, not a node's directory.
+        let r = parse(&[&bd]).unwrap();
+        assert!(r.daemon_urls.is_empty() && r.node_blocks_dir.is_none());
+        // `auto` without a readable directory: RPC; `on`: refused.
+        let missing = "--daemon-datadir=/nonexistent/node";
+        assert_eq!(parse(&[url, missing]).unwrap().node_blocks_dir, None);
+        let Err(err) = parse(&[url, missing, "--block-files=on"]) else {
+            panic!("BLOCK_FILES=on without a directory is refused")
+        };
+        assert!(
+            err.contains("BLOCK_FILES") && err.contains("/nonexistent/node/regtest/blocks"),
+            "{err}"
+        );
+        assert!(
+            Settings::try_parse_from([
+                "electrumx-server",
+                "--db-directory=/x",
+                "--block-files=maybe"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

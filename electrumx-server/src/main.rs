@@ -16,7 +16,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static MALLOC_CONF: &[u8; 10] = b"thp:never\0";
 
 use anyhow::Context;
-use electrumx_core::daemon::{BlockFileDaemon, Daemon, RpcDaemon, RpcDaemonConfig};
+use electrumx_core::daemon::{BlockFileDaemon, Daemon, HybridDaemon, RpcDaemon, RpcDaemonConfig};
 use electrumx_core::{Controller, Mempool, PrefetchOptions};
 use electrumx_server::admin::local_rpc::{self, AdminContext};
 use electrumx_server::config::{Resolved, Settings};
@@ -109,16 +109,28 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let mut rpc_daemon = None;
     let daemon: Arc<dyn Daemon> = match &settings.blocks_dir {
-        Some(dir) => {
+        Some(dir) if resolved.daemon_urls.is_empty() => {
             Arc::new(BlockFileDaemon::open(dir, resolved.coin.genesis_hash).context("BLOCKS_DIR")?)
         }
-        None => {
+        _ => {
             let mut cfg = RpcDaemonConfig::new(resolved.daemon_urls.clone());
             cfg.cookie_file = resolved.cookie_file.clone();
             cfg.request_timeout = Duration::from_secs(settings.daemon_timeout);
             let d = Arc::new(RpcDaemon::new(cfg, cancel.clone()).context("DAEMON_URL")?);
             rpc_daemon = Some(d.clone());
-            d
+            match &resolved.node_blocks_dir {
+                Some(dir) => {
+                    tracing::info!(
+                        "initial sync from the node's block files in {} (BLOCK_FILES=off: over RPC only)",
+                        dir.display()
+                    );
+                    Arc::new(
+                        HybridDaemon::new(d, dir, resolved.coin.genesis_hash)
+                            .context("BLOCK_FILES")?,
+                    )
+                }
+                None => d,
+            }
         }
     };
     let mut builder = Controller::builder()

@@ -1,10 +1,13 @@
-//! The block source: a node reached over JSON-RPC ([`RpcDaemon`]) or raw block files on
-//! disk ([`BlockFileDaemon`]). The indexer only sees the [`Daemon`] trait.
+//! The block source: a node reached over JSON-RPC ([`RpcDaemon`]), raw block files on
+//! disk ([`BlockFileDaemon`]), or a node whose block files are read during the initial sync
+//! ([`HybridDaemon`]). The indexer only sees the [`Daemon`] trait.
 
 mod files;
+mod hybrid;
 mod rpc;
 
 pub use files::BlockFileDaemon;
+pub use hybrid::{BlockFileStats, DEFAULT_NEAR_TIP, HybridDaemon};
 pub use rpc::{DaemonUrl, RpcDaemon, RpcDaemonConfig};
 
 use crate::error::DaemonError;
@@ -38,6 +41,14 @@ pub trait Daemon: Send + Sync + 'static {
 
     /// Raw serialized blocks, in the order of `hashes`.
     async fn raw_blocks(&self, hashes: &[BlockHash]) -> DaemonResult<Vec<Vec<u8>>>;
+
+    /// Called when a block this source returned failed the parser's checks (structure,
+    /// merkle root) or is not the block asked for: returns it again from a source that can
+    /// be trusted more, or `None` (the default) when there is none, and then the error
+    /// stands. [`HybridDaemon`] asks its wrapped node for blocks read from files.
+    async fn refetch_block(&self, _hash: &BlockHash) -> DaemonResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
 
     /// Txids in the node's mempool.
     async fn mempool_txids(&self) -> DaemonResult<Vec<Txid>> {
