@@ -451,7 +451,7 @@ async fn tls_ended_at_haproxy_or_at_the_server() -> Result<()> {
     });
     chain.mine(&node, 5).await?;
     let dir = tempfile::tempdir()?;
-    let tls = electrumx_testkit::tls::files(dir.path())?;
+    let tls = electrumx_testkit::tls::files(dir.path(), "localhost")?;
     let (tcp, ssl, rpc, metrics) = (free_port(), free_port(), free_port(), free_port());
     let mut env = regtest_env(&node, &dir.path().join("db"));
     set_env(

@@ -359,26 +359,11 @@ async fn advertises_discovers_rejoins_after_kick_and_reconnects_after_a_restart(
     Ok(())
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`: (CA,
+/// certificate, key).
 fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "electrumx-rs test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &ca)?;
-    let paths = (dir.join("ca.pem"), dir.join("irc.crt"), dir.join("irc.key"));
-    std::fs::write(&paths.0, ca.pem())?;
-    std::fs::write(&paths.1, cert.pem())?;
-    std::fs::write(&paths.2, key.serialize_pem())?;
-    // ngircd reads them as root before dropping privileges; readable anyway.
-    for p in [&paths.1, &paths.2] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))?;
-    }
-    Ok(paths)
+    let f = electrumx_testkit::tls::files(dir, "127.0.0.1")?;
+    Ok((f.ca_file, PathBuf::from(f.cert), PathBuf::from(f.key)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,7 +316,8 @@ async fn client_addresses_from_trusted_proxies_on_every_service() -> Result<()> 
         ca_pem: ca,
         cert,
         key,
-    } = electrumx_testkit::tls::files(certs.path())?;
+        ..
+    } = electrumx_testkit::tls::files(certs.path(), "localhost")?;
     let (tcp, ssl, ws, wss, rpc) = (
         free_port(),
         free_port(),

@@ -10,25 +10,14 @@
 
 use electrumx_core::daemon::BlockFileDaemon;
 use electrumx_core::{
-    BuildError, ChainIndex, CoinParams, Controller, Index, IndexError, LifecycleError,
-    PrefetchOptions,
+    BuildError, ChainIndex, Controller, Index, IndexError, LifecycleError, PrefetchOptions,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const TIP: u32 = 438;
-
-fn blocks_dir() -> PathBuf {
-    let shared = std::env::var_os("ELECTRUMX_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    shared.join("data/mainnet-blocks/run-0000000-0000438")
-}
-
-fn coin() -> CoinParams {
-    CoinParams::from_names("Bitcoin", "mainnet").unwrap()
-}
+mod common;
+use common::{TIP, blocks_dir, coin};
 
 fn daemon() -> Arc<BlockFileDaemon> {
     Arc::new(BlockFileDaemon::open(&blocks_dir(), coin().genesis_hash).unwrap())

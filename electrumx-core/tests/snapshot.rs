@@ -12,22 +12,12 @@ use electrumx_core::{
     ChainIndex, CoinParams, Controller, Index, IndexError, PrefetchOptions, SnapshotError,
     SnapshotInfo,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const TIP: u32 = 438;
-
-fn blocks_dir() -> PathBuf {
-    let shared = std::env::var_os("ELECTRUMX_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    shared.join("data/mainnet-blocks/run-0000000-0000438")
-}
-
-fn coin() -> CoinParams {
-    CoinParams::from_names("Bitcoin", "mainnet").unwrap()
-}
+mod common;
+use common::{TIP, blocks_dir, coin};
 
 /// The block files, served at most one block per 5 ms.
 struct SlowFiles(BlockFileDaemon);
