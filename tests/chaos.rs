@@ -4,8 +4,8 @@
 //!
 //! Covered: clients that pipeline large answers and never read; silent WebSocket clients
 //! past `SESSION_TIMEOUT`; 60 MB WebSocket messages; 1 MB batch lines; a flood of
-//! connections from one address; slowloris (a line trickled byte by byte); an HTTP request
-//! smuggled into LocalRPC.
+//! connections from one address; slowloris (a line trickled byte by byte); twenty sessions
+//! hammering the heaviest script; an HTTP request smuggled into LocalRPC.
 
 use anyhow::{Context, Result, bail};
 use electrumx_testkit::chaingen::{ChainGen, GenParams};
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 struct Fixture {
     _node: RegtestNode,
+    /// The script hash (hex) with the longest history in the chain.
+    busiest: String,
     server: ServerProcess,
     tcp: u16,
     ws: u16,
@@ -38,6 +40,13 @@ async fn start(extra: &[(&'static str, &str)]) -> Result<Fixture> {
         ..GenParams::default()
     });
     chain.mine(&node, 105).await?;
+    let busiest = chain
+        .ledger()
+        .history
+        .iter()
+        .max_by_key(|(_, h)| h.len())
+        .map(|(sh, _)| sh.to_hex())
+        .context("a script with history")?;
     let db = tempfile::tempdir()?;
     let (tcp, ws, rpc) = (free_port(), free_port(), free_port());
     let mut env = regtest_env(&node, db.path());
@@ -53,6 +62,7 @@ async fn start(extra: &[(&'static str, &str)]) -> Result<Fixture> {
     server.wait_for_line("listening for clients", 2, Duration::from_secs(120))?;
     Ok(Fixture {
         _node: node,
+        busiest,
         server,
         tcp,
         ws,
@@ -459,4 +469,88 @@ async fn http_requests_smuggled_into_local_rpc_run_nothing() -> Result<()> {
     })?;
     assert!(fx.server.tail(50).iter().all(|l| !l.contains("stopping")));
     Ok(())
+}
+
+/// Twenty sessions, each from an address of its own, pipelining requests for the heaviest
+/// script's history, UTXOs and status and reading the answers as fast as they come: the
+/// cost model slows them (or, past its hard limit, disconnects them with -101), while a
+/// well-behaved session keeps getting answers and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sessions_hammering_the_heaviest_script_are_slowed() -> Result<()> {
+    let fx = start(&[("COST_SOFT_LIMIT", "100"), ("COST_HARD_LIMIT", "1000")]).await?;
+    let (pid, port, busiest) = (fx.server.pid(), fx.tcp, fx.busiest.clone());
+    tokio::task::block_in_place(|| -> Result<()> {
+        let mut probe = Probe::connect(port)?;
+        probe.check()?;
+        let before = rss_mb(pid)?;
+        let until = Instant::now() + Duration::from_secs(12);
+        let mut hammers = Vec::new();
+        for i in 0..20 {
+            let mut s = connect_from(&format!("127.0.0.{}", 40 + i), port)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let busiest = busiest.clone();
+            hammers.push(std::thread::spawn(move || -> (u64, bool) {
+                let mut batch = format!(
+                    "{}\n",
+                    json!({"id": "v", "method": "server.version", "params": ["hammer", "1.4"]})
+                );
+                for (k, m) in [
+                    "blockchain.scripthash.get_history",
+                    "blockchain.scripthash.listunspent",
+                    "blockchain.scripthash.subscribe",
+                    "blockchain.scripthash.get_balance",
+                ]
+                .iter()
+                .cycle()
+                .take(40)
+                .enumerate()
+                {
+                    batch.push_str(&json!({"id": k, "method": m, "params": [busiest]}).to_string());
+                    batch.push('\n');
+                }
+                let (mut answers, mut cut_off) = (0u64, false);
+                let mut reader = std::io::BufReader::new(s.try_clone().expect("clone"));
+                while Instant::now() < until && !cut_off {
+                    if s.write_all(batch.as_bytes()).is_err() {
+                        cut_off = true;
+                        break;
+                    }
+                    for _ in 0..41 {
+                        let mut line = String::new();
+                        match std::io::BufRead::read_line(&mut reader, &mut line) {
+                            Ok(0) | Err(_) => {
+                                cut_off = true;
+                                break;
+                            }
+                            Ok(_) if line.contains("-101") => cut_off = true,
+                            Ok(_) => answers += 1,
+                        }
+                    }
+                }
+                (answers, cut_off)
+            }));
+        }
+        while Instant::now() < until {
+            probe.check()?;
+            let grown = rss_mb(pid)? - before;
+            if grown > 200.0 {
+                bail!("server memory grew by {grown:.0} MB under the hammering");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let results: Vec<(u64, bool)> = hammers.into_iter().map(|h| h.join().unwrap()).collect();
+        let answered: u64 = results.iter().map(|r| r.0).sum();
+        assert!(answered > 0, "the hammering sessions were served at first");
+        // Unthrottled, a round of 41 answers takes milliseconds: hundreds of rounds in 12 s.
+        // The cost model lets each session have a few rounds, or cuts it off.
+        for (answers, cut_off) in &results {
+            assert!(
+                *cut_off || *answers <= 41 * 6,
+                "a hammering session was neither slowed nor cut off: {results:?}"
+            );
+        }
+        probe.check()?;
+        assert!(fds(pid)? < 200);
+        Ok(())
+    })
 }
