@@ -90,7 +90,7 @@ impl Health {
         let node_height = sync.daemon_height;
         let lag = match (height, node_height) {
             (Some(h), Some(n)) => Some(n.saturating_sub(h)),
-            (None, Some(n)) => Some(n + 1),
+            (None, Some(n)) => Some(n.saturating_add(1)),
             _ => None,
         };
         let silence = self.node_silence();

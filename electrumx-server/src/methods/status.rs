@@ -140,8 +140,9 @@ impl StatusHasher {
 /// the one the refresh will confirm. The check reads the index only in that window.
 pub(super) fn mempool_history(state: &ServerState, hashx: &HashX) -> Vec<MempoolEntry> {
     let mut entries = state.mempool.history(hashx);
-    let confirmed = confirmed_meanwhile(state, hashx);
-    entries.retain(|e| !confirmed.contains(&e.txid));
+    if !entries.is_empty() && mirror_behind(state) {
+        entries.retain(|e| !confirmed(state, &e.txid));
+    }
     entries
 }
 
@@ -149,14 +150,22 @@ pub(super) fn mempool_history(state: &ServerState, hashx: &HashX) -> Vec<Mempool
 /// refresh (empty when the mirror is at the index's tip, and then without reading the
 /// index): what answers leave out of the mempool's part.
 pub(super) fn confirmed_meanwhile(state: &ServerState, hashx: &HashX) -> Vec<Txid> {
-    if state.mempool.synced_tip() == state.index.tip() {
+    if !mirror_behind(state) {
         return Vec::new();
     }
-    state
-        .mempool
-        .history(hashx)
-        .into_iter()
+    let history = state.mempool.history(hashx).into_iter();
+    history
         .map(|e| e.txid)
-        .filter(|t| matches!(state.index.tx_position(t), Ok(Some(_))))
+        .filter(|t| confirmed(state, t))
         .collect()
+}
+
+/// Whether a block was indexed that the mempool mirror has not been refreshed after.
+fn mirror_behind(state: &ServerState) -> bool {
+    state.mempool.synced_tip() != state.index.tip()
+}
+
+/// Whether the index holds `txid`.
+fn confirmed(state: &ServerState, txid: &Txid) -> bool {
+    matches!(state.index.tx_position(txid), Ok(Some(_)))
 }
