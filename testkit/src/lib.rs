@@ -4,6 +4,7 @@
 //! node and keeps its own ledger to check the index against. [`electrum::ElectrumWallet`]
 //! drives the real Electrum wallet as a daemon against a server.
 
+pub mod blockgen;
 pub mod chaingen;
 pub mod check;
 pub mod electrum;

@@ -709,6 +709,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_offline_reader_rebuilds_the_chain_from_obfuscated_files_with_stale_blocks() {
+        let reference = reference();
+        let (hashes, raws) = all_blocks(reference.as_ref()).await;
+        for key in [[0u8; 8], [0x5a, 0x01, 0xff, 0x80, 0x13, 0x37, 0x00, 0xc4]] {
+            let dir = tempfile::tempdir().unwrap();
+            write_files(dir.path(), &raws, 3, key);
+            let d = BlockFileDaemon::open(dir.path(), coin().genesis_hash).unwrap();
+            assert_eq!(
+                all_blocks(&d).await,
+                (hashes.clone(), raws.clone()),
+                "key {key:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn missing_truncated_and_corrupt_blocks_come_from_the_node() {
         let reference = reference();
         let (hashes, raws) = all_blocks(reference.as_ref()).await;

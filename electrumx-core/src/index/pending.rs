@@ -37,8 +37,12 @@ pub struct PendingWrites {
     pub outpoint_deletes: Vec<[u8; OUTPOINT_KEY_LEN]>,
     /// Flushed UTXO entries spent since the last flush.
     pub utxo_deletes: Vec<[u8; UTXO_KEY_LEN]>,
-    /// Headers and undo records: one or two per block, put into the batch first.
+    /// Headers and undo records: one or two per block, put into the batch first
+    /// (pushed with [`PendingWrites::push_small`], which keeps `small_bytes`).
     pub small: Vec<SmallWrite>,
+    /// Bytes of `small` (kept as it grows: summing it per block made a window of many
+    /// small blocks quadratic).
+    pub small_bytes: usize,
 }
 
 /// A write to the `headers` or `undo` family (one or two per block).
@@ -94,6 +98,7 @@ impl PendingWrites {
             outpoint_deletes: Vec::with_capacity(room(self.outpoint_deletes.len())),
             utxo_deletes: Vec::with_capacity(room(self.utxo_deletes.len())),
             small: Vec::with_capacity(room(self.small.len())),
+            small_bytes: 0,
         }
     }
 
@@ -110,7 +115,13 @@ impl PendingWrites {
             + self.spenders.len() * (SPENDER_KEY_LEN + TXNUM_LEN)
             + self.outpoint_deletes.len() * OUTPOINT_KEY_LEN
             + self.utxo_deletes.len() * UTXO_KEY_LEN
-            + self.small.iter().map(SmallWrite::bytes).sum::<usize>()
+            + self.small_bytes
+    }
+
+    /// Adds a header or undo write.
+    pub fn push_small(&mut self, write: SmallWrite) {
+        self.small_bytes += write.bytes();
+        self.small.push(write);
     }
 
     /// An upper bound of the batch's size with `coins` unspent outputs, so it is allocated
@@ -128,7 +139,8 @@ impl PendingWrites {
             + coins * (2 * R + OUTPOINT_KEY_LEN + 19 + UTXO_KEY_LEN + 8)
             + self.outpoint_deletes.len() * (R + OUTPOINT_KEY_LEN)
             + self.utxo_deletes.len() * (R + UTXO_KEY_LEN)
-            + self.small.iter().map(|w| R + w.bytes()).sum::<usize>()
+            + self.small.len() * R
+            + self.small_bytes
             + 64
     }
 
@@ -202,6 +214,7 @@ impl PendingWrites {
             outpoint_deletes,
             utxo_deletes,
             small,
+            small_bytes: _,
         } = self;
         // A block at the tip is sorted in no time: a thread would cost more than it saves.
         let (outpoints, utxos) = if history.len() >= PARALLEL_SORT_MIN {

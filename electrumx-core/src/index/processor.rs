@@ -480,21 +480,21 @@ impl BlockProcessor {
         let mut header_value = Vec::with_capacity(88);
         header_value.extend_from_slice(block.header());
         header_value.extend_from_slice(&self.tx_count.to_be_bytes());
-        let small = &mut self.writes.small;
-        small.push(SmallWrite::Put(
+        let writes = &mut self.writes;
+        writes.push_small(SmallWrite::Put(
             cf::HEADERS,
             keys::height_key(height),
             header_value,
         ));
         if keep_undo {
-            small.push(SmallWrite::Put(
+            writes.push_small(SmallWrite::Put(
                 cf::UNDO,
                 keys::height_key(height),
                 undo.encode(),
             ));
         }
         if let Some(old) = height.checked_sub(self.opts.reorg_limit) {
-            small.push(SmallWrite::Delete(cf::UNDO, keys::height_key(old)));
+            writes.push_small(SmallWrite::Delete(cf::UNDO, keys::height_key(old)));
         }
         self.pending.headers.push(*block.header());
         self.pending.hashes.push(block.hash);
