@@ -32,7 +32,7 @@ db_keep="$HOME/.cache/electrumx-rs/bench-dbs/tenth-b$blocks-t$txs"
 xor_args=(); [[ "$xor" != none ]] && xor_args=(--xor "$xor")
 need_gb=$(( (txs * 130) / 1000000000 + 2 ))
 mkdir -p "$cache"
-if ! ls -d "$cache"/s1-b"$blocks"-t"$txs"-* >/dev/null 2>&1; then
+if ! ls -d "$cache"/v2-s1-b"$blocks"-t"$txs"-* >/dev/null 2>&1; then
     need_gb=$(( need_gb + (txs * 360) / 1000000000 ))
 fi
 free_gb=$(( $(df --output=avail -B1 "$cache" | tail -1) / 1000000000 ))

@@ -54,7 +54,7 @@ fn main() -> Result<()> {
             .join(".cache/electrumx-rs/block-chains")
     });
     let key = format!(
-        "s{}-b{}-t{}-g{}-r{}-k{}{}",
+        "v2-s{}-b{}-t{}-g{}-r{}-k{}{}",
         params.seed,
         params.blocks,
         params.txs,
