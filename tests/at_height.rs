@@ -9,7 +9,8 @@
 
 use anyhow::{Context, Result, bail};
 use bitcoin::consensus::Decodable;
-use electrumx_core::Hash32;
+use bitcoin::hashes::{Hash, HashEngine, sha256};
+use electrumx_core::{ChainIndex, CoinParams, Hash32, Index, ScriptHash};
 use electrumx_core::daemon::{BlockFileDaemon, Daemon};
 use electrumx_core::parse::merkle_root;
 use electrumx_testkit::blockgen::{BlockGen, ShapeParams, check_truth, read_truth};
@@ -17,6 +18,7 @@ use electrumx_testkit::node::free_port;
 use electrumx_testkit::rawclient::RawConn;
 use electrumx_testkit::server::ServerProcess;
 use serde_json::{Value, json};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 const BLOCKS: u32 = 100_000;
@@ -100,6 +102,22 @@ async fn a_mainnet_shaped_chain_of_100_000_blocks_answers_at_height() -> Result<
         "the heaviest script's history is over the limit: {report:?}"
     );
 
+    // The heaviest script's status: hashed in full once, then brought up to date from
+    // the saved midstate (a seek to its last block; nothing new here), by a second session.
+    let heavy = read_truth(&blocks_dir)?
+        .into_iter()
+        .max_by_key(|t| t["history"].as_u64())
+        .context("truth")?;
+    let heavy_sh = heavy["scripthash"].clone();
+    let mut first = RawConn::connect(port)?;
+    first.result("server.version", json!(["at-height", "1.4"]))?;
+    let status = first.result("blockchain.scripthash.subscribe", json!([heavy_sh]))?;
+    let mut second = RawConn::connect(port)?;
+    second.result("server.version", json!(["at-height", "1.4"]))?;
+    let again = second.result("blockchain.scripthash.subscribe", json!([heavy_sh]))?;
+    assert_eq!(status, again);
+    assert!(status.is_string());
+
     // The files, read independently of the index: block hashes and raw blocks.
     let genesis = Hash32::from_display_hex(electrumx_testkit::chaingen::REGTEST_GENESIS)
         .context("genesis")?;
@@ -182,9 +200,36 @@ async fn a_mainnet_shaped_chain_of_100_000_blocks_answers_at_height() -> Result<
     assert!(segwit_seen, "segwit transactions in the large block");
 
     server.signal("TERM")?;
-    let status = server.wait_exit(Duration::from_secs(60))?;
-    if !status.success() {
-        bail!("server exit: {status:?}\n{}", server.tail(20).join("\n"));
+    let exit = server.wait_exit(Duration::from_secs(60))?;
+    if !exit.success() {
+        bail!("server exit: {exit:?}\n{}", server.tail(20).join("\n"));
     }
+
+    // The index itself: the heavy script's whole history gives the status the server sent,
+    // and reading it from a height gives exactly the entries from there.
+    let coin = CoinParams::from_names("Bitcoin", "regtest")?;
+    let index = Index::open(&dir.path().join("db"), &coin)?;
+    let sh = ScriptHash::from_hex(heavy_sh.as_str().context("hex")?).context("scripthash")?;
+    let mut full = Vec::new();
+    index.visit_history(&sh, &mut |item| {
+        full.push(item);
+        ControlFlow::Continue(())
+    })?;
+    assert_eq!(full.len() as u64, heavy["history"].as_u64().context("history")?);
+    let mut engine = sha256::Hash::engine();
+    for item in &full {
+        engine.input(format!("{}:{}:", item.txid.to_display_hex(), item.height).as_bytes());
+    }
+    let want = const_hex::encode(sha256::Hash::from_engine(engine).to_byte_array());
+    assert_eq!(status, json!(want));
+    let last = full.last().context("history")?.height;
+    for from in [0, 1, full[full.len() / 2].height, last, last + 1, BLOCKS + 1] {
+        let got = index.history_from_height(&sh, from, usize::MAX)?;
+        let want: Vec<_> = full.iter().filter(|h| h.height >= from).cloned().collect();
+        assert_eq!(got, want, "from height {from}");
+    }
+    assert_eq!(index.history_from_height(&sh, last, 3)?.len(), 3.min(
+        full.iter().filter(|h| h.height >= last).count()
+    ));
     Ok(())
 }

@@ -62,6 +62,16 @@ pub trait ChainIndex: Send + Sync {
     fn history(&self, script: &ScriptHash, offset: usize, limit: usize)
     -> Result<Vec<HistoryItem>>;
 
+    /// Confirmed history of a script from `height` up, in chain order, at most `limit`
+    /// entries: the entries below `height` are not read, so bringing a long history up to
+    /// date costs what was added, not its length.
+    fn history_from_height(
+        &self,
+        script: &ScriptHash,
+        height: u32,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>>;
+
     /// Streams a script's whole confirmed history in chain order with bounded memory; the
     /// visitor returns `ControlFlow::Break` to stop early.
     fn visit_history(
@@ -195,17 +205,29 @@ impl Index {
         it
     }
 
-    /// Tx numbers of a script's history from the `offset`-th, in chain order, handed to `f` in
-    /// batches of [`TXID_BATCH`] with their txids.
+    /// Tx numbers of a script's history from tx number `from_txnum` on, skipping the first
+    /// `offset` of those, in chain order, handed to `f` in batches of [`TXID_BATCH`] with
+    /// their txids. The scan starts at the group holding `from_txnum`: the entries before
+    /// it are not read.
     fn scan_history(
         &self,
         view: &View<'_>,
         script: &ScriptHash,
+        from_txnum: u64,
         offset: usize,
         f: &mut BatchVisitor<'_>,
     ) -> Result<()> {
         let hashx = script.hashx();
         let mut it = self.prefix_iter(view, cf::HISTORY, &hashx.0);
+        if from_txnum > 0 {
+            // Groups are keyed by their first tx number: the one holding `from_txnum` is
+            // the last key at or before hashX ‖ from_txnum. None of this script's there:
+            // its first group starts later, so the scan starts at the first.
+            it.seek_for_prev(keys::history_key(&hashx, from_txnum));
+            if !it.key().is_some_and(|k| k.starts_with(&hashx.0)) {
+                it.seek(hashx.0);
+            }
+        }
         let mut skipped = 0usize;
         let mut txnums: Vec<u64> = Vec::with_capacity(TXID_BATCH);
         let mut batch: Vec<(u64, Txid)> = Vec::with_capacity(TXID_BATCH);
@@ -222,6 +244,9 @@ impl Index {
                         return Err(IndexError::Corrupt("history entry".into()));
                     }
                     for &txnum in group.iter().take_while(|n| **n < total) {
+                        if txnum < from_txnum {
+                            continue;
+                        }
                         if skipped < offset {
                             skipped += 1;
                         } else {
@@ -413,7 +438,42 @@ impl ChainIndex for Index {
         if limit == 0 {
             return Ok(out);
         }
-        self.scan_history(&view, script, offset, &mut |batch| {
+        self.scan_history(&view, script, 0, offset, &mut |batch| {
+            for (n, txid) in batch {
+                let height = view.height_of(*n).unwrap_or(0);
+                out.push(HistoryItem {
+                    txid: *txid,
+                    height,
+                });
+                if out.len() >= limit {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    fn history_from_height(
+        &self,
+        script: &ScriptHash,
+        height: u32,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>> {
+        let view = self.view();
+        let mut out = Vec::new();
+        let from_txnum = match height.checked_sub(1) {
+            None => 0,
+            // Past the tip: nothing to read.
+            Some(below) => match view.tx_counts.get(below as usize) {
+                Some(&n) => n,
+                None => return Ok(out),
+            },
+        };
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_history(&view, script, from_txnum, 0, &mut |batch| {
             for (n, txid) in batch {
                 let height = view.height_of(*n).unwrap_or(0);
                 out.push(HistoryItem {
@@ -435,7 +495,7 @@ impl ChainIndex for Index {
         visit: &mut dyn FnMut(HistoryItem) -> ControlFlow<()>,
     ) -> Result<()> {
         let view = self.view();
-        self.scan_history(&view, script, 0, &mut |batch| {
+        self.scan_history(&view, script, 0, 0, &mut |batch| {
             for (n, txid) in batch {
                 let height = view.height_of(*n).unwrap_or(0);
                 visit(HistoryItem {

@@ -121,7 +121,7 @@ pub struct Store {
     state: RwLock<ChainState>,
     meta: RwLock<DbState>,
     /// Bulk-load mode (the initial sync): flushes are ingested as SST files, the `BULK`
-    /// families are not compacted. See [`Store::finish_bulk_load`].
+    /// families but `outpoints` are not compacted. See [`Store::finish_bulk_load`].
     bulk: std::sync::atomic::AtomicBool,
     /// Set by [`Store::stop_background_work`]: no compaction is to start any more.
     stopping: std::sync::atomic::AtomicBool,
@@ -536,15 +536,27 @@ impl Store {
         // them once and writes the bottom level with ZSTD. Automatic compactions of these
         // families stay off until that compaction has been through each of them: with them
         // on, RocksDB would stop writes at 36 L0 files (`level0_stop_writes_trigger`).
-        let opts: &[(&str, &str)] = if on {
-            &[
-                ("disable_auto_compactions", "true"),
-                ("compression", "kNoCompression"),
-            ]
-        } else {
-            &[("compression", "kLZ4Compression")]
-        };
+        //
+        // `outpoints` is the exception: the sync reads it (every spend of an output flushed
+        // and no longer cached is a prefix seek there), and each flush ingests one more
+        // file into its L0, so uncompacted, a seek consults every flush's file: a tenth of
+        // mainnet gathered a hundred of them, and the sync slowed in proportion to its
+        // length. It is compacted as it goes (once 8 files gather in L0), its L0 write
+        // triggers far above what compactions leave, so that ingestion never waits on them.
         for name in cf::BULK {
+            let opts: &[(&str, &str)] = match (on, name) {
+                (true, cf::OUTPOINTS) => &[
+                    ("disable_auto_compactions", "false"),
+                    ("level0_file_num_compaction_trigger", "8"),
+                    ("level0_slowdown_writes_trigger", "800"),
+                    ("level0_stop_writes_trigger", "1200"),
+                ],
+                (true, _) => &[
+                    ("disable_auto_compactions", "true"),
+                    ("compression", "kNoCompression"),
+                ],
+                (false, _) => &[("compression", "kLZ4Compression")],
+            };
             self.db.set_options_cf(self.cf(name), opts).db()?;
         }
         // Compactions during the bulk load (of `outpoints`, and of crowded bulk families)
@@ -619,6 +631,7 @@ impl Store {
         let set = self.db.set_options_cf(
             self.cf(name),
             &[
+                ("level0_file_num_compaction_trigger", "4"),
                 ("level0_slowdown_writes_trigger", "20"),
                 ("level0_stop_writes_trigger", "36"),
                 ("disable_auto_compactions", "false"),

@@ -390,6 +390,11 @@ pub struct Midstate {
     pub engine: bitcoin::hashes::sha256::HashEngine,
     /// Confirmed entries hashed.
     pub confirmed: usize,
+    /// Height of the last entry hashed.
+    pub last_height: u32,
+    /// Entries hashed at `last_height` (the next update reads from that height and skips
+    /// them).
+    pub at_last_height: usize,
 }
 
 /// Where the status hashing of long histories (over the history cache's limit) stands, so
@@ -429,13 +434,7 @@ impl StatusMidstates {
 
     /// Saves a midstate computed from the index read after [`StatusMidstates::reorgs`]
     /// returned `reorgs` (ignored if a reorg came since).
-    pub fn insert(
-        &self,
-        hashx: HashX,
-        engine: bitcoin::hashes::sha256::HashEngine,
-        confirmed: usize,
-        reorgs: u64,
-    ) {
+    pub fn insert(&self, hashx: HashX, midstate: Midstate, reorgs: u64) {
         let mut inner = self.inner.lock();
         if inner.reorgs != reorgs {
             return;
@@ -444,7 +443,7 @@ impl StatusMidstates {
             // Full: start over (midstates are rebuilt by the next status of each).
             inner.map.clear();
         }
-        inner.map.insert(hashx, Midstate { engine, confirmed });
+        inner.map.insert(hashx, midstate);
     }
 
     /// A reorg: every midstate may count entries taken back.

@@ -4,6 +4,7 @@
 
 use super::{index_err, push_int};
 use crate::protocol::jsonrpc::RpcError;
+use crate::cache::Midstate;
 use crate::state::ServerState;
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use electrumx_core::{ChainIndex, Hash32, HashX, HistoryItem, MempoolEntry, ScriptHash, Txid};
@@ -41,21 +42,24 @@ pub(super) fn script_status_from(
     // confirmed since are read (their txids resolved), not the whole history again.
     let reorgs = state.status_midstates.reorgs();
     if let Some(mid) = state.status_midstates.get(&hashx) {
+        // From the last hashed entry's block on (a seek), its entries there already hashed.
         let new = state
             .index
-            .history(sh, mid.confirmed, usize::MAX)
+            .history_from_height(sh, mid.last_height, usize::MAX)
             .map_err(index_err)?;
         let mut status = StatusHasher {
             engine: mid.engine,
             entries: mid.confirmed,
             line: String::new(),
+            last_height: mid.last_height,
+            at_last_height: mid.at_last_height,
         };
-        for item in &new {
+        for item in new.iter().skip(mid.at_last_height) {
             status.add(&item.txid, item.height as i64);
         }
         state
             .status_midstates
-            .insert(hashx, status.engine.clone(), status.entries, reorgs);
+            .insert(hashx, status.midstate(), reorgs);
         let entries = status.entries;
         return Ok((status.finish(state, &hashx), entries));
     }
@@ -84,7 +88,7 @@ pub(super) fn script_status_from(
         // Too long for the history cache: keep where its hashing stands instead.
         None => state
             .status_midstates
-            .insert(hashx, status.engine.clone(), status.entries, reorgs),
+            .insert(hashx, status.midstate(), reorgs),
     }
     let entries = status.entries;
     Ok((status.finish(state, &hashx), entries))
@@ -109,10 +113,22 @@ struct StatusHasher {
     engine: sha256::HashEngine,
     entries: usize,
     line: String,
+    /// Height of the last confirmed entry added, and how many were added at it.
+    last_height: u32,
+    at_last_height: usize,
 }
 
 impl StatusHasher {
     fn add(&mut self, txid: &Hash32, height: i64) {
+        if height >= 0 {
+            let h = height as u32;
+            if h == self.last_height {
+                self.at_last_height += 1;
+            } else {
+                self.last_height = h;
+                self.at_last_height = 1;
+            }
+        }
         self.line.clear();
         self.line.push_str(&txid.to_display_hex());
         self.line.push(':');
@@ -120,6 +136,16 @@ impl StatusHasher {
         self.line.push(':');
         self.engine.input(self.line.as_bytes());
         self.entries += 1;
+    }
+
+    /// Where the hashing of the confirmed entries added so far stands.
+    fn midstate(&self) -> Midstate {
+        Midstate {
+            engine: self.engine.clone(),
+            confirmed: self.entries,
+            last_height: self.last_height,
+            at_last_height: self.at_last_height,
+        }
     }
 
     /// Adds the mempool's entries of `hashx` and returns the status (`None`: no history).

@@ -3,12 +3,18 @@
 //! Markdown table of p50/p99 latency and requests per second.
 //!
 //! Usage: `qbench PORT [--concurrency 1,16,256] [--requests N] [--heavy-requests N]
-//! [--only TEXT]` (`--only`: just the query kinds whose name contains TEXT, e.g. to profile
-//! one of them).
+//! [--only TEXT] [--chain DIR]` (`--only`: just the query kinds whose name contains TEXT,
+//! e.g. to profile one of them).
 //!
 //! Scripts are the chain generator's wallets (`chaingen`): wallet 5 is heavy (tens of
-//! thousands of transactions), wallet 100 medium, wallet 150000 light (Zipf skew). Transactions are read from the server
-//! itself (`id_from_pos`).
+//! thousands of transactions), wallet 100 medium, wallet 150000 light (Zipf skew).
+//! Transactions are read from the server itself (`id_from_pos`). With `--chain DIR` (a
+//! `blockgen` chain), the scripts come from its sampled truth instead (heavy: the script
+//! with the most transactions, millions on a tenth of mainnet; medium: the sampled script
+//! with the longest history under 1,000; light: one with a single transaction; the
+//! receive-only script with 100,000+ unspent outputs), transactions from its blocks of
+//! 10,000+ transactions, and the kinds measured at height are added: `cp_height` proofs,
+//! `headers.subscribe`, subscribing to the heavy script.
 
 use anyhow::{Context, Result, bail};
 use electrumx_core::ScriptHash;
@@ -91,6 +97,54 @@ struct Envelope<'a> {
 /// The heavy script's wallet number.
 const HEAVY: u32 = 5;
 
+/// What `--chain` picks from a blockgen chain's `summary.json` and `truth.json`.
+struct Picked {
+    /// Heavy, medium, light, and the receive-only script with 100,000+ unspent outputs.
+    scripts: [String; 4],
+    big_blocks: Vec<u32>,
+}
+
+impl Picked {
+    fn from_chain(dir: &std::path::Path) -> Result<Picked> {
+        let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json"))?)?;
+        let truth: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("truth.json"))?)?;
+        let len = |t: &Value| t["history"].as_u64().unwrap_or(0);
+        let hash = |t: &Value| t["scripthash"].as_str().unwrap_or_default().to_string();
+        let heavy = truth.iter().max_by_key(|t| len(t)).context("truth")?;
+        let medium = truth
+            .iter()
+            .filter(|t| len(t) < 1000)
+            .max_by_key(|t| len(t))
+            .context("a medium script")?;
+        let light = truth
+            .iter()
+            .find(|t| len(t) == 1)
+            .context("a light script")?;
+        let hoard = truth
+            .iter()
+            .find(|t| t["role"] == "hoard")
+            .context("the hoard script")?;
+        eprintln!(
+            "qbench: chain scripts: heavy {} txs, medium {}, light {}, hoard {} UTXOs",
+            len(heavy),
+            len(medium),
+            len(light),
+            hoard["utxos"]
+        );
+        let big_blocks: Vec<u32> = summary["big_blocks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_u64().map(|h| h as u32))
+            .collect();
+        anyhow::ensure!(!big_blocks.is_empty(), "the chain has no block of 10,000+ txs");
+        Ok(Picked {
+            scripts: [hash(heavy), hash(medium), hash(light), hash(hoard)],
+            big_blocks,
+        })
+    }
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -128,6 +182,7 @@ async fn main() -> Result<()> {
         .unwrap_or(8);
 
     let only = arg(&args, "--only");
+    let chain = arg(&args, "--chain").map(std::path::PathBuf::from);
 
     let mut probe = Conn::open(port).await?;
     let tip = probe
@@ -135,18 +190,50 @@ async fn main() -> Result<()> {
         .await?["height"]
         .as_u64()
         .context("tip")? as u32;
-    // Transactions to ask for: position 1 of blocks spread over the chain.
+    // Transactions to ask for: position 1 of blocks spread over the chain, or positions
+    // spread over a blockgen chain's blocks of 10,000+ transactions.
+    let mut positions = Vec::new();
+    let picked = chain.as_deref().map(Picked::from_chain).transpose()?;
+    match &picked {
+        Some(p) => {
+            for i in 0..50u32 {
+                let h = p.big_blocks[i as usize % p.big_blocks.len()];
+                positions.push((h, 1 + i * 211));
+            }
+        }
+        None => {
+            for i in 0..50u32 {
+                positions.push((101 + (tip - 101) * i / 50, 1));
+            }
+        }
+    }
     let mut txs = Vec::new();
-    for i in 0..50u32 {
-        let h = 101 + (tip - 101) * i / 50;
+    for (h, pos) in positions {
         if let Ok(t) = probe
-            .call("blockchain.transaction.id_from_pos", json!([h, 1]))
+            .call("blockchain.transaction.id_from_pos", json!([h, pos]))
             .await
         {
             txs.push((t.as_str().unwrap_or_default().to_string(), h));
         }
     }
-    let sh = |w: u32| ScriptHash::of_script(&ScriptKind::Wallet(w).script()).to_hex();
+    let scripts = match &picked {
+        Some(p) => p.scripts.clone(),
+        None => {
+            let sh = |w: u32| ScriptHash::of_script(&ScriptKind::Wallet(w).script()).to_hex();
+            [sh(HEAVY), sh(100), sh(150_000), sh(HEAVY)]
+        }
+    };
+    // Leaked once so that `sh` stays `Copy` for every request maker below.
+    let scripts: &'static [String; 4] = Box::leak(Box::new(scripts));
+    let sh = move |w: u32| {
+        scripts[match w {
+            HEAVY => 0,
+            100 => 1,
+            150_000 => 2,
+            _ => 3,
+        }]
+        .clone()
+    };
     // The first heavy request finds no cache (on a freshly started server): timed apart,
     // read as the measured requests are (the result kept raw), then asked again for its size.
     let first = Instant::now();
@@ -281,6 +368,39 @@ async fn main() -> Result<()> {
             requests / 4,
         ),
     ];
+    let mut kinds = kinds;
+    if picked.is_some() {
+        kinds.push((
+            "block.header with cp_height = tip".into(),
+            Box::new(move |i| {
+                (
+                    "blockchain.block.header".into(),
+                    json!([(i * 7919) % tip as usize, tip]),
+                )
+            }),
+            requests,
+        ));
+        kinds.push((
+            "headers.subscribe".into(),
+            Box::new(|_| ("blockchain.headers.subscribe".into(), json!([]))),
+            requests,
+        ));
+        kinds.push((
+            "subscribe heavy".into(),
+            Box::new(move |_| {
+                (
+                    "blockchain.scripthash.subscribe".into(),
+                    json!([sh(HEAVY)]),
+                )
+            }),
+            heavy_requests,
+        ));
+        kinds.push((
+            "listunspent 100k+ UTXOs".into(),
+            Box::new(move |_| ("blockchain.scripthash.listunspent".into(), json!([sh(0)]))),
+            heavy_requests,
+        ));
+    }
 
     println!("| query | sessions | requests | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---|---|---|---|---|---|");
