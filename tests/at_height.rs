@@ -10,9 +10,9 @@
 use anyhow::{Context, Result, bail};
 use bitcoin::consensus::Decodable;
 use bitcoin::hashes::{Hash, HashEngine, sha256};
-use electrumx_core::{ChainIndex, CoinParams, Hash32, Index, ScriptHash};
 use electrumx_core::daemon::{BlockFileDaemon, Daemon};
 use electrumx_core::parse::merkle_root;
+use electrumx_core::{ChainIndex, CoinParams, Hash32, Index, ScriptHash};
 use electrumx_testkit::blockgen::{BlockGen, ShapeParams, check_truth, read_truth};
 use electrumx_testkit::node::free_port;
 use electrumx_testkit::rawclient::RawConn;
@@ -215,7 +215,10 @@ async fn a_mainnet_shaped_chain_of_100_000_blocks_answers_at_height() -> Result<
         full.push(item);
         ControlFlow::Continue(())
     })?;
-    assert_eq!(full.len() as u64, heavy["history"].as_u64().context("history")?);
+    assert_eq!(
+        full.len() as u64,
+        heavy["history"].as_u64().context("history")?
+    );
     let mut engine = sha256::Hash::engine();
     for item in &full {
         engine.input(format!("{}:{}:", item.txid.to_display_hex(), item.height).as_bytes());
@@ -223,13 +226,21 @@ async fn a_mainnet_shaped_chain_of_100_000_blocks_answers_at_height() -> Result<
     let want = const_hex::encode(sha256::Hash::from_engine(engine).to_byte_array());
     assert_eq!(status, json!(want));
     let last = full.last().context("history")?.height;
-    for from in [0, 1, full[full.len() / 2].height, last, last + 1, BLOCKS + 1] {
+    for from in [
+        0,
+        1,
+        full[full.len() / 2].height,
+        last,
+        last + 1,
+        BLOCKS + 1,
+    ] {
         let got = index.history_from_height(&sh, from, usize::MAX)?;
         let want: Vec<_> = full.iter().filter(|h| h.height >= from).cloned().collect();
         assert_eq!(got, want, "from height {from}");
     }
-    assert_eq!(index.history_from_height(&sh, last, 3)?.len(), 3.min(
-        full.iter().filter(|h| h.height >= last).count()
-    ));
+    assert_eq!(
+        index.history_from_height(&sh, last, 3)?.len(),
+        3.min(full.iter().filter(|h| h.height >= last).count())
+    );
     Ok(())
 }

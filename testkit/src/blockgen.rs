@@ -489,7 +489,7 @@ impl BlockGen {
     }
 
     fn sampled(&self, id: u64) -> bool {
-        id < FIRST_REUSED || mix(id ^ 0x5a11) % self.params.sample_one_in == 0
+        id < FIRST_REUSED || mix(id ^ 0x5a11).is_multiple_of(self.params.sample_one_in)
     }
 
     fn touch(&mut self, id: u64, value: u64, created: bool) {
@@ -729,9 +729,8 @@ impl BlockGen {
         }
         let core_start = body.len();
         write_varint(body, spent.len() as u64);
-        for i in 0..spent.len() {
-            let c = spent[i];
-            self.write_input(body, &c);
+        for c in spent.iter() {
+            self.write_input(body, c);
         }
         let op_return = self.rng.random_bool(0.02);
         write_varint(body, (n_out + usize::from(op_return)) as u64);
@@ -771,9 +770,8 @@ impl BlockGen {
         let core_end = body.len();
         if segwit {
             self.summary.segwit_txs += 1;
-            for i in 0..spent.len() {
-                let kind = kind_of(spent[i].script);
-                self.write_witness(body, kind);
+            for c in spent.iter() {
+                self.write_witness(body, kind_of(c.script));
             }
         }
         body.extend_from_slice(&0u32.to_le_bytes());
@@ -782,14 +780,13 @@ impl BlockGen {
         engine.input(&body[core_start..core_end]);
         engine.input(&[0, 0, 0, 0]);
         let txid = sha256d::Hash::from_engine(engine).to_byte_array();
-        for i in 0..spent.len() {
-            let c = spent[i];
+        for c in spent.iter() {
             self.touch(c.script, c.value, false);
         }
         self.summary.inputs += spent.len() as u64;
-        for i in 0..created.len() {
-            let mut c = created[i];
+        for c in created.iter_mut() {
             c.txid = txid;
+            let c = *c;
             self.touch(c.script, c.value, true);
             self.summary.outputs += 1;
             if c.script != HOARD {

@@ -3,8 +3,8 @@
 //! long ones keep their hash's midstate, so a new block costs only its new entries.
 
 use super::{index_err, push_int};
-use crate::protocol::jsonrpc::RpcError;
 use crate::cache::Midstate;
+use crate::protocol::jsonrpc::RpcError;
 use crate::state::ServerState;
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use electrumx_core::{ChainIndex, Hash32, HashX, HistoryItem, MempoolEntry, ScriptHash, Txid};

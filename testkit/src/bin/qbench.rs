@@ -137,7 +137,10 @@ impl Picked {
             .flatten()
             .filter_map(|h| h.as_u64().map(|h| h as u32))
             .collect();
-        anyhow::ensure!(!big_blocks.is_empty(), "the chain has no block of 10,000+ txs");
+        anyhow::ensure!(
+            !big_blocks.is_empty(),
+            "the chain has no block of 10,000+ txs"
+        );
         Ok(Picked {
             scripts: [hash(heavy), hash(medium), hash(light), hash(hoard)],
             big_blocks,
@@ -387,12 +390,7 @@ async fn main() -> Result<()> {
         ));
         kinds.push((
             "subscribe heavy".into(),
-            Box::new(move |_| {
-                (
-                    "blockchain.scripthash.subscribe".into(),
-                    json!([sh(HEAVY)]),
-                )
-            }),
+            Box::new(move |_| ("blockchain.scripthash.subscribe".into(), json!([sh(HEAVY)]))),
             heavy_requests,
         ));
         kinds.push((
