@@ -307,15 +307,22 @@ impl BlockProcessor {
     /// cache to its budget by dropping the oldest outputs: recent outputs are the likeliest
     /// to be spent next.
     fn keep_flushed_coins(&mut self, coins: &FastMap<OutKey, CoinInfo>) {
-        let budget_entries = self.clean_budget() / COIN_ENTRY_BYTES;
-        if budget_entries == 0 {
+        let table_entries = self.clean_budget() / COIN_ENTRY_BYTES;
+        if table_entries == 0 {
             return;
         }
         if self.clean.capacity() == 0 {
             // Sized once: growing a table this big doubles it, and for a moment the old
             // and the new table would both be in memory.
-            self.clean.reserve(budget_entries);
+            self.clean.reserve(table_entries);
         }
+        // Held to half the table's room. Spends leave tombstones in the table; an insert
+        // that finds no free slot rehashes the table in place (dropping them) only while it
+        // is at most half full, and doubles it otherwise. Filled to its room, the table
+        // doubled once the chain's unspent outputs outgrew it (55M transactions into a
+        // tenth of mainnet), and the doubled table left the sync's windows no room: a
+        // flush every few blocks.
+        let budget_entries = self.clean.capacity() / 2;
         // Trimmed before the flush's outputs (the newest) go in, so the table never
         // outgrows its size: to three quarters of the budget with them.
         if self.clean.len() + coins.len() > budget_entries {
