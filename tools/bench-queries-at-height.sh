@@ -9,7 +9,8 @@
 # cost limits (off, so that 16 sessions from one address are measured, not throttled).
 # No peer figure: ElectrumX cannot index a chain without a node, and no node here can
 # hold this (segwit) chain.
-# Usage: tools/bench-queries-at-height.sh [BLOCKS] [TXS] [REQUESTS]
+# Usage: tools/bench-queries-at-height.sh [BLOCKS] [TXS] [REQUESTS]   (ONLY=TEXT: the query
+# kinds whose name contains TEXT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/electrumx-rs/target}"
@@ -33,6 +34,6 @@ until grep -q "listening for clients on tcp" "$log"; do
     sleep 1
 done
 port=$(grep -o 'listening for clients on tcp://127.0.0.1:0 (127.0.0.1:[0-9]*' "$log" | grep -o '[0-9]*$')
-"$bin/qbench" "$port" --chain "$chain" --concurrency 1,16 --requests "$requests" --heavy-requests 16
+"$bin/qbench" "$port" --chain "$chain" --concurrency 1,16 --requests "$requests" --heavy-requests 16 ${ONLY:+--only "$ONLY"}
 echo
 echo "server peak RSS: $(( $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") / 1024 )) MB"

