@@ -138,6 +138,12 @@ fn root_of_complete(leaves: &[Hash32]) -> Hash32 {
 }
 
 impl HeaderTree {
+    /// Whether the cached levels cover the first `length` leaves as the chain has them
+    /// now: a proof is then a few microseconds of work (no level to extend).
+    pub fn is_ready(&self, length: u64, hashes: &dyn Fn(u64, u64) -> Vec<Hash32>) -> bool {
+        self.inner.read().synced(length, hashes)
+    }
+
     /// The branch of leaf `index` in the tree over the first `length` leaves, and its
     /// root; `None` if `index >= length` or the chain has fewer leaves. `hashes(start,
     /// count)` reads the leaves (block hashes) of the current chain.
