@@ -39,7 +39,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::chaingen::{REGTEST_GENESIS, seal_header};
+use crate::chaingen::{REGTEST_GENESIS, seal_header, write_varint};
 
 /// Bitcoin Core's largest block file (`MAX_BLOCKFILE_SIZE`).
 pub const CORE_FILE_SIZE: u64 = 128 << 20;
@@ -300,24 +300,6 @@ fn script_len(kind: Kind) -> usize {
         Kind::P2tr | Kind::P2wsh => 34,
         Kind::P2pk => 35,
         Kind::Multisig => 71,
-    }
-}
-
-fn write_varint(b: &mut Vec<u8>, n: u64) {
-    match n {
-        0..=0xfc => b.push(n as u8),
-        0xfd..=0xffff => {
-            b.push(0xfd);
-            b.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        0x10000..=0xffff_ffff => {
-            b.push(0xfe);
-            b.extend_from_slice(&(n as u32).to_le_bytes());
-        }
-        _ => {
-            b.push(0xff);
-            b.extend_from_slice(&n.to_le_bytes());
-        }
     }
 }
 

@@ -613,7 +613,8 @@ async fn submit_allowing_side(node: &RegtestNode, raws: Vec<Value>) -> Result<()
     Ok(())
 }
 
-fn write_varint(b: &mut Vec<u8>, n: u64) {
+/// Appends Bitcoin's variable-length integer encoding of `n`.
+pub(crate) fn write_varint(b: &mut Vec<u8>, n: u64) {
     match n {
         0..=0xfc => b.push(n as u8),
         0xfd..=0xffff => {

@@ -49,17 +49,7 @@ impl BlockFileDaemon {
     /// Scans `dir` and builds the best chain starting at `genesis`.
     pub fn open(dir: &Path, genesis: BlockHash) -> Result<Self, DaemonError> {
         let io = |e: std::io::Error| DaemonError::config_from(dir.display().to_string(), e);
-        let xor = match std::fs::read(dir.join("xor.dat")) {
-            Ok(key) => <[u8; 8]>::try_from(key.as_slice()).map_err(|_| {
-                DaemonError::config(format!(
-                    "{}: xor.dat holds {} bytes, not an 8-byte key",
-                    dir.display(),
-                    key.len()
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => [0; 8],
-            Err(e) => return Err(io(e)),
-        };
+        let xor = super::read_xor_key(dir)?;
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .flatten()

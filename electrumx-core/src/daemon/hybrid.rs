@@ -357,17 +357,7 @@ impl HybridDaemon {
         let config =
             |e: std::io::Error| DaemonError::config_from(blocks_dir.display().to_string(), e);
         std::fs::read_dir(blocks_dir).map_err(config)?;
-        let xor = match std::fs::read(blocks_dir.join("xor.dat")) {
-            Ok(key) => <[u8; 8]>::try_from(key.as_slice()).map_err(|_| {
-                DaemonError::config(format!(
-                    "{}: xor.dat holds {} bytes, not an 8-byte key",
-                    blocks_dir.display(),
-                    key.len()
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => [0; 8],
-            Err(e) => return Err(config(e)),
-        };
+        let xor = super::read_xor_key(blocks_dir)?;
         let mut index = FileIndex {
             dir: blocks_dir.into(),
             xor,

@@ -99,3 +99,19 @@ pub trait Daemon: Send + Sync + 'static {
         None
     }
 }
+
+/// The obfuscation key of a blocks directory (`xor.dat`, Core 28+): all zeros (none) when
+/// the file is missing; an error if it is not an 8-byte key or cannot be read.
+pub(crate) fn read_xor_key(dir: &std::path::Path) -> Result<[u8; 8], DaemonError> {
+    match std::fs::read(dir.join("xor.dat")) {
+        Ok(key) => <[u8; 8]>::try_from(key.as_slice()).map_err(|_| {
+            DaemonError::config(format!(
+                "{}: xor.dat holds {} bytes, not an 8-byte key",
+                dir.display(),
+                key.len()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok([0; 8]),
+        Err(e) => Err(DaemonError::config_from(dir.display().to_string(), e)),
+    }
+}

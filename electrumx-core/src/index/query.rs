@@ -275,6 +275,36 @@ impl Index {
         Ok(())
     }
 
+    /// A script's history from tx number `from_txnum` on, skipping `offset` entries, at
+    /// most `limit` of them (see `scan_history`).
+    fn collect_history(
+        &self,
+        view: &View<'_>,
+        script: &ScriptHash,
+        from_txnum: u64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_history(view, script, from_txnum, offset, &mut |batch| {
+            for (n, txid) in batch {
+                let height = view.height_of(*n).unwrap_or(0);
+                out.push(HistoryItem {
+                    txid: *txid,
+                    height,
+                });
+                if out.len() >= limit {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
     fn resolve_txids(
         &self,
         view: &View<'_>,
@@ -434,24 +464,7 @@ impl ChainIndex for Index {
         limit: usize,
     ) -> Result<Vec<HistoryItem>> {
         let view = self.view();
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        self.scan_history(&view, script, 0, offset, &mut |batch| {
-            for (n, txid) in batch {
-                let height = view.height_of(*n).unwrap_or(0);
-                out.push(HistoryItem {
-                    txid: *txid,
-                    height,
-                });
-                if out.len() >= limit {
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(out)
+        self.collect_history(&view, script, 0, offset, limit)
     }
 
     fn history_from_height(
@@ -461,32 +474,15 @@ impl ChainIndex for Index {
         limit: usize,
     ) -> Result<Vec<HistoryItem>> {
         let view = self.view();
-        let mut out = Vec::new();
         let from_txnum = match height.checked_sub(1) {
             None => 0,
             // Past the tip: nothing to read.
             Some(below) => match view.tx_counts.get(below as usize) {
                 Some(&n) => n,
-                None => return Ok(out),
+                None => return Ok(Vec::new()),
             },
         };
-        if limit == 0 {
-            return Ok(out);
-        }
-        self.scan_history(&view, script, from_txnum, 0, &mut |batch| {
-            for (n, txid) in batch {
-                let height = view.height_of(*n).unwrap_or(0);
-                out.push(HistoryItem {
-                    txid: *txid,
-                    height,
-                });
-                if out.len() >= limit {
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(out)
+        self.collect_history(&view, script, from_txnum, 0, limit)
     }
 
     fn visit_history(
