@@ -123,7 +123,7 @@ fn scan_dat(
     let mut frame = [0u8; 8 + HEADER_LEN];
     while pos + frame.len() as u64 <= size {
         r.read_exact(&mut frame)?;
-        unxor(&mut frame, pos, xor);
+        super::unxor(&mut frame, pos, xor);
         if frame[..4] == [0, 0, 0, 0] {
             break; // preallocated tail of the file
         }
@@ -139,15 +139,6 @@ fn scan_dat(
         r.seek_relative((len - HEADER_LEN as u64) as i64)?;
     }
     Ok(())
-}
-
-fn unxor(buf: &mut [u8], offset: u64, xor: &[u8; 8]) {
-    if *xor == [0; 8] {
-        return;
-    }
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= xor[((offset + i as u64) % 8) as usize];
-    }
 }
 
 /// The longest chain from `genesis` through parent links (`records` sorted by hash), as
@@ -203,7 +194,7 @@ fn read_at(path: &Path, offset: u64, len: usize, xor: &[u8; 8]) -> Result<Vec<u8
     let f = std::fs::File::open(path).map_err(io)?;
     let mut buf = vec![0u8; len];
     f.read_exact_at(&mut buf, offset).map_err(io)?;
-    unxor(&mut buf, offset, xor);
+    super::unxor(&mut buf, offset, xor);
     Ok(buf)
 }
 

@@ -141,15 +141,6 @@ impl FileIndex {
         Ok(true)
     }
 
-    fn unxor(&self, buf: &mut [u8], offset: u64) {
-        if self.xor == [0; 8] {
-            return;
-        }
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b ^= self.xor[((offset + i as u64) % 8) as usize];
-        }
-    }
-
     /// Scans file `i` from where it stopped; returns the number of blocks found.
     fn scan_file(&mut self, i: usize) -> Result<usize, DaemonError> {
         let is_newest = i + 1 == self.files.len();
@@ -176,7 +167,7 @@ impl FileIndex {
         let mut corrupt = None;
         while pos + frame.len() as u64 <= size {
             r.read_exact(&mut frame).map_err(|e| self.io(&path, e))?;
-            self.unxor(&mut frame, pos);
+            super::unxor(&mut frame, pos, &self.xor);
             let magic: [u8; 4] = frame[..4].try_into().expect("4 bytes");
             if magic == [0; 4] {
                 break; // the preallocated (not yet written) part of the file
@@ -313,11 +304,7 @@ fn read_block(path: &Path, offset: u64, len: usize, xor: &[u8; 8]) -> std::io::R
     let file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)?;
-    if *xor != [0; 8] {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b ^= xor[((offset + i as u64) % 8) as usize];
-        }
-    }
+    super::unxor(&mut buf, offset, xor);
     Ok(buf)
 }
 

@@ -62,6 +62,12 @@ pub trait ChainIndex: Send + Sync {
     fn history(&self, script: &ScriptHash, offset: usize, limit: usize)
     -> Result<Vec<HistoryItem>>;
 
+    /// A script's whole confirmed history if it holds at most `limit` entries, else
+    /// `None`. The entries are counted from the history keys before any txid is read, so a
+    /// history over the limit costs a scan of its first `limit + 1` tx numbers only.
+    fn history_within(&self, script: &ScriptHash, limit: usize)
+    -> Result<Option<Vec<HistoryItem>>>;
+
     /// Confirmed history of a script from `height` up, in chain order, at most `limit`
     /// entries: the entries below `height` are not read, so bringing a long history up to
     /// date costs what was added, not its length.
@@ -270,6 +276,32 @@ impl Index {
             if at_end {
                 break;
             }
+        }
+        it.status().db()?;
+        Ok(())
+    }
+
+    /// Hands `f` the confirmed tx numbers of each of a script's history groups, in chain
+    /// order, reading keys and values of `history` only (no txid).
+    fn visit_txnums(
+        &self,
+        view: &View<'_>,
+        script: &ScriptHash,
+        f: &mut dyn FnMut(&[u64]) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let hashx = script.hashx();
+        let mut it = self.prefix_iter(view, cf::HISTORY, &hashx.0);
+        let total = view.tx_counts.last().copied().unwrap_or(0);
+        let mut group: Vec<u64> = Vec::with_capacity(keys::HISTORY_GROUP_MAX);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !keys::read_history_group(k, v, &mut group) {
+                return Err(IndexError::Corrupt("history entry".into()));
+            }
+            let confirmed = group.iter().take_while(|t| **t < total).count();
+            if f(&group[..confirmed]).is_break() {
+                return Ok(());
+            }
+            it.next();
         }
         it.status().db()?;
         Ok(())
@@ -505,23 +537,49 @@ impl ChainIndex for Index {
 
     fn history_len(&self, script: &ScriptHash, cap: usize) -> Result<usize> {
         let view = self.view();
-        let hashx = script.hashx();
-        let mut it = self.prefix_iter(&view, cf::HISTORY, &hashx.0);
-        let total = view.tx_counts.last().copied().unwrap_or(0);
         let mut n = 0;
-        let mut group: Vec<u64> = Vec::with_capacity(keys::HISTORY_GROUP_MAX);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !keys::read_history_group(k, v, &mut group) {
-                return Err(IndexError::Corrupt("history entry".into()));
-            }
-            n += group.iter().take_while(|t| **t < total).count();
+        self.visit_txnums(&view, script, &mut |txnums| {
+            n += txnums.len();
             if n >= cap {
-                return Ok(n.min(cap));
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-            it.next();
+        })?;
+        Ok(n.min(cap))
+    }
+
+    fn history_within(
+        &self,
+        script: &ScriptHash,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryItem>>> {
+        let view = self.view();
+        let mut txnums = Vec::new();
+        self.visit_txnums(&view, script, &mut |group| {
+            txnums.extend_from_slice(group);
+            if txnums.len() > limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        if txnums.len() > limit {
+            return Ok(None);
         }
-        it.status().db()?;
-        Ok(n)
+        let mut out = Vec::with_capacity(txnums.len());
+        let mut batch = Vec::with_capacity(TXID_BATCH);
+        // As in `scan_history`: only the first batch's blocks are kept in the block cache.
+        let mut cache = Caching::Fill;
+        for chunk in txnums.chunks(TXID_BATCH) {
+            self.resolve_txids_with(&view, chunk, &mut batch, cache)?;
+            cache = Caching::Bypass;
+            out.extend(batch.iter().map(|(n, txid)| HistoryItem {
+                txid: *txid,
+                height: view.height_of(*n).unwrap_or(0),
+            }));
+        }
+        Ok(Some(out))
     }
 
     fn utxos(&self, script: &ScriptHash, limit: usize) -> Result<Vec<Utxo>> {

